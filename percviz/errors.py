@@ -1,0 +1,28 @@
+"""Exception types: every user-facing failure is one of these, with one clear sentence."""
+
+
+class PercvizError(Exception):
+    """Base class for errors whose message is meant to be shown to a user as is."""
+
+
+class ImageError(PercvizError, ValueError):
+    """An image could not be read, or was refused (corrupt, truncated, bomb, not an image)."""
+
+
+class ModelUnavailableError(PercvizError):
+    """A model's weights are not on this machine; the message names the file and folder."""
+
+
+class UnknownIdError(PercvizError, KeyError):
+    """An attack, model or parameter id that does not exist; the message lists valid ids."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ParameterError(PercvizError, ValueError):
+    """A parameter value outside its schema (type, range, NaN/inf, unknown name)."""
+
+
+class RecipeError(PercvizError, ValueError):
+    """A recipe file that cannot be parsed or replayed."""

@@ -1,0 +1,39 @@
+"""Model zoo, the [0,1]-input classifier wrapper, ImageNet labels and top-k prediction."""
+
+from percviz.models.classifier import (
+    Classifier,
+    Prediction,
+    build_classifier,
+    imagenet_labels,
+    load_model,
+    predict,
+)
+from percviz.models.zoo import (
+    DEFAULT_MODEL,
+    MODEL_SPECS,
+    ModelSpec,
+    ModelStatus,
+    all_model_status,
+    get_spec,
+    hub_checkpoint_dir,
+    model_status,
+    unavailable_message,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODEL_SPECS",
+    "Classifier",
+    "ModelSpec",
+    "ModelStatus",
+    "Prediction",
+    "all_model_status",
+    "build_classifier",
+    "get_spec",
+    "hub_checkpoint_dir",
+    "imagenet_labels",
+    "load_model",
+    "model_status",
+    "predict",
+    "unavailable_message",
+]

@@ -1,0 +1,76 @@
+"""Shared fixtures: the real offline model on real photos, and a tiny seeded CNN for fast checks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from percviz.images import fit_to_model, load_sample, to_tensor
+from percviz.models import Classifier, load_model
+from percviz.models.zoo import ModelSpec
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+PHOTOS = ("chelsea", "coffee", "rocket")
+
+
+@pytest.fixture(scope="session")
+def lite0() -> Classifier:
+    """The real EfficientNet-Lite0 (ImageNet weights, offline) on CPU."""
+    return load_model("efficientnet_lite0", "cpu")
+
+
+@pytest.fixture(scope="session")
+def photos224() -> torch.Tensor:
+    """chelsea, coffee, rocket at 224×224: ``3×3×224×224`` in [0, 1]."""
+    return torch.cat([to_tensor(fit_to_model(load_sample(n).pixels, 224)) for n in PHOTOS])
+
+
+@pytest.fixture(scope="session")
+def photos32() -> torch.Tensor:
+    """The same photos at 32×32 for fast tests on the tiny model."""
+    return torch.cat([to_tensor(fit_to_model(load_sample(n).pixels, 32)) for n in PHOTOS])
+
+
+class TinyNet(nn.Module):
+    """A small seeded CNN with 10 classes; deterministic, fast, differentiable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+TINY_SPEC = ModelSpec(
+    id="tiny",
+    title="tiny test CNN",
+    source="tests",
+    input_size=32,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.25, 0.25, 0.25),
+    weight_file=None,
+    feature_layers=("features.1", "features.4"),
+    cam_layer="features.4",
+)
+
+
+def make_tiny(seed: int = 0) -> Classifier:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = TinyNet()
+    return Classifier(net, TINY_SPEC)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Classifier:
+    """A seeded tiny CNN wrapped as a percviz Classifier (CPU, eval, frozen)."""
+    return make_tiny()
