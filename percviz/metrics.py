@@ -30,7 +30,9 @@ SSIM_RADIUS = 5  # int(3.5 * 1.5 + 0.5): scikit-image's truncate = 3.5 → an 11
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(f"Expected two N×C×H×W tensors of one shape; got {tuple(x.shape)} and {tuple(y.shape)}.")
+        raise ValueError(
+            f"Expected two N×C×H×W tensors of one shape; got {tuple(x.shape)} and {tuple(y.shape)}."
+        )
 
 
 @cache
@@ -61,9 +63,12 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     _check_pair(x, y)
     if min(x.shape[-2:]) < 2 * SSIM_RADIUS + 1:
         raise ValueError(f"SSIM needs images of at least 11×11 pixels; got {tuple(x.shape[-2:])}.")
-    stacked = gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], dim=1))
+    shift = x.detach().mean(dim=(-2, -1), keepdim=True)  # centring limits float32 cancellation
+    xs, ys = x - shift, y - shift
+    stacked = gaussian_blur(torch.cat([xs, ys, xs * xs, ys * ys, xs * ys], dim=1))
     mx, my, mxx, myy, mxy = stacked.chunk(5, dim=1)
     vx, vy, cov = mxx - mx * mx, myy - my * my, mxy - mx * my
+    mx, my = mx + shift, my + shift
     num = (2 * mx * my + C1) * (2 * cov + C2)
     den = (mx * mx + my * my + C1) * (vx + vy + C2)
     return num / den

@@ -60,7 +60,9 @@ class Param:
         if self.kind == "choice":
             text = str(value).strip()
             if text not in self.choices:
-                raise ParameterError(f"Parameter '{name}' must be one of {', '.join(self.choices)}; got {value!r}.")
+                raise ParameterError(
+                    f"Parameter '{name}' must be one of {', '.join(self.choices)}; got {value!r}."
+                )
             return text
         if self.kind == "int":
             return int(self._number(value, integer=True, low=self.low, high=self.high))
@@ -78,7 +80,9 @@ class Param:
             raise ParameterError(f"Parameter '{name}' must be finite; got {value!r}.")
         if integer and number != int(number):
             raise ParameterError(f"Parameter '{name}' must be an integer; got {value!r}.")
-        if (low is not None and number < low) or (high is not None and number > high and not math.isinf(number)):
+        if (low is not None and number < low) or (
+            high is not None and number > high and not math.isinf(number)
+        ):
             raise ParameterError(f"Parameter '{name}' must lie in [{low}, {high}]; got {value!r}.")
         return number
 
@@ -320,7 +324,9 @@ def validate_batch(x: torch.Tensor) -> None:
     if not torch.isfinite(x).all():
         raise ValueError("The input batch contains NaN or infinite values.")
     if float(x.min()) < 0.0 or float(x.max()) > 1.0:
-        raise ValueError(f"Input values must lie in [0, 1]; got [{float(x.min()):.3g}, {float(x.max()):.3g}].")
+        raise ValueError(
+            f"Input values must lie in [0, 1]; got [{float(x.min()):.3g}, {float(x.max()):.3g}]."
+        )
 
 
 def run_attack(

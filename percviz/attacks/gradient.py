@@ -75,7 +75,10 @@ register(
         presets={
             "paper ImageNet (ε = 4/255, 10 steps)": {"eps": 4 / 255, "steps": 10, "step_size": 1 / 255},
             "Madry (ε = 8/255, 20 steps, random start)": {
-                "eps": 8 / 255, "steps": 20, "step_size": 2 / 255, "random_start": True,
+                "eps": 8 / 255,
+                "steps": 20,
+                "step_size": 2 / 255,
+                "random_start": True,
             },
         },
         bound="‖x_adv − x‖∞ ≤ ε",

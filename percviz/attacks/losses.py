@@ -18,7 +18,9 @@ def best_other(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
     return masked.amax(dim=1)
 
 
-def margin(logits: torch.Tensor, labels: torch.Tensor, target: int | None = None, kappa: float = float("inf")) -> torch.Tensor:
+def margin(
+    logits: torch.Tensor, labels: torch.Tensor, target: int | None = None, kappa: float = float("inf")
+) -> torch.Tensor:
     """CW margin to maximise, clipped at ``kappa`` (``(N,)``); positive means the attack succeeded."""
     if target is None:
         value = best_other(logits, labels) - logits.gather(1, labels[:, None])[:, 0]

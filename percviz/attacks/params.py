@@ -8,32 +8,61 @@ from typing import Any
 from percviz.attacks.base import Param
 
 EPS_LINF = Param(
-    name="eps", kind="float", default=4 / 255, low=0.0, high=1.0, unit="[0,1] pixel units",
-    help="L∞ budget: no pixel value moves by more than eps (4/255 ≈ 0.0157).", label="ε (L∞)",
+    name="eps",
+    kind="float",
+    default=4 / 255,
+    low=0.0,
+    high=1.0,
+    unit="[0,1] pixel units",
+    help="L∞ budget: no pixel value moves by more than eps (4/255 ≈ 0.0157).",
+    label="ε (L∞)",
 )
 EPS_L2 = Param(
-    name="eps", kind="float", default=1.0, low=0.0, high=100.0, unit="L2 over the whole image, [0,1] units",
-    help="L2 budget of the whole perturbation in [0,1] pixel units.", label="ε (L2)",
+    name="eps",
+    kind="float",
+    default=1.0,
+    low=0.0,
+    high=100.0,
+    unit="L2 over the whole image, [0,1] units",
+    help="L2 budget of the whole perturbation in [0,1] pixel units.",
+    label="ε (L2)",
 )
 STEPS = Param(name="steps", kind="int", default=10, low=1, high=1000, help="Number of iterations.")
 STEP_SIZE = Param(
-    name="step_size", kind="float", default=1 / 255, low=0.0, high=1.0, unit="[0,1] pixel units",
-    help="Step length per iteration.", label="step size",
+    name="step_size",
+    kind="float",
+    default=1 / 255,
+    low=0.0,
+    high=1.0,
+    unit="[0,1] pixel units",
+    help="Step length per iteration.",
+    label="step size",
 )
 RANDOM_START = Param(
     name="random_start", kind="bool", default=False, help="Start from a uniform random point in the ball."
 )
 LOSS = Param(
-    name="loss", kind="choice", default="ce", choices=("ce", "cw"),
+    name="loss",
+    kind="choice",
+    default="ce",
+    choices=("ce", "cw"),
     help="Objective: cross-entropy (ce) or Carlini–Wagner margin max_{i≠y} z_i − z_y clipped at κ (cw).",
 )
 KAPPA = Param(
-    name="kappa", kind="float", default=0.0, low=0.0, high=1000.0,
-    help="Confidence κ of the CW margin: the margin objective saturates at κ.", label="κ (confidence)",
+    name="kappa",
+    kind="float",
+    default=0.0,
+    low=0.0,
+    high=1000.0,
+    help="Confidence κ of the CW margin: the margin objective saturates at κ.",
+    label="κ (confidence)",
 )
 TARGET = Param(
-    name="target", kind="class", default=None,
-    help="ImageNet class index to reach (targeted attack); empty = untargeted.", label="target class",
+    name="target",
+    kind="class",
+    default=None,
+    help="ImageNet class index to reach (targeted attack); empty = untargeted.",
+    label="target class",
 )
 
 

@@ -240,4 +240,3 @@ def copy_in_order(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             )
         target[key] = value.to(target[key].dtype)
     model.load_state_dict(target)
-

@@ -1,0 +1,5 @@
+"""``python -m percviz`` runs the command line."""
+
+from percviz.cli import main
+
+raise SystemExit(main())

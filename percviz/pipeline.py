@@ -1,0 +1,140 @@
+"""End-to-end runs shared by the CLI and the app: recipe → image → model → attack → report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from percviz.attacks.base import AttackResult, ProgressCallback, run_attack
+from percviz.errors import ImageError, RecipeError
+from percviz.images import LoadedImage, fit_to_model, load_image, load_sample, to_numpy, to_tensor, to_uint8
+from percviz.metrics import compare_images
+from percviz.models import Classifier, load_model, predict
+from percviz.recipes import ImageRef, Recipe, environment_versions, file_sha256
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image as loaded and as the model sees it (``H×W×3`` float32 in [0, 1])."""
+
+    loaded: LoadedImage
+    model_input: np.ndarray
+
+    def tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
+        return to_tensor(self.model_input, device)
+
+
+def load_ref(ref: ImageRef, *, check_hash: bool = False) -> LoadedImage:
+    """Load the image a recipe names; optionally refuse a file whose SHA-256 changed."""
+    if ref.sample is not None:
+        return load_sample(ref.sample)
+    path = str(ref.path)
+    if check_hash and ref.sha256 and Path(path).is_file() and file_sha256(path) != ref.sha256:
+        raise RecipeError(f"'{ref.path}' differs from the file the recipe was made with (SHA-256 mismatch).")
+    return load_image(path)
+
+
+def prepare(loaded: LoadedImage, size: int, crop_fraction: float = 1.0) -> PreparedImage:
+    """Centre-crop and resize to the model's input (untouched if already that size)."""
+    return PreparedImage(loaded, fit_to_model(loaded.pixels, size, crop_fraction))
+
+
+@dataclass
+class RunOutcome:
+    recipe: Recipe
+    model: Classifier
+    image: PreparedImage
+    result: AttackResult
+
+
+def run_recipe(
+    recipe: Recipe, progress: ProgressCallback | None = None, *, check_hash: bool = False
+) -> RunOutcome:
+    """Execute a recipe on its device (or the best one) and return everything produced."""
+    model = load_model(recipe.model, recipe.device)
+    try:
+        image = prepare(load_ref(recipe.image, check_hash=check_hash), model.input_size, recipe.crop_fraction)
+    except ValueError as exc:
+        if isinstance(exc, ImageError | RecipeError):
+            raise
+        raise ImageError(str(exc)) from None
+    result = run_attack(
+        recipe.attack, model, image.tensor(model.device), recipe.params, seed=recipe.seed, progress=progress
+    )
+    return RunOutcome(recipe, model, image, result)
+
+
+@torch.no_grad()
+def png_still_adversarial(model: Classifier, result: AttackResult) -> list[bool]:
+    """Re-classify the 8-bit quantised adversarial images (what a PNG stores)."""
+    quantised = torch.from_numpy(to_uint8(to_numpy(result.x_adv)).astype(np.float32) / 255.0)
+    preds = model(quantised.permute(0, 3, 1, 2).to(model.device)).argmax(1).cpu()
+    target = result.params.get("target")
+    hit = preds == target if target is not None else preds != result.labels
+    return [bool(v) for v in hit]
+
+
+def build_report(outcome: RunOutcome, top: int = 5) -> dict[str, Any]:
+    """Everything ``result.json`` holds for image 0 of the run (SPEC §7)."""
+    model, result = outcome.model, outcome.result
+    before = predict(model, result.x, top)[0]
+    after = predict(model, result.x_adv, top)[0]
+    metrics = compare_images(result.x, result.x_adv)[0]
+    recipe = outcome.recipe.as_dict()
+    recipe["params"] = {k: (v if v != float("inf") else "inf") for k, v in result.params.items()}
+    recipe["device"] = result.device
+    recipe["versions"] = environment_versions()
+    return {
+        "image": {
+            "name": outcome.image.loaded.name,
+            "original_size": [outcome.image.loaded.height, outcome.image.loaded.width],
+            "model_size": list(outcome.image.model_input.shape[:2]),
+            "conversions": list(outcome.image.loaded.conversions),
+        },
+        "model": model.spec.id,
+        "attack": result.attack_id,
+        "prediction_before": [p.as_dict() for p in before],
+        "prediction_after": [p.as_dict() for p in after],
+        "success": bool(result.success[0]),
+        "png_still_adversarial": png_still_adversarial(model, result)[0],
+        "metrics": _finite(metrics),
+        "constraints": {k: _finite(v[0]) for k, v in result.constraints.items()},
+        "forward_passes": result.forward_passes,
+        "backward_passes": result.backward_passes,
+        "wall_time_s": result.wall_time,
+        "cancelled": result.cancelled,
+        "info": _jsonable(result.info),
+        "history": _jsonable(result.history),
+        "recipe": recipe,
+    }
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no inf/NaN: encode them as strings."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.detach().cpu().tolist())
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float):
+        return _finite(value)
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)

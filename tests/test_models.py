@@ -1,0 +1,112 @@
+"""Model zoo: the real offline model, the missing-weights state, the wrapper contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from percviz.errors import ModelUnavailableError, UnknownIdError
+from percviz.models import (
+    MODEL_SPECS,
+    all_model_status,
+    build_classifier,
+    get_spec,
+    imagenet_labels,
+    model_status,
+    predict,
+)
+
+CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+def test_lite0_classifies_real_photos(lite0, photos224) -> None:
+    top1 = [row[0].label for row in predict(lite0, photos224, top=5)]
+    assert top1[0] in CAT_CLASSES
+    assert top1[1] == "espresso"
+    assert top1[2] in {"missile", "projectile"}
+
+
+def test_lite0_contract(lite0) -> None:
+    assert not lite0.training and not lite0.net.training
+    assert not any(p.requires_grad for p in lite0.parameters())
+    with pytest.raises(RuntimeError, match="frozen"):
+        lite0.train()
+    assert lite0.input_size == 224 and len(lite0.labels) == 1000
+
+
+def test_normalisation_inside(lite0, photos224) -> None:
+    x = photos224[:1]
+    expected = lite0.net((x - 0.5) / 0.5)
+    torch.testing.assert_close(lite0(x), expected)
+
+
+def test_input_gradient_flows(lite0, photos224) -> None:
+    x = photos224[:1].clone().requires_grad_(True)
+    lite0(x)[0, 0].backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_feature_layers(lite0, photos224) -> None:
+    feats = lite0.features(photos224[:1])
+    assert [f.shape[-1] for f in feats] == [112, 56, 28, 14, 7]
+
+
+def test_labels_are_imagenet() -> None:
+    labels = imagenet_labels()
+    assert len(labels) == 1000 and labels[0] == "tench" and labels[967] == "espresso"
+
+
+def test_missing_weights_is_a_clear_state(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    status = model_status("mobilenet_v2")
+    assert not status.available
+    assert "mobilenet_v2-b0353104.pth" in status.how_to_enable
+    assert str(tmp_path / "hub" / "checkpoints") in status.how_to_enable
+    with pytest.raises(ModelUnavailableError, match=r"mobilenet_v2-b0353104\.pth"):
+        build_classifier("mobilenet_v2", "cpu")
+    assert model_status("efficientnet_lite0").available
+    assert next(s.spec.id for s in all_model_status()) == "efficientnet_lite0"
+
+
+def test_torchvision_weights_load_from_hub_cache(tmp_path, monkeypatch) -> None:
+    """With the checkpoint file in the cache, the real loading path builds the model from it."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    reference = torchvision.models.mobilenet_v2(weights=None)
+    torch.save(reference.state_dict(), folder / "mobilenet_v2-b0353104.pth")
+    model = build_classifier("mobilenet_v2", "cpu")
+    x = torch.rand(1, 3, 64, 64)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(model(x), reference.eval()((x - mean) / std))
+
+
+def test_corrupt_weight_file_is_reported(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "alexnet-owt-7be5be79.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelUnavailableError, match="unreadable"):
+        build_classifier("alexnet", "cpu")
+
+
+def test_unknown_model() -> None:
+    with pytest.raises(UnknownIdError, match="efficientnet_lite0"):
+        get_spec("resnet9000")
+
+
+def test_every_spec_builds_its_architecture_and_layers() -> None:
+    """Feature and CAM layer names exist in every architecture (random init, no weights needed)."""
+    for spec in MODEL_SPECS.values():
+        net = spec.builder()
+        names = dict(net.named_modules())
+        for layer in (*spec.feature_layers, spec.cam_layer):
+            assert layer in names, f"{spec.id}: no layer {layer}"
+
+
+def test_predict_validates_top(lite0, photos224) -> None:
+    with pytest.raises(ValueError, match="top"):
+        predict(lite0, photos224[:1], top=0)

@@ -1,0 +1,178 @@
+"""The attack registry, its parameter schemas and the run template (SPEC §2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from percviz.attacks import get_attack, registry, run_attack
+from percviz.attacks.base import Param
+from percviz.attacks.losses import best_other, cross_entropy, margin
+from percviz.errors import ParameterError, UnknownIdError
+
+SPEC_PARAM_NAMES = {
+    "eps",
+    "p",
+    "steps",
+    "step_size",
+    "random_start",
+    "loss",
+    "kappa",
+    "target",
+    "candidates",
+    "eps1",
+    "eps2",
+    "anchor",
+    "scope",
+    "solver",
+    "bound",
+    "distance_net",
+    "projection",
+    "cg_iters",
+    "bisect_iters",
+    "lam",
+    "c",
+    "search_steps",
+    "overshoot",
+    "smooth_alpha",
+    "dither",
+    "subsets",
+    "subset_size",
+}
+
+
+def test_registry_entries_are_complete() -> None:
+    attacks = registry()
+    assert {"fgsm", "pgd"} <= set(attacks)
+    for spec in attacks.values():
+        assert spec.title and spec.source and spec.summary and spec.formula
+        assert spec.family and spec.params
+        for p in spec.params:
+            assert p.help, f"{spec.id}.{p.name} has no help text"
+        spec.validate({})
+        for preset in spec.presets.values():
+            spec.validate(preset)
+
+
+def test_parameter_names_follow_the_shared_vocabulary() -> None:
+    extra = {p.name for s in registry().values() for p in s.params} - SPEC_PARAM_NAMES
+    assert not extra, f"parameter names outside SPEC §7: {extra}"
+
+
+def test_unknown_attack_and_parameter() -> None:
+    with pytest.raises(UnknownIdError, match="pgd"):
+        get_attack("pgdd")
+    with pytest.raises(ParameterError, match="valid names: eps, steps"):
+        get_attack("pgd").validate({"epsilon": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("nan", "finite"),
+        (float("inf"), "finite"),
+        (-0.1, r"\[0.0, 1.0\]"),
+        (2, r"\[0.0, 1.0\]"),
+        ("abc", "number"),
+        (True, "number"),
+    ],
+)
+def test_float_validation(value: object, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        get_attack("pgd").validate({"eps": value})
+
+
+def test_int_bool_choice_class_validation() -> None:
+    spec = get_attack("pgd")
+    assert spec.validate({"steps": "5"})["steps"] == 5
+    with pytest.raises(ParameterError, match="integer"):
+        spec.validate({"steps": 2.5})
+    assert spec.validate({"random_start": "yes"})["random_start"] is True
+    with pytest.raises(ParameterError, match="true or false"):
+        spec.validate({"random_start": "maybe"})
+    with pytest.raises(ParameterError, match="ce, cw"):
+        spec.validate({"loss": "mse"})
+    assert spec.validate({"target": "none"})["target"] is None
+    assert spec.validate({"target": "285"})["target"] == 285
+    with pytest.raises(ParameterError):
+        spec.validate({"target": 1000})
+
+
+def test_allow_inf_param() -> None:
+    p = Param(name="p", kind="float", default=2.0, low=1.0, high=math.inf, allow_inf=True, help="norm")
+    assert p.validate("inf") == math.inf
+    with pytest.raises(ParameterError):
+        p.validate("-inf")
+
+
+def test_losses() -> None:
+    z = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    y = torch.tensor([0, 1])
+    torch.testing.assert_close(best_other(z, y), torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(margin(z, y), torch.tensor([-1.0, -4.0]))
+    torch.testing.assert_close(margin(z, y, kappa=-2.0), torch.tensor([-2.0, -4.0]))
+    torch.testing.assert_close(margin(z, y, target=2), torch.tensor([-1.0, -4.0]))
+    assert (cross_entropy(z, y) > 0).all() and (cross_entropy(z, y, target=2) < 0).all()
+
+
+def test_run_template_result(tiny, photos32) -> None:
+    x = photos32.clone()
+    result = run_attack("pgd", tiny, x, {"eps": 0.03, "steps": 4, "step_size": 0.01}, seed=3)
+    torch.testing.assert_close(x, photos32)  # input untouched
+    assert result.x_adv.shape == x.shape and result.success.shape == (3,)
+    assert result.forward_passes == 1 + 4 + 1 and result.backward_passes == 4
+    assert len(result.history) == 4 and result.history[-1]["iteration"] == 4
+    assert max(result.constraints["linf"]) <= 0.03 + 1e-6
+    assert set(result.constraints) >= {"linf", "l2", "l0", "s1", "s2", "ssim"}
+    assert result.wall_time > 0 and result.device == "cpu" and not result.cancelled
+    assert torch.equal(result.labels, tiny(photos32).argmax(1))
+
+
+def test_seed_determinism_and_random_start(tiny, photos32) -> None:
+    params = {"eps": 0.05, "steps": 3, "step_size": 0.01, "random_start": True}
+    a = run_attack("pgd", tiny, photos32, params, seed=7)
+    b = run_attack("pgd", tiny, photos32, params, seed=7)
+    c = run_attack("pgd", tiny, photos32, params, seed=8)
+    assert torch.equal(a.x_adv, b.x_adv)
+    assert not torch.equal(a.x_adv, c.x_adv)
+
+
+def test_cancellation_through_progress(tiny, photos32) -> None:
+    seen: list[int] = []
+
+    def progress(record: dict) -> bool:
+        seen.append(record["iteration"])
+        return record["iteration"] < 2
+
+    result = run_attack("pgd", tiny, photos32, {"steps": 50}, progress=progress)
+    assert result.cancelled and seen == [1, 2] and result.backward_passes == 2
+
+
+def test_targeted_success_definition(tiny, photos32) -> None:
+    target = int(tiny(photos32).argmax(1)[0])
+    result = run_attack("pgd", tiny, photos32, {"target": target, "steps": 1, "eps": 0.0})
+    assert bool(result.success[0])  # already predicted as the target
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.rand(3, 32, 32),
+        torch.rand(1, 1, 32, 32),
+        torch.full((1, 3, 16, 16), float("nan")),
+        torch.full((1, 3, 16, 16), 1.5),
+        torch.zeros(1, 3, 16, 16, dtype=torch.uint8),
+    ],
+)
+def test_bad_input_batches_refused(tiny, bad: torch.Tensor) -> None:
+    with pytest.raises(ValueError):
+        run_attack("fgsm", tiny, bad)
+
+
+def test_real_model_pgd_fools_every_photo(lite0, photos224) -> None:
+    result = run_attack("pgd", lite0, photos224, {"eps": 4 / 255, "steps": 10, "step_size": 1 / 255})
+    assert result.success.all()
+    assert max(result.constraints["linf"]) <= 4 / 255 + 1e-6
+    assert min(result.constraints["ssim"]) > 0.9
