@@ -1,0 +1,157 @@
+"""A bounded FIFO compute queue for shared servers (SPEC §9): N jobs run at once, others wait.
+
+Each job runs in its own thread once a slot is free, in submission order. A waiting job knows its
+place in line; a job can be cancelled while waiting (it never runs) or while running (its progress
+callback returns ``False`` so the attack stops at the next iteration). Any exception — including a
+CUDA out-of-memory — is caught and kept as a one-sentence message for the job's owner only; the
+queue and the other jobs carry on.
+
+Usage::
+
+    queue = ComputeQueue(slots=1)
+    job = queue.submit(lambda progress: run_attack(..., progress=progress), owner="session-id")
+    job.position()   # 0 = running, k = k jobs ahead
+    job.cancel()
+    job.wait(timeout) / job.status / job.result / job.error / job.last_progress
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+
+from percviz.errors import PercvizError
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+ProgressFn = Callable[[dict[str, Any]], bool]
+
+
+class QueueFullError(PercvizError):
+    """The owner already has the maximum number of jobs in the queue."""
+
+
+class Job:
+    """One unit of work and its state; created by :meth:`ComputeQueue.submit`."""
+
+    def __init__(self, queue: ComputeQueue, ticket: int, owner: str, work: Callable[[ProgressFn], Any]) -> None:
+        self.ticket = ticket
+        self.owner = owner
+        self.status: JobStatus = "queued"
+        self.result: Any = None
+        self.error: str | None = None
+        self.last_progress: dict[str, Any] = {}
+        self._queue = queue
+        self._work = work
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+
+    def position(self) -> int:
+        """0 when running or finished; otherwise how many jobs are ahead in line."""
+        return self._queue.position(self)
+
+    def cancel(self) -> None:
+        """Stop waiting, or ask a running job to stop at its next progress report."""
+        self._cancel.set()
+        self._queue.wake()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until finished; True if it finished within ``timeout``."""
+        return self._done.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def _progress(self, record: dict[str, Any]) -> bool:
+        self.last_progress = dict(record)
+        return not self._cancel.is_set()
+
+    def _run(self) -> None:
+        try:
+            self.result = self._work(self._progress)
+            self.status = "cancelled" if self._cancel.is_set() else "done"
+        except Exception as exc:
+            self.status = "failed"
+            self.error = describe_failure(exc)
+        finally:
+            self._done.set()
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One sentence for the user; frees GPU memory after an out-of-memory error."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return "The device ran out of memory for this job; try a smaller image, batch or fewer steps."
+    if isinstance(exc, PercvizError | ValueError):
+        return " ".join(str(exc).split())
+    return f"The computation failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})."
+
+
+class ComputeQueue:
+    """FIFO queue running at most ``slots`` jobs at once; at most ``per_owner`` queued per owner."""
+
+    def __init__(self, slots: int = 1, per_owner: int = 2) -> None:
+        if slots < 1 or per_owner < 1:
+            raise ValueError(f"slots and per_owner must be ≥ 1; got {slots}, {per_owner}.")
+        self.slots = slots
+        self.per_owner = per_owner
+        self._lock = threading.Condition()
+        self._waiting: list[Job] = []
+        self._running: set[Job] = set()
+        self._tickets = itertools.count()
+
+    def submit(self, work: Callable[[ProgressFn], Any], owner: str = "") -> Job:
+        """Queue ``work(progress)``; returns immediately with the job handle."""
+        with self._lock:
+            mine = [j for j in (*self._waiting, *self._running) if j.owner == owner and not j.finished]
+            if owner and len(mine) >= self.per_owner:
+                raise QueueFullError(
+                    f"You already have {len(mine)} jobs queued or running; wait for one to finish or cancel it."
+                )
+            job = Job(self, next(self._tickets), owner, work)
+            self._waiting.append(job)
+        threading.Thread(target=self._serve, args=(job,), name=f"percviz-job-{job.ticket}", daemon=True).start()
+        return job
+
+    def position(self, job: Job) -> int:
+        with self._lock:
+            return self._waiting.index(job) + 1 if job in self._waiting else 0
+
+    def wake(self) -> None:
+        with self._lock:
+            self._lock.notify_all()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"waiting": len(self._waiting), "running": len(self._running), "slots": self.slots}
+
+    def _serve(self, job: Job) -> None:
+        with self._lock:
+            while not job.cancel_requested and not (
+                self._waiting and self._waiting[0] is job and len(self._running) < self.slots
+            ):
+                self._lock.wait()
+            self._waiting.remove(job)
+            if job.cancel_requested:
+                job.status = "cancelled"
+                job._done.set()
+                self._lock.notify_all()
+                return
+            self._running.add(job)
+            job.status = "running"
+            self._lock.notify_all()
+        try:
+            job._run()
+        finally:
+            with self._lock:
+                self._running.discard(job)
+                self._lock.notify_all()
