@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Start percviz as a shared lab demo (SPEC §9): hosted limits plus a locked-down Streamlit profile.
+# Put it behind a reverse proxy (see README, "Hosted mode"); pass extra flags such as --server.port.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PERCVIZ_HOSTED=1
+exec python -m streamlit run app.py \
+    --server.headless=true \
+    --server.maxUploadSize=5 \
+    --server.maxMessageSize=50 \
+    --server.enableXsrfProtection=true \
+    --server.enableCORS=true \
+    --server.enableStaticServing=false \
+    --server.fileWatcherType=none \
+    --server.disconnectedSessionTTL=30 \
+    --client.showErrorDetails=none \
+    --client.toolbarMode=viewer \
+    --browser.gatherUsageStats=false \
+    "$@"
