@@ -101,7 +101,9 @@ def check_params(values: Mapping[str, Any], limits: Limits) -> None:
 def check_image_size(height: int, width: int, limits: Limits) -> None:
     """Refuse images with a side or pixel count above the caps."""
     if max(height, width) > limits.max_side:
-        raise ParameterError(f"Images may be at most {limits.max_side} pixels on a side; got {width}×{height}.")
+        raise ParameterError(
+            f"Images may be at most {limits.max_side} pixels on a side; got {width}×{height}."
+        )
     if height * width > limits.max_pixels:
         raise ParameterError(
             f"Images may have at most {limits.max_pixels / 1e6:.0f} Mpx; got {height * width / 1e6:.1f} Mpx."

@@ -37,7 +37,9 @@ class QueueFullError(PercvizError):
 class Job:
     """One unit of work and its state; created by :meth:`ComputeQueue.submit`."""
 
-    def __init__(self, queue: ComputeQueue, ticket: int, owner: str, work: Callable[[ProgressFn], Any]) -> None:
+    def __init__(
+        self, queue: ComputeQueue, ticket: int, owner: str, work: Callable[[ProgressFn], Any]
+    ) -> None:
         self.ticket = ticket
         self.owner = owner
         self.status: JobStatus = "queued"
@@ -119,7 +121,9 @@ class ComputeQueue:
                 )
             job = Job(self, next(self._tickets), owner, work)
             self._waiting.append(job)
-        threading.Thread(target=self._serve, args=(job,), name=f"percviz-job-{job.ticket}", daemon=True).start()
+        threading.Thread(
+            target=self._serve, args=(job,), name=f"percviz-job-{job.ticket}", daemon=True
+        ).start()
         return job
 
     def position(self, job: Job) -> int:

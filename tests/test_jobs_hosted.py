@@ -91,7 +91,11 @@ def test_failures_are_isolated_messages() -> None:
     def boom(progress):
         raise ValueError("eps must be finite")
 
-    jobs = [queue.submit(oom, owner="a"), queue.submit(boom, owner="b"), queue.submit(lambda p: 42, owner="c")]
+    jobs = [
+        queue.submit(oom, owner="a"),
+        queue.submit(boom, owner="b"),
+        queue.submit(lambda p: 42, owner="c"),
+    ]
     _wait_all(jobs)
     assert jobs[0].status == "failed" and "ran out of memory" in jobs[0].error
     assert jobs[1].status == "failed" and jobs[1].error == "eps must be finite"
@@ -114,7 +118,9 @@ def test_concurrent_attacks_equal_sequential(lite0, photos224) -> None:
     alone = [run_attack("pgd", lite0, photos224[i : i + 1], params, seed=i).x_adv for i in range(3)]
     queue = ComputeQueue(slots=3)
     jobs = [
-        queue.submit(lambda p, i=i: run_attack("pgd", lite0, photos224[i : i + 1], params, seed=i), owner=str(i))
+        queue.submit(
+            lambda p, i=i: run_attack("pgd", lite0, photos224[i : i + 1], params, seed=i), owner=str(i)
+        )
         for i in range(3)
     ]
     _wait_all(jobs, 120)
