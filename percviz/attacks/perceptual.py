@@ -1,0 +1,714 @@
+"""Perceptual attacks bounded by the seed-001 distance: PPGD, LPA and Fast-LPA (seed 001 §4, App. A).
+
+The threat model is ``d(x̃, x) = |φ(x̃) − φ(x)|₂ ≤ ε`` (§3, eq. 3) with ``φ`` the channel-normalised,
+size-scaled activations of a *distance network* (:func:`percviz.metrics.perceptual_features`):
+the attacked classifier itself (*self-bounded*, works offline) or AlexNet / VGG-16 / ResNet-50
+(*externally bounded*, App. H.1 layers; their weights must be on this machine, else
+:class:`~percviz.errors.ModelUnavailableError` names the missing file).
+
+- ``ppgd`` — App. A.1 Algorithm 1: a first-order step of perceptual size η found by ``K``
+  conjugate-gradient iterations on ``JᵀJ δ = ∇f̂`` (eq. 12), then a projection. Erratum: line 16
+  prints ``x̃ ← (η/m) δ``; the update is ``x̃ ← x̃ + (η/m) δ``.
+- ``lpa`` — App. A.2 Algorithm 2: normalised gradient steps on the Lagrangian (eq. 5/13) with a
+  search over λ (×10 after each round ending outside the bound), then a projection.
+- ``fast_lpa`` — App. A.3 Algorithm 3: λ = 10^(t/T), no search, **no projection**: the result may
+  lie outside the bound, and the reported distance and ``outside_bound`` say so.
+
+Pass counting (per batch, as :class:`~percviz.attacks.base.AttackContext` counts): in the
+self-bounded case one forward of the classifier yields both the logits and ``φ(x̃)`` (a torch.fx
+extractor returning the feature layers *and* the output), as the paper assumes. The exact counts
+are :func:`ppgd_passes`, :func:`lpa_passes`, :func:`fast_lpa_passes` (compared there with the
+formulas printed in App. A).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Param, register
+from percviz.attacks.losses import cross_entropy, is_adversarial, margin
+from percviz.attacks.params import KAPPA, LOSS, RANDOM_START, STEPS, TARGET, with_default
+from percviz.errors import ParameterError
+from percviz.metrics import perceptual_features
+from percviz.projections import Projection, bisection, distance_to, newton
+
+PPGD_H = 1e-3  # finite-difference step for Jv (App. A.1, Algorithm 1 lines 15 and 23)
+LPA_H = 0.1  # finite-difference step for the directional derivative m (Algorithm 2 line 9)
+INIT_STD = 0.01  # x̃₀ = x + 0.01·N(0, 1) (Algorithms 1–3)
+NEWTON_MAX_ITERS = 10
+DISTANCE_NETS = ("self", "alexnet", "vgg16", "resnet50")
+
+# Table 4 (App. D): PPGD/LPA bounds externally bounded with AlexNet; self-bounded ~ half (Table 5).
+ALEXNET_BOUNDS = {"small": 0.25, "medium": 0.5, "large": 1.0}
+SELF_BOUNDS = {k: v / 2 for k, v in ALEXNET_BOUNDS.items()}
+
+
+def preset_bound(size: str, distance_net: str = "self") -> float:
+    """Table 4 bound for ``size`` ∈ small/medium/large: AlexNet's value, halved when self-bounded."""
+    table = SELF_BOUNDS if distance_net == "self" else ALEXNET_BOUNDS
+    if size not in table:
+        raise ParameterError(f"Bound size must be one of {', '.join(table)}; got {size!r}.")
+    return table[size]
+
+
+# --------------------------------------------------------------------------------------------
+# Pass-count formulas (App. A). ``external`` = externally bounded (a second network for φ).
+# --------------------------------------------------------------------------------------------
+
+
+def ppgd_passes(steps: int, cg_iters: int, bisect_iters: int, external: bool = False) -> tuple[int, int]:
+    """Exact (forward, backward) passes of :func:`ppgd` with bisection projection.
+
+    Per step: one forward+backward for ∇f̂ and φ(x̃) (self; external: +1 forward for φ), ``K``
+    products ``JᵀJp`` of one forward and one backward each, one forward for ``m``, and the
+    projection's ``n + 1`` forwards; plus φ(x) once. App. A.1 prints ``T(K+n+4)`` forwards
+    (``T(K+n+5)`` external) and ``T(K+n+3)`` backwards: it also counts the product ``JᵀJ·δ₀`` with
+    ``δ₀ = 0`` (identically zero; skipped here) and a backward per projection forward (bisection
+    needs none); its ``n + 1`` projection forwards include φ(x), here computed once for the whole
+    attack (the ``+ 1``) while the projection's extra forward measures ``d(x̃, x)``.
+    """
+    fwd = 1 + steps * (cg_iters + bisect_iters + 3 + int(external))
+    return fwd, steps * (cg_iters + 1)
+
+
+def lpa_passes(steps: int, search_steps: int, bisect_iters: int, external: bool = False) -> tuple[int, int]:
+    """Exact (forward, backward) passes of :func:`lpa` with bisection projection.
+
+    Forwards equal App. A.2's ``2ST + n + 2`` (``3ST + n + 2`` external): φ(x) once, per step one
+    forward of f and φ together (external: two) plus one for ``m``, then the ``n + 1`` of the
+    projection. The end-of-round test ``d(x̃, x) > ε`` reuses the next round's forward, which is at
+    the same point. Backwards: ``ST`` (``2ST`` external); App. A.2 adds ``n + 2`` that bisection
+    does not need.
+    """
+    k = 3 if external else 2
+    return k * search_steps * steps + bisect_iters + 2, (k - 1) * search_steps * steps
+
+
+def fast_lpa_passes(steps: int, external: bool = False) -> tuple[int, int]:
+    """Exact (forward, backward) passes of :func:`fast_lpa`.
+
+    App. A.3 prints ``2T + 1`` forwards and ``T + 1`` backwards (``3T + 1`` / ``2T + 1`` external).
+    Here: the same forwards plus one to measure the final distance honestly (no projection
+    measures it), and ``T`` backwards (``2T`` external) — nothing needs the extra backward.
+    """
+    k = 3 if external else 2
+    return k * steps + 2, (k - 1) * steps
+
+
+def paper_passes(
+    attack: str, steps: int, *, cg_iters: int = 5, search_steps: int = 5, bisect_iters: int = 10
+) -> tuple[int, int]:
+    """The self-bounded (forward, backward) counts exactly as printed in seed 001 App. A.1–A.3."""
+    t, k, n, s = steps, cg_iters, bisect_iters, search_steps
+    if attack == "ppgd":
+        return t * (k + n + 4), t * (k + n + 3)
+    if attack == "lpa":
+        return 2 * s * t + n + 2, s * t + n + 2
+    if attack == "fast_lpa":
+        return 2 * t + 1, t + 1
+    raise ValueError(f"No App. A formula for {attack!r}.")
+
+
+# --------------------------------------------------------------------------------------------
+# The distance network
+# --------------------------------------------------------------------------------------------
+
+_JOINT: weakref.WeakKeyDictionary[nn.Module, nn.Module | None] = weakref.WeakKeyDictionary()
+_JOINT_LOCK = threading.Lock()
+_LOGITS = "__logits__"
+
+
+def _joint_extractor(model: nn.Module) -> nn.Module | None:
+    """An fx module returning the feature layers *and* the logits of ``model.net`` in one forward.
+
+    Shares the parameters, registers no hooks (thread-safe); ``None`` when the net cannot be traced.
+    """
+    with _JOINT_LOCK:
+        if model not in _JOINT:
+            _JOINT[model] = _build_joint(model)
+        return _JOINT[model]
+
+
+def _build_joint(model: nn.Module) -> nn.Module | None:
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    try:
+        net = model.net
+        layers = tuple(model.spec.feature_layers)
+        last = get_graph_node_names(net)[1][-1]
+        nodes = {name: name for name in layers}
+        nodes[last] = _LOGITS
+        extractor = create_feature_extractor(net, return_nodes=nodes)
+    except Exception:  # untraceable custom model: fall back to two forwards
+        return None
+    extractor.eval()
+    extractor.requires_grad_(False)
+    return extractor
+
+
+class _Acts:
+    """Adapter giving ``perceptual_features`` precomputed activations (the FeatureNet protocol)."""
+
+    def __init__(self, acts: list[torch.Tensor]) -> None:
+        self.acts = acts
+
+    def features(self, _x: torch.Tensor) -> list[torch.Tensor]:
+        return self.acts
+
+
+class DistanceNet:
+    """φ of seed 001 §3 for the bound, with every pass counted on the attack context.
+
+    ``name='self'`` uses the attacked classifier (needs ``.features``); other names load that
+    zoo model with :func:`percviz.models.load_model`, which raises ModelUnavailableError naming
+    the missing weight file (propagated to the CLI / app as is).
+    """
+
+    def __init__(self, ctx: AttackContext, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.external = name != "self"
+        if self.external:
+            from percviz.models import load_model
+
+            self.net: Any = load_model(name, ctx.device)
+            self.joint = None
+        else:
+            if not hasattr(ctx.model, "features") or not hasattr(ctx.model, "spec"):
+                raise ParameterError(
+                    "distance_net=self needs a classifier with perceptual feature layers; "
+                    "choose alexnet, vgg16 or resnet50."
+                )
+            self.net = ctx.model
+            self.joint = _joint_extractor(ctx.model)
+
+    @property
+    def constraint_name(self) -> str:
+        return f"lpips_{self.name}"
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) (uncounted; callers count). Differentiable when ``x`` requires grad."""
+        return perceptual_features(self.net, x)
+
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) without gradient; one counted forward."""
+        self.ctx.forward_passes += 1
+        with torch.no_grad():
+            return self.features(x)
+
+    def logits_and_phi(self, xg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of the classifier and φ(xg), both on xg's graph.
+
+        Counted forwards: 1 when self-bounded (one shared pass; 2 if the net is untraceable),
+        2 when externally bounded.
+        """
+        model = self.ctx.model
+        if self.joint is not None:
+            out = self.joint(model.normalize(xg))
+            self.ctx.forward_passes += 1
+            acts = [out[name] for name in model.spec.feature_layers]
+            return out[_LOGITS], perceptual_features(_Acts(acts), xg)
+        self.ctx.forward_passes += 2
+        return model(xg), self.features(xg)
+
+    def backward_cost(self) -> int:
+        """Backward passes one gradient through both f and φ counts (1 self, 2 external)."""
+        return 1 + int(self.external or self.joint is None)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1)
+
+
+def _bc(v: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, 1, 1, 1)
+
+
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where ``den > 0``, else 0 (per image)."""
+    ok = den > 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def _normalise(v: torch.Tensor) -> torch.Tensor:
+    """``v / |v|₂`` per image; 0 where ``v`` is 0."""
+    return v * _bc(_safe_div(torch.ones(v.shape[0], device=v.device), v.flatten(1).norm(dim=1)))
+
+
+def _attack_loss(params: dict[str, Any], labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-image loss to maximise: CW margin clipped at κ (§4, the paper's) or cross-entropy."""
+    target = params["target"]
+    if params["loss"] == "ce":
+        return lambda z: cross_entropy(z, labels, target)
+    return lambda z: margin(z, labels, target, params["kappa"])
+
+
+def _initial(ctx: AttackContext, x: torch.Tensor, random_start: bool) -> torch.Tensor:
+    """``x̃₀ = clip(x + 0.01·N(0, 1))`` (Algorithms 1–3 line 2), or ``x`` without random start."""
+    if not random_start:
+        return x.clone()
+    return (x + INIT_STD * ctx.randn(x.shape)).clamp(0.0, 1.0)
+
+
+def _project(
+    dist: DistanceNet,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    phi_x: torch.Tensor,
+    params: dict[str, Any],
+) -> Projection:
+    """App. A.4 projection chosen by ``params['projection']`` (bisection or Newton)."""
+    bound = params["bound"]
+    if params["projection"] == "newton":
+        return newton(
+            dist.features, x, x_adv, phi_x, bound, params["overshoot"], dist.ctx,
+            NEWTON_MAX_ITERS, params["bisect_iters"],
+        )  # fmt: skip
+    return bisection(dist.features, x, x_adv, phi_x, bound, params["bisect_iters"], dist.ctx)
+
+
+# --------------------------------------------------------------------------------------------
+# PPGD (App. A.1, Algorithm 1)
+# --------------------------------------------------------------------------------------------
+
+
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int
+) -> torch.Tensor:
+    """``iters`` conjugate-gradient iterations on ``A δ = b`` from ``δ₀ = 0``, per image.
+
+    Algorithm 1 lines 5–14 (``r₀ = b − A·0 = b``, so the product with ``δ₀ = 0`` is skipped).
+    Where ``pᵀAp ≤ 0`` (finite differences can make it so) or the residual is 0, that image stops.
+    """
+    delta = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = _dot(r, r)
+    for _ in range(iters):
+        ap = matvec(p)
+        alpha = _safe_div(rr, _dot(p, ap))
+        delta = delta + _bc(alpha) * p
+        r = r - _bc(alpha) * ap
+        rr_next = _dot(r, r)
+        p = r + _bc(_safe_div(rr_next, rr)) * p
+        rr = rr_next
+    return delta
+
+
+def _jtj_operator(
+    dist: DistanceNet, xg: torch.Tensor, phi_adv: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """MULTIPLYJACOBIAN (Algorithm 1 lines 22–25): ``JᵀJv`` with ``Jv ≈ (φ(x̃+hv) − φ(x̃))/h``.
+
+    ``JᵀJv`` is the vector–Jacobian product of ``Jv`` through the retained graph of ``φ(x̃)``
+    (the paper's ``∇ᵤ[φ(x̃+u)ᵀJv]``). One counted forward and one counted backward per call.
+    """
+    base = xg.detach()
+    phi0 = phi_adv.detach()
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        jv = (dist.phi(base + PPGD_H * v) - phi0) / PPGD_H
+        (out,) = torch.autograd.grad(phi_adv, xg, grad_outputs=jv, retain_graph=True)
+        dist.ctx.backward_passes += 1
+        return out
+
+    return matvec
+
+
+def _ppgd_gradient(
+    dist: DistanceNet, x_adv: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """∇f̂ (Algorithm 1 line 4) and φ(x̃) on a graph kept for the ``JᵀJ`` products.
+
+    Returns ``(xg, phi_adv, grad, loss value, logits)``. Self-bounded: one shared forward and one
+    backward; external: ∇f̂ through ``ctx.gradient`` plus one forward of φ.
+    """
+    ctx = dist.ctx
+    xg = x_adv.detach().requires_grad_(True)
+    if dist.external:
+        grad, value, logits = ctx.gradient(x_adv, lambda z, _x: loss(z))
+        with torch.enable_grad():
+            phi_adv = dist.features(xg)
+        ctx.forward_passes += 1
+        return xg, phi_adv, grad, value, logits
+    with torch.enable_grad():
+        logits, phi_adv = dist.logits_and_phi(xg)
+        value = loss(logits)
+        (grad,) = torch.autograd.grad(value.sum(), xg, retain_graph=True)
+    ctx.backward_passes += 1
+    return xg, phi_adv, grad, value.detach(), logits.detach()
+
+
+def ppgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
+    """Perceptual PGD (seed 001 §4, App. A.1 Algorithm 1, Lemma 1 / eq. 11–12).
+
+    Per step: ``δ ≈ (JᵀJ)⁻¹∇f̂`` by ``cg_iters`` CG iterations, ``m = |φ(x̃+hδ) − φ(x̃)|/h``
+    (h = 1e-3), ``x̃ ← clip(x̃ + (η/m) δ)`` (line 16 with the erratum fixed), then the projection
+    onto ``d(x̃, x) ≤ bound``. ``η = step_size`` (0 = ``2·bound/steps``).
+    """
+    dist = DistanceNet(ctx, params["distance_net"])
+    bound, steps = params["bound"], params["steps"]
+    eta = params["step_size"] or 2.0 * bound / steps
+    loss = _attack_loss(params, labels)
+    phi_x = dist.phi(x)
+    x_adv = _initial(ctx, x, params["random_start"])
+    proj: Projection | None = None
+    for t in range(steps):
+        xg, phi_adv, grad, value, logits = _ppgd_gradient(dist, x_adv, loss)
+        delta = conjugate_gradient(_jtj_operator(dist, xg, phi_adv), grad, params["cg_iters"])
+        m = (dist.phi(x_adv + PPGD_H * delta) - phi_adv.detach()).norm(dim=1) / PPGD_H
+        del xg, phi_adv
+        x_adv = (x_adv + _bc(_safe_div(torch.full_like(m, eta), m)) * delta).clamp(0.0, 1.0)
+        proj = _project(dist, x, x_adv, phi_x, params)
+        x_adv = proj.x
+        fooled = is_adversarial(logits, labels, params["target"]).float().mean()
+        if ctx.step(t + 1, steps, loss=value.mean(), lpips=proj.distance.mean(), fooled_before_step=fooled):
+            break
+    assert proj is not None  # steps ≥ 1
+    return _bounded_output(dist, x_adv, proj, params, {"step_size": eta})
+
+
+def _bounded_output(
+    dist: DistanceNet, x_adv: torch.Tensor, proj: Projection, params: dict[str, Any], info: dict[str, Any]
+) -> AttackOutput:
+    return AttackOutput(
+        x_adv,
+        constraints={dist.constraint_name: proj.distance},
+        info={
+            "distance_net": dist.name,
+            "bound": params["bound"],
+            "projection": params["projection"],
+            "projected_last": proj.was_outside.tolist(),
+            "newton_fallback": proj.fallback.tolist(),
+            **info,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# LPA and Fast-LPA (App. A.2–A.3, Algorithms 2–3)
+# --------------------------------------------------------------------------------------------
+
+
+def _lagrangian_step(
+    dist: DistanceNet,
+    x_adv: torch.Tensor,
+    phi_x: torch.Tensor,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    lam: torch.Tensor,
+    bound: float,
+    eta: float,
+    grow: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of Algorithm 2 lines 6–10 / Algorithm 3 lines 5–9.
+
+    ``Δ = ∇[L − λ·max(0, d(x̃, x) − ε)]``, ``Δ̂ = Δ/|Δ|``, ``m = d(x̃, x̃ + hΔ̂)/h`` (h = 0.1),
+    ``x̃ ← clip(x̃ + (η/m)Δ̂)``. With ``grow`` (first step of an LPA round), λ is first multiplied
+    by 10 where ``d(x̃, x) > ε`` (Algorithm 2 lines 12–13): ``x̃`` is then the previous round's
+    final iterate, so the test reuses this forward. Returns ``(x̃_next, d(x̃, x), λ, loss, logits)``.
+    """
+    ctx = dist.ctx
+    xg = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits, phi_adv = dist.logits_and_phi(xg)
+        d = (phi_adv - phi_x).norm(dim=1)
+        if grow:
+            lam = torch.where(d.detach() > bound, lam * 10.0, lam)
+        value = loss(logits)
+        (grad,) = torch.autograd.grad((value - lam * F.relu(d - bound)).sum(), xg)
+    ctx.backward_passes += dist.backward_cost()
+    direction = _normalise(grad)
+    m = (dist.phi(x_adv + LPA_H * direction) - phi_adv.detach()).norm(dim=1) / LPA_H
+    x_next = (x_adv + _bc(_safe_div(torch.full_like(m, eta), m)) * direction).clamp(0.0, 1.0)
+    return x_next, d.detach(), lam, value.detach(), logits.detach()
+
+
+def lpa(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
+    """Lagrangian Perceptual Attack (seed 001 §4 eq. 5, App. A.2 Algorithm 2).
+
+    λ starts at ``lam`` per image and is multiplied by 10 after each of the ``search_steps`` rounds
+    that ends outside the bound; each round runs ``steps`` steps with ``η = bound·0.1^(t/T)``
+    from the current iterate; a final projection makes ``d(x̃, x) ≤ bound``. Beyond Algorithm 2:
+    an image that was adversarial at some iterate inside the bound returns the latest such
+    iterate (``info['kept_inside_iterate']``) instead of the projection, at no extra pass.
+    """
+    dist = DistanceNet(ctx, params["distance_net"])
+    bound, steps, rounds = params["bound"], params["steps"], params["search_steps"]
+    loss = _attack_loss(params, labels)
+    phi_x = dist.phi(x)
+    x_adv = _initial(ctx, x, params["random_start"])
+    lam = torch.full((x.shape[0],), float(params["lam"]), device=x.device)
+    lam_start = lam
+    best, best_d = x_adv, torch.zeros_like(lam)
+    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    stop = False
+    for i in range(rounds):
+        for t in range(steps):
+            eta = bound * 0.1 ** ((t + 1) / steps)
+            grow = i > 0 and t == 0
+            x_prev = x_adv
+            x_adv, d, lam, value, logits = _lagrangian_step(dist, x_adv, phi_x, loss, lam, bound, eta, grow)
+            adversarial = is_adversarial(logits, labels, params["target"])
+            # Keep the latest iterate that was adversarial *inside* the bound (known from this
+            # forward, no extra pass); the final projection can otherwise undo a success.
+            keep = adversarial & (d <= bound)
+            best = torch.where(_bc(keep), x_prev, best)
+            best_d = torch.where(keep, d, best_d)
+            found = found | keep
+            fooled = adversarial.float().mean()
+            it = i * steps + t + 1
+            if ctx.step(it, rounds * steps, loss=value.mean(), lpips=d.mean(), fooled_before_step=fooled):
+                stop = True
+                break
+        if stop:
+            break
+    proj = _project(dist, x, x_adv, phi_x, params)
+    grown = torch.round(torch.log10(lam / lam_start)).long()
+    proj.x = torch.where(_bc(found), best, proj.x)
+    proj.distance = torch.where(found, best_d, proj.distance)
+    info = {"lambda": lam.tolist(), "rounds_outside": grown.tolist(), "kept_inside_iterate": found.tolist()}
+    return _bounded_output(dist, proj.x, proj, params, info)
+
+
+def fast_lpa(
+    ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]
+) -> AttackOutput:
+    """Fast-LPA (seed 001 §5, App. A.3 Algorithm 3): λ = 10^(t/T), one round, no projection.
+
+    Meant for adversarial training, not evaluation: the result can lie outside the bound. The
+    final distance is measured on the returned image and reported as ``lpips_<net>`` together
+    with ``outside_bound`` (1 where ``d > bound``).
+    """
+    dist = DistanceNet(ctx, params["distance_net"])
+    bound, steps = params["bound"], params["steps"]
+    loss = _attack_loss(params, labels)
+    phi_x = dist.phi(x)
+    x_adv = _initial(ctx, x, params["random_start"])
+    for t in range(1, steps + 1):
+        lam = torch.full((x.shape[0],), 10.0 ** (t / steps), device=x.device)
+        eta = bound * 0.1 ** (t / steps)
+        x_adv, d, _, value, logits = _lagrangian_step(dist, x_adv, phi_x, loss, lam, bound, eta)
+        fooled = is_adversarial(logits, labels, params["target"]).float().mean()
+        if ctx.step(t, steps, loss=value.mean(), lpips=d.mean(), fooled_before_step=fooled):
+            break
+    final = distance_to(dist.features, phi_x, x_adv, ctx)
+    outside = final > bound
+    return AttackOutput(
+        x_adv,
+        constraints={dist.constraint_name: final, "outside_bound": outside.double()},
+        info={
+            "distance_net": dist.name,
+            "bound": bound,
+            "projection": "none",
+            "outside_bound": outside.tolist(),
+            "warning": "Fast-LPA does not project: results may lie outside the bound (seed 001 App. A.3)."
+            if bool(outside.any())
+            else "",
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Registry entries
+# --------------------------------------------------------------------------------------------
+
+BOUND = Param(
+    name="bound",
+    kind="float",
+    default=SELF_BOUNDS["medium"],
+    low=1e-4,
+    high=10.0,
+    unit="perceptual distance |φ(x̃) − φ(x)|₂",
+    help="Perceptual bound ε on d(x̃, x). Table 4: small/medium/large = 0.25/0.5/1.0 with AlexNet; "
+    "about half that self-bounded (0.125/0.25/0.5).",
+    source="seed 001 eq. 3, App. D Table 4",
+    label="ε (perceptual)",
+)
+DISTANCE_NET = Param(
+    name="distance_net",
+    kind="choice",
+    default="self",
+    choices=DISTANCE_NETS,
+    help="Network whose normalised activations define d: 'self' = the attacked classifier "
+    "(self-bounded, offline); alexnet/vgg16/resnet50 need their ImageNet weights on this machine.",
+    source="seed 001 §4, App. H.1",
+    label="distance network",
+)
+PROJECTION = Param(
+    name="projection",
+    kind="choice",
+    default="bisection",
+    choices=("bisection", "newton"),
+    help="Projection onto the bound: bisection along x→x̃ (Alg. 5) or Newton's method (Alg. 4).",
+    source="seed 001 App. A.4",
+)
+BISECT_ITERS = Param(
+    name="bisect_iters",
+    kind="int",
+    default=10,
+    low=1,
+    high=50,
+    help="Bisection iterations n of the projection (also Newton's fallback).",
+    source="seed 001 App. A.4 Alg. 5",
+    label="bisection iterations",
+)
+OVERSHOOT = Param(
+    name="overshoot",
+    kind="float",
+    default=0.01,
+    low=0.0,
+    high=1.0,
+    unit="perceptual distance",
+    help="Newton projection overshoot s (only with projection=newton).",
+    source="seed 001 App. A.4 Alg. 4",
+)
+CG_ITERS = Param(
+    name="cg_iters",
+    kind="int",
+    default=5,
+    low=1,
+    high=50,
+    help="Conjugate-gradient iterations K per PPGD step.",
+    source="seed 001 App. A.1",
+    label="CG iterations",
+)
+PPGD_STEP = Param(
+    name="step_size",
+    kind="float",
+    default=0.0,
+    low=0.0,
+    high=10.0,
+    unit="perceptual distance",
+    help="PPGD step η in perceptual distance; 0 = 2·bound/steps.",
+    source="seed 001 App. A.1",
+    label="step η",
+)
+LAM = Param(
+    name="lam",
+    kind="float",
+    default=0.01,
+    low=1e-6,
+    high=1e6,
+    log=True,
+    help="Initial λ of the Lagrangian; ×10 after each round ending outside the bound.",
+    source="seed 001 App. A.2",
+    label="initial λ",
+)
+SEARCH_STEPS = Param(
+    name="search_steps",
+    kind="int",
+    default=5,
+    low=1,
+    high=20,
+    help="Rounds S of the λ search.",
+    source="seed 001 App. A.2",
+    label="λ rounds",
+)
+INIT = with_default(
+    RANDOM_START,
+    True,
+    help="Start from x + 0.01·N(0, 1) as the paper does (off: start at x). Self-bounded on "
+    "EfficientNet-Lite0 that noise alone is at d ≈ 0.5–1, above the small and medium bounds.",
+    source="seed 001 App. A, Algorithms 1–3 line 2",
+)
+MARGIN_LOSS = with_default(LOSS, "cw")
+KAPPA_1 = with_default(KAPPA, 1.0)
+COMMON = (BOUND, DISTANCE_NET, INIT)
+OBJECTIVE = (MARGIN_LOSS, KAPPA_1, TARGET)
+
+
+def _presets() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for size in ALEXNET_BOUNDS:
+        out[f"{size}, self-bounded (ε = {SELF_BOUNDS[size]:g})"] = {
+            "bound": SELF_BOUNDS[size],
+            "distance_net": "self",
+        }
+    for size in ALEXNET_BOUNDS:
+        out[f"{size}, AlexNet (ε = {ALEXNET_BOUNDS[size]:g}, Table 4)"] = {
+            "bound": ALEXNET_BOUNDS[size],
+            "distance_net": "alexnet",
+        }
+    return out
+
+
+BOUND_TEXT = "d(x̃, x) = |φ(x̃) − φ(x)|₂ ≤ bound"
+
+register(
+    AttackSpec(
+        id="ppgd",
+        title="Perceptual PGD",
+        family="perceptual",
+        source="Laidlaw et al. 2021; seed 001 §4, App. A.1 Algorithm 1 (Lemma 1, eq. 11–12), App. A.4",
+        summary="Projected gradient ascent in the perceptual metric: each step solves the linearised "
+        "problem max ∇f̂ᵀδ s.t. |Jδ| ≤ η with a few conjugate-gradient iterations on JᵀJδ = ∇f̂ "
+        "(J = Jacobian of the normalised features φ), scales the step to perceptual length η, then "
+        "projects back onto the ball d(x̃, x) ≤ ε.",
+        formula=r"\tilde x \leftarrow \Pi_{d(\cdot,x)\le\varepsilon}\Big(\tilde x + \tfrac{\eta}{m}\,\delta\Big),"
+        r"\quad J^\top J\,\delta = \nabla_{\tilde x}\mathcal{L}(f(\tilde x), y),\quad m = \|J\delta\|_2",
+        params=(
+            *COMMON,
+            with_default(STEPS, 10),
+            PPGD_STEP,
+            CG_ITERS,
+            PROJECTION,
+            BISECT_ITERS,
+            OVERSHOOT,
+            *OBJECTIVE,
+        ),
+        fn=ppgd,
+        presets=_presets(),
+        bound=BOUND_TEXT,
+    )
+)
+
+register(
+    AttackSpec(
+        id="lpa",
+        title="Lagrangian Perceptual Attack",
+        family="perceptual",
+        source="Laidlaw et al. 2021; seed 001 §4 eq. 5, App. A.2 Algorithm 2, App. A.4",
+        summary="Gradient ascent on the Lagrangian L(f(x̃), y) − λ·max(0, d(x̃, x) − ε) with steps "
+        "of perceptual length η (decaying from ε to ε/10); λ grows ×10 after every round that ends "
+        "outside the bound, and a final projection enforces d(x̃, x) ≤ ε.",
+        formula=r"\max_{\tilde x}\ \mathcal{L}(f(\tilde x), y) - \lambda\max\big(0,\ \|\phi(\tilde x)-\phi(x)\|_2-\varepsilon\big)",
+        params=(
+            *COMMON,
+            with_default(STEPS, 10),
+            LAM,
+            SEARCH_STEPS,
+            PROJECTION,
+            BISECT_ITERS,
+            OVERSHOOT,
+            *OBJECTIVE,
+        ),
+        fn=lpa,
+        presets=_presets(),
+        bound=BOUND_TEXT,
+    )
+)
+
+register(
+    AttackSpec(
+        id="fast_lpa",
+        title="Fast-LPA (no projection)",
+        family="perceptual",
+        source="Laidlaw et al. 2021; seed 001 §5, App. A.3 Algorithm 3",
+        summary="LPA without the λ search (λ = 10^(t/T) rises from 1 to 10 during the T steps) and "
+        "without the final projection — the cheap attack of perceptual adversarial training. It can "
+        "end outside the bound; the reported distance and 'outside_bound' say so.",
+        formula=r"\lambda_t = 10^{t/T},\quad \tilde x \leftarrow \tilde x + \tfrac{\eta_t}{m}\hat\Delta,"
+        r"\quad \eta_t = \varepsilon\,0.1^{t/T}",
+        params=(*COMMON, with_default(STEPS, 10), *OBJECTIVE),
+        fn=fast_lpa,
+        presets=_presets(),
+        bound="soft: " + BOUND_TEXT + " (not enforced)",
+    )
+)
