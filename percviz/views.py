@@ -1,0 +1,343 @@
+"""The arrays behind every view of one original/adversarial pair (SPEC §5, §6, §7 ``--maps``).
+
+Everything here is plain ``float32`` NumPy, ``H×W×3`` (or ``H×W``), on the CPU: cheap to cache in
+an app session and to save. Views: original, adversarial, the perturbation centred at grey with
+a stated gain, per-channel SSIM maps, per-channel absolute difference, adversarial magnification
+of both images on one shared scale (seed 002 App. 1), GradCAM++ maps (alone or overlaid), and the
+seed 000 §V-B comparison of the noise map N with the CAM region G (TP/FP/FN colouring).
+:func:`save_maps` writes the SPEC §7 ``--maps`` files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from percviz.explain import (
+    CAM_THRESHOLD,
+    NOISE_THRESHOLD,
+    PairCams,
+    cam_region,
+    explain_pair,
+    explain_report,
+    noise_map,
+)
+
+# Seed 000 §V-B comparison colours (RGB in [0, 1]): colour-blind-safe (Okabe–Ito).
+REGION_COLOURS: dict[str, tuple[float, float, float]] = {
+    "tp": (0.0, 0.62, 0.45),  # perturbed inside the CAM region (bluish green)
+    "fp": (0.84, 0.37, 0.0),  # perturbed outside it (vermillion)
+    "fn": (0.34, 0.71, 0.91),  # CAM region left untouched (sky blue)
+    "tn": (0.93, 0.93, 0.93),  # neither (light grey)
+}
+REGION_LABELS = {
+    "tp": "TP: perturbed, inside CAM region",
+    "fp": "FP: perturbed, outside CAM region",
+    "fn": "FN: CAM region, not perturbed",
+    "tn": "TN: neither",
+}
+
+Source = Any  # an AttackResult, or a pair (x, x_adv) of tensors/arrays
+
+
+# ----------------------------------------------------------------------------- conversions
+
+
+def as_batch(image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``H×W×3`` array, ``3×H×W`` or ``1×3×H×W`` tensor → ``1×3×H×W`` float32 CPU tensor (a copy)."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"Expected an H×W×3 array; got shape {image.shape}.")
+        return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None].contiguous()
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"Expected a tensor or an array; got {type(image).__name__}.")
+    t = image.detach().float().cpu()
+    if t.ndim == 3:
+        t = t[None]
+    if t.ndim != 4 or t.shape[:2] != (1, 3):
+        raise ValueError(f"Expected one RGB image (1×3×H×W); got {tuple(image.shape)}.")
+    return t.clone()
+
+
+def as_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """One image as an ``H×W×3`` float32 array."""
+    return as_batch(image)[0].permute(1, 2, 0).numpy().astype(np.float32)
+
+
+def _pair(source: Source, index: int) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """``(x, x_adv, adv_label)`` of image ``index`` from an AttackResult or an ``(x, x_adv)`` pair."""
+    if hasattr(source, "x") and hasattr(source, "x_adv"):
+        n = source.x.shape[0]
+        if not 0 <= index < n:
+            raise ValueError(f"Image index {index} outside the batch of {n}.")
+        adv = int(source.adv_labels[index]) if getattr(source, "adv_labels", None) is not None else None
+        return as_batch(source.x[index]), as_batch(source.x_adv[index]), adv
+    if isinstance(source, tuple | list) and len(source) == 2:
+        x, x_adv = source
+        if isinstance(x, torch.Tensor) and x.ndim == 4:
+            x, x_adv = x[index], x_adv[index]
+        xb, ab = as_batch(x), as_batch(x_adv)
+        if xb.shape != ab.shape:
+            raise ValueError(f"Original {tuple(xb.shape)} and adversarial {tuple(ab.shape)} differ in shape.")
+        return xb, ab, None
+    raise TypeError(
+        f"Expected an AttackResult or an (original, adversarial) pair; got {type(source).__name__}."
+    )
+
+
+# ----------------------------------------------------------------------------- single views
+
+
+def nice_gain(linf: float, fill: float = 0.5) -> float:
+    """The largest 1-2-5 gain with ``gain · linf ≤ fill`` (1 for a zero perturbation)."""
+    if not linf > 0:
+        return 1.0
+    target = fill / linf
+    exp = math.floor(math.log10(target))
+    for mantissa in (5.0, 2.0, 1.0):
+        gain = mantissa * 10.0**exp
+        if gain <= target * (1 + 1e-9):
+            return float(gain)
+    return float(10.0**exp)
+
+
+def perturbation_view(
+    x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor, gain: float | None = None
+) -> tuple[np.ndarray, float]:
+    """``0.5 + gain · (x_adv − x)`` clipped to [0, 1], and the gain used.
+
+    ``gain=None`` picks the largest 1-2-5 value that keeps the perturbation inside [0, 1]
+    (so nothing is clipped); state it with the view ("perturbation × gain, grey = 0").
+    """
+    delta = as_hwc(x_adv).astype(np.float64) - as_hwc(x).astype(np.float64)
+    if gain is None:
+        gain = nice_gain(float(np.abs(delta).max()))
+    if not (math.isfinite(gain) and gain > 0):
+        raise ValueError(f"gain must be a positive finite number; got {gain}.")
+    return np.clip(0.5 + gain * delta, 0.0, 1.0).astype(np.float32), float(gain)
+
+
+def ssim_maps(x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per-channel SSIM maps ``H×W×3`` (scikit-image's full map, Gaussian σ 1.5, data range 1)."""
+    from percviz.metrics import ssim_map
+
+    m = ssim_map(as_batch(x).double(), as_batch(x_adv).double())
+    return m[0].permute(1, 2, 0).numpy().astype(np.float32)
+
+
+def abs_diff(x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per-channel absolute difference ``|x_adv − x|`` ``H×W×3`` in [0, 1] units."""
+    return np.abs(as_hwc(x_adv).astype(np.float64) - as_hwc(x).astype(np.float64)).astype(np.float32)
+
+
+def magnified_pair(
+    x: np.ndarray | torch.Tensor,
+    x_adv: np.ndarray | torch.Tensor,
+    device: torch.device | str | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Adversarial magnification of each image (seed 002 App. 1) and their shared (low, high).
+
+    Computed on ``device`` (e.g. the model's GPU) when given; results come back to the CPU.
+    """
+    from percviz.magnification import magnify, shared_scale
+
+    batch = torch.cat([as_batch(x), as_batch(x_adv)])
+    mags = magnify(batch.to(device) if device is not None else batch).cpu()
+    a, b = mags[0:1], mags[1:2]
+    low, high = shared_scale([a, b])
+    return as_hwc(a), as_hwc(b), (float(low), float(high))
+
+
+def to_unit(values: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Map values to [0, 1] with a given (low, high) — the shared display scale."""
+    low, high = scale
+    span = high - low if high > low else 1.0
+    return np.clip((np.asarray(values, dtype=np.float64) - low) / span, 0.0, 1.0).astype(np.float32)
+
+
+def colourize(values: np.ndarray, cmap: str = "jet", vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """An ``H×W`` map through a matplotlib colour map → ``H×W×3`` RGB in [0, 1]."""
+    from matplotlib import colormaps
+
+    unit = to_unit(values, (vmin, vmax))
+    return colormaps[cmap](unit)[..., :3].astype(np.float32)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """A heat map (``H×W`` in [0, 1]) blended over an ``H×W×3`` image: ``(1−α)·image + α·colour``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
+    img = np.asarray(image, dtype=np.float32)
+    if img.shape[:2] != np.shape(heat):
+        raise ValueError(f"Image {img.shape} and heat map {np.shape(heat)} differ in size.")
+    return ((1.0 - alpha) * img + alpha * colourize(heat, cmap)).astype(np.float32)
+
+
+def region_colours(noise: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Seed 000 §V-B comparison as colours: TP, FP, FN, TN (see :data:`REGION_COLOURS`)."""
+    n, g = np.asarray(noise, dtype=bool), np.asarray(region, dtype=bool)
+    if n.shape != g.shape:
+        raise ValueError(f"Noise mask {n.shape} and CAM region {g.shape} differ in shape.")
+    out = np.empty((*n.shape, 3), dtype=np.float32)
+    for key, mask in (("tp", n & g), ("fp", n & ~g), ("fn", ~n & g), ("tn", ~n & ~g)):
+        out[mask] = REGION_COLOURS[key]
+    return out
+
+
+# ----------------------------------------------------------------------------- all views
+
+
+@dataclass(frozen=True)
+class ViewArrays:
+    """Every view's array for one pair (``H×W×3`` or ``H×W`` float32; masks bool)."""
+
+    original: np.ndarray
+    adversarial: np.ndarray
+    perturbation: np.ndarray
+    perturbation_gain: float
+    ssim_map: np.ndarray
+    diff: np.ndarray
+    cams: PairCams
+    noise: np.ndarray
+    region: np.ndarray
+    explain: dict[str, Any]
+    magnified_original: np.ndarray | None = None
+    magnified_adversarial: np.ndarray | None = None
+    magnification_scale: tuple[float, float] | None = None
+
+    @property
+    def ssim(self) -> float:
+        """Mean SSIM (5-pixel border excluded, like scikit-image)."""
+        return float(self.ssim_map[5:-5, 5:-5].mean())
+
+    def cam_overlay(self, which: str = "original", alpha: float = 0.45) -> np.ndarray:
+        """CAM ``which`` ∈ {original, adversarial, adversarial_original_class} over its image."""
+        cam = getattr(self.cams, which)
+        base = self.original if which == "original" else self.adversarial
+        return overlay(base, cam, alpha)
+
+    def regions(self) -> np.ndarray:
+        """The N-vs-G comparison image (TP/FP/FN/TN colours)."""
+        return region_colours(self.noise, self.region)
+
+
+def compute_views(
+    source: Source,
+    model: torch.nn.Module,
+    index: int = 0,
+    *,
+    gain: float | None = None,
+    noise_threshold: float = NOISE_THRESHOLD,
+    cam_threshold: float = CAM_THRESHOLD,
+    magnification: bool = True,
+) -> ViewArrays:
+    """All view arrays of image ``index`` of an AttackResult (or of an ``(x, x_adv)`` pair).
+
+    GradCAM++: original for its predicted class, adversarial for its new class and for the
+    original class (one batched call). ``magnification=False`` skips the bilateral filters.
+    """
+    x, x_adv, adv_label = _pair(source, index)
+    cams = explain_pair(model, x, x_adv, adv_label=adv_label)
+    smap = ssim_maps(x, x_adv)
+    perturbation, used_gain = perturbation_view(x, x_adv, gain)
+    mag_o = mag_a = None
+    scale = None
+    if magnification:
+        device = next(iter(model.buffers()), torch.empty(0)).device
+        mag_o, mag_a, scale = magnified_pair(x, x_adv, device)
+    return ViewArrays(
+        original=as_hwc(x),
+        adversarial=as_hwc(x_adv),
+        perturbation=perturbation,
+        perturbation_gain=used_gain,
+        ssim_map=smap,
+        diff=abs_diff(x, x_adv),
+        cams=cams,
+        noise=noise_map(smap, noise_threshold),
+        region=cam_region(cams.original, cam_threshold),
+        explain=explain_report(smap, cams.original, noise_threshold, cam_threshold),
+        magnified_original=mag_o,
+        magnified_adversarial=mag_a,
+        magnification_scale=scale,
+    )
+
+
+MAP_FILES = {
+    "ssim_map.npy": "per-channel SSIM map, H×W×3 (scikit-image full map, Gaussian σ 1.5, data range 1)",
+    "diff.npy": "per-channel absolute difference |adversarial − original|, H×W×3, [0,1] units",
+    "magnified_original.npy": "adversarial magnification (seed 002 App. 1) of the original, H×W×3, unbounded",
+    "magnified_adversarial.npy": "adversarial magnification of the adversarial image, H×W×3, unbounded",
+    "gradcam_original.npy": "GradCAM++ of the original for its predicted class, H×W, min–max to [0,1]",
+    "gradcam_adversarial.npy": "GradCAM++ of the adversarial image for its new class, H×W, min–max to [0,1]",
+    "gradcam_adversarial_original_class.npy": "GradCAM++ of the adversarial image for the original class, H×W",
+    "gradcam_raw.npy": "raw GradCAM++ (before min–max) 3×H×W: original, adversarial, adversarial@original class",
+    "perturbation.npy": "0.5 + gain·(adversarial − original), clipped, H×W×3 (gain in maps.json)",
+}
+
+
+def save_maps(source: Source, model: torch.nn.Module, out_dir: str | Path, index: int = 0) -> dict[str, Path]:
+    """Write the SPEC §7 ``--maps`` files for image ``index`` into ``out_dir``; return their paths.
+
+    ``ssim_map.npy``, ``diff.npy``, ``magnified_original.npy``, ``magnified_adversarial.npy``,
+    ``gradcam_original.npy``, ``gradcam_adversarial.npy`` (float32 ``H×W(×3)``), ``explain.json``
+    (seed 000 §V-B scores at 0.11 and the threshold curve), plus ``maps.json`` describing each
+    array (shape, meaning, the magnification's shared display scale, the perturbation gain) and
+    three extra arrays (CAM of the adversarial for the original class, raw CAMs, perturbation).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    views = compute_views(source, model, index)
+    c = views.cams
+    arrays: dict[str, np.ndarray] = {
+        "ssim_map.npy": views.ssim_map,
+        "diff.npy": views.diff,
+        "magnified_original.npy": views.magnified_original,  # type: ignore[dict-item]
+        "magnified_adversarial.npy": views.magnified_adversarial,  # type: ignore[dict-item]
+        "gradcam_original.npy": c.original,
+        "gradcam_adversarial.npy": c.adversarial,
+        "gradcam_adversarial_original_class.npy": c.adversarial_original_class,
+        "gradcam_raw.npy": np.stack([c.raw_original, c.raw_adversarial, c.raw_adversarial_original_class]),
+        "perturbation.npy": views.perturbation,
+    }
+    paths: dict[str, Path] = {}
+    for name, arr in arrays.items():
+        path = out / name
+        np.save(path, np.asarray(arr, dtype=np.float32))
+        paths[name] = path
+    labels = _label_names(model)
+    report = dict(views.explain)
+    report["original_class"] = _class_entry(c.label, labels)
+    report["adversarial_class"] = _class_entry(c.adv_label, labels)
+    paths["explain.json"] = out / "explain.json"
+    paths["explain.json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    index_doc = {
+        "files": {
+            name: {"shape": list(np.shape(arr)), "dtype": "float32", "meaning": MAP_FILES[name]}
+            for name, arr in arrays.items()
+        },
+        "perturbation_gain": views.perturbation_gain,
+        "magnification_shared_scale": list(views.magnification_scale or ()),
+        "ssim": views.ssim,
+    }
+    paths["maps.json"] = out / "maps.json"
+    paths["maps.json"].write_text(json.dumps(index_doc, indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+def _label_names(model: torch.nn.Module) -> list[str] | None:
+    try:
+        names = model.labels  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    return list(names) if names is not None else None
+
+
+def _class_entry(index: int, labels: list[str] | None) -> dict[str, Any]:
+    name = labels[index] if labels is not None and 0 <= index < len(labels) else str(index)
+    return {"index": int(index), "label": name}

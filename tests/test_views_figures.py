@@ -1,0 +1,229 @@
+"""View arrays (reference: scikit-image), the ``--maps`` files, plotly views and static figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from percviz.attacks import run_attack
+from percviz.explain import explain_curve, explain_scores, gradcam_plus_plus
+from percviz.figures import (
+    FigureRow,
+    export_figure,
+    figure_row,
+    grid_figure,
+    render_figure,
+    render_recipes,
+    row_from_views,
+    views_figures,
+)
+from percviz.metrics import ssim
+from percviz.views import (
+    REGION_COLOURS,
+    abs_diff,
+    as_hwc,
+    compute_views,
+    nice_gain,
+    overlay,
+    perturbation_view,
+    region_colours,
+    save_maps,
+    ssim_maps,
+)
+
+MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}
+
+
+@pytest.fixture(scope="module")
+def pair32(photos32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(3)
+    x = photos32[:1]
+    noise = (torch.rand(x.shape, generator=gen) - 0.5) * 0.2
+    noise[..., :16, :] *= 0.1  # perturb the bottom half much more than the top half
+    return x, (x + noise).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny, photos32):
+    return run_attack("fgsm", tiny, photos32[:2], {"eps": 0.06})
+
+
+def test_ssim_maps_equal_scikit_image_per_channel(photos224):
+    x = photos224[1:2]
+    gen = torch.Generator().manual_seed(0)
+    y = (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    ours = ssim_maps(x, y)
+    a, b = as_hwc(x).astype(np.float64), as_hwc(y).astype(np.float64)
+    for c in range(3):
+        _, ref = structural_similarity(
+            a[..., c],
+            b[..., c],
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+            full=True,
+        )
+        np.testing.assert_allclose(ours[..., c], ref, atol=1e-4)
+    assert ours.shape == (224, 224, 3) and ours.dtype == np.float32
+    assert float(ours[5:-5, 5:-5].mean()) == pytest.approx(float(ssim(x, y)), abs=1e-5)
+
+
+def test_perturbation_diff_and_colours(pair32):
+    x, y = pair32
+    delta = as_hwc(y).astype(np.float64) - as_hwc(x).astype(np.float64)
+    view, gain = perturbation_view(x, y)
+    assert gain == nice_gain(float(np.abs(delta).max()))
+    assert gain * np.abs(delta).max() <= 0.5 + 1e-9  # the stated gain clips nothing
+    np.testing.assert_allclose(view, 0.5 + gain * delta, atol=1e-6)
+    view10, g10 = perturbation_view(x, y, gain=10.0)
+    assert g10 == 10.0 and view10.min() >= 0 and view10.max() <= 1
+    grey, _ = perturbation_view(x, x)
+    assert np.all(grey == 0.5)
+    with pytest.raises(ValueError, match="gain"):
+        perturbation_view(x, y, gain=-1.0)
+    assert nice_gain(0.03) == 10.0 and nice_gain(0.004) == 100.0 and nice_gain(0.0) == 1.0
+    np.testing.assert_allclose(abs_diff(x, y), np.abs(delta), atol=1e-7)
+    n = np.array([[1, 1], [0, 0]], bool)
+    g = np.array([[1, 0], [1, 0]], bool)
+    colours = region_colours(n, g)
+    for (i, j), key in {(0, 0): "tp", (0, 1): "fp", (1, 0): "fn", (1, 1): "tn"}.items():
+        np.testing.assert_allclose(colours[i, j], REGION_COLOURS[key])
+    blend = overlay(np.zeros((2, 2, 3)), np.zeros((2, 2)), alpha=0.5)
+    np.testing.assert_allclose(blend, 0.5 * np.array([0.0, 0.0, 0.5]) * np.ones((2, 2, 3)), atol=1e-6)
+
+
+def test_save_maps_files_and_explain_json_recomputed(tiny, tiny_result, tmp_path):
+    paths = save_maps(tiny_result, tiny, tmp_path, index=1)
+    for name, shape in {
+        "ssim_map.npy": (32, 32, 3),
+        "diff.npy": (32, 32, 3),
+        "magnified_original.npy": (32, 32, 3),
+        "magnified_adversarial.npy": (32, 32, 3),
+        "gradcam_original.npy": (32, 32),
+        "gradcam_adversarial.npy": (32, 32),
+    }.items():
+        arr = np.load(tmp_path / name)
+        assert arr.shape == shape and arr.dtype == np.float32, name
+        assert np.isfinite(arr).all(), name
+    assert set(paths) >= {"explain.json", "maps.json", "ssim_map.npy"}
+    x, x_adv = tiny_result.x[1:2], tiny_result.x_adv[1:2]
+    smap = np.load(tmp_path / "ssim_map.npy")
+    cam = np.load(tmp_path / "gradcam_original.npy")
+    np.testing.assert_array_equal(smap, ssim_maps(x, x_adv))
+    np.testing.assert_array_equal(np.load(tmp_path / "diff.npy"), abs_diff(x, x_adv))
+    label, adv = int(tiny_result.labels[1]), int(tiny_result.adv_labels[1])
+    np.testing.assert_allclose(cam, gradcam_plus_plus(tiny, x, label).cam[0], atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "gradcam_adversarial.npy"), gradcam_plus_plus(tiny, x_adv, adv).cam[0], atol=1e-5
+    )
+    report = json.loads((tmp_path / "explain.json").read_text())
+    assert report["noise_threshold"] == 0.11 and report["cam_threshold"] == 0.75
+    assert report["scores"] == explain_scores(smap, cam, 0.11)  # recomputed from the saved maps
+    assert report["curve"] == explain_curve(smap, cam)
+    assert report["scores"]["tp"] + report["scores"]["fp"] > 0  # the attack perturbed something
+    assert report["original_class"]["index"] == label and report["adversarial_class"]["index"] == adv
+    meta = json.loads((tmp_path / "maps.json").read_text())
+    low, high = meta["magnification_shared_scale"]
+    mags = [np.load(tmp_path / f"magnified_{k}.npy") for k in ("original", "adversarial")]
+    assert low == pytest.approx(min(m.min() for m in mags)) and high == pytest.approx(
+        max(m.max() for m in mags)
+    )
+
+
+def test_undefined_precision_is_null_in_explain_json(tiny, photos32, tmp_path):
+    x = photos32[2:3]
+    save_maps((x, x.clone()), tiny, tmp_path)  # no perturbation: N is empty, precision is 0/0
+    report = json.loads((tmp_path / "explain.json").read_text())
+    assert report["scores"]["precision"] is None
+    assert report["scores"]["fraction_perturbed"] == 0.0
+    assert '"precision": null' in (tmp_path / "explain.json").read_text()
+
+
+def test_plotly_view_figures(tiny, tiny_result):
+    views = compute_views(tiny_result, tiny, 0)
+    figs = views_figures(views, labels=[f"c{i}" for i in range(10)])
+    expected = {
+        "original",
+        "adversarial",
+        "perturbation",
+        "ssim",
+        "diff",
+        "cam_original",
+        "cam_adversarial",
+        "cam_adversarial_original_class",
+        "cam_overlay_original",
+        "cam_overlay_adversarial",
+        "regions",
+        "curve",
+        "cam_shared",
+        "magnification",
+    }
+    assert expected <= set(figs)
+    for name, fig in figs.items():
+        assert fig.to_json(), name
+        assert fig.data, name
+    np.testing.assert_allclose(np.asarray(figs["ssim"].data[1].z), views.ssim_map[..., 1])
+    np.testing.assert_allclose(np.asarray(figs["cam_original"].data[0].z), views.cams.original)
+    assert f"× {views.perturbation_gain:g}" in figs["perturbation"].layout.title.text
+    assert views.ssim == pytest.approx(float(ssim(tiny_result.x[:1], tiny_result.x_adv[:1])), abs=1e-5)
+    row = row_from_views(views, "FGSM", labels=[f"c{i}" for i in range(10)])
+    np.testing.assert_array_equal(row.cam, views.cams.original)
+    assert row.after == f"c{views.cams.adv_label}" and row.scores == views.explain["scores"]
+    assert export_figure(views, "pdf", dpi=72).startswith(MAGIC[".pdf"])
+    assert export_figure([row, row], ".png", dpi=72).startswith(MAGIC[".png"])
+
+
+def _rows(tiny, result) -> list[FigureRow]:
+    return [figure_row(result, tiny, i, title=f"FGSM #{i}") for i in range(2)]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
+def test_static_figure_files_are_valid(tiny, tiny_result, tmp_path, suffix):
+    out = render_figure(_rows(tiny, tiny_result), tmp_path / f"fig{suffix}")
+    data = out.read_bytes()
+    if suffix == ".svg":
+        head = data[:400].decode("utf-8")
+        assert head.startswith("<?xml") and "<svg" in head
+        assert data.rstrip().endswith(b"</svg>")
+    else:
+        assert data.startswith(MAGIC[suffix])
+    if suffix == ".pdf":
+        assert data.rstrip().endswith(b"%%EOF")
+    if suffix == ".png":
+        with Image.open(out) as img:
+            assert img.info["dpi"][0] == pytest.approx(300, abs=0.5)
+            assert img.width > 2000
+
+
+def test_figure_refuses_bad_requests(tiny, tiny_result, tmp_path):
+    with pytest.raises(ValueError, match=r"\.png, \.svg or \.pdf"):
+        render_figure(_rows(tiny, tiny_result), tmp_path / "fig.jpg")
+    with pytest.raises(ValueError, match="at least one row"):
+        render_figure([], tmp_path / "fig.png")
+    fig = grid_figure(_rows(tiny, tiny_result))
+    assert len(fig.data) == 2 * 5
+
+
+def test_render_recipes_runs_each_recipe(tiny, tiny_result, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import percviz.pipeline
+    from percviz.recipes import ImageRef, Recipe
+
+    seen = []
+
+    def fake_run(recipe, progress=None, *, check_hash=False):
+        seen.append((recipe.attack, recipe.device, check_hash))
+        return SimpleNamespace(result=tiny_result, model=tiny)
+
+    monkeypatch.setattr(percviz.pipeline, "run_recipe", fake_run)
+    recipes = [Recipe(model="tiny", image=ImageRef(sample="chelsea"), attack=a) for a in ("fgsm", "pgd")]
+    out = render_recipes(recipes, tmp_path / "fig.svg", device="cpu")
+    assert out.read_bytes().lstrip().startswith(b"<?xml")
+    assert seen == [("fgsm", "cpu", True), ("pgd", "cpu", True)]
