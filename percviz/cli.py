@@ -1,4 +1,4 @@
-"""Command line (SPEC §7): ``percviz models | attacks | predict | attack | figure``.
+"""Command line (SPEC §7): ``percviz models | attacks | predict | attack | figure | evaluate``.
 
 Bad input exits non-zero with one line on stderr (``percviz: error: …``); set
 ``PERCVIZ_DEBUG=1`` to see tracebacks instead.
@@ -51,6 +51,45 @@ def _parser() -> argparse.ArgumentParser:
     fig.add_argument("--recipe", required=True, action="append", help="recipe JSON (repeat for rows)")
     fig.add_argument("--out", required=True, help="output file: .png, .svg or .pdf")
     fig.add_argument("--device", default=None)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="run attacks over a folder of images: CSV + JSON summary + plots (resumable)",
+        description="Dataset numbers (fooling rate, P_suc, conditional mean distortion, P(D), mean "
+        "SSIM/PSNR/LPIPS-self, explainability scores) for one or more attacks over a folder. "
+        "Rows are appended to OUT/rows.jsonl as images finish; rerunning the same command skips them.",
+    )
+    ev.add_argument(
+        "--images",
+        required=True,
+        help="folder of images (PNG/JPEG/WebP/BMP/TIFF), or sample:all / sample:chelsea,coffee for the bundled photos",
+    )
+    ev.add_argument("--attack", action="append", required=True, help="attack id (repeat for several)")
+    ev.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="parameter (NAME or ATTACK.NAME)"
+    )
+    ev.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="sweep a parameter (NAME or ATTACK.NAME)",
+    )
+    ev.add_argument("--match", default=None, metavar="ssim=V|psnr=V", help="matched-quality mode (bisection)")
+    ev.add_argument("--model", default="efficientnet_lite0", help="model id (default efficientnet_lite0)")
+    ev.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ev.add_argument("--batch", type=int, default=8, help="images per pass (default 8)")
+    ev.add_argument(
+        "--crop", type=float, default=1.0, help="central crop fraction before resizing (default 1)"
+    )
+    ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    ev.add_argument(
+        "--labels", default=None, help="optional CSV 'file,class_index' of true labels (for P_suc)"
+    )
+    ev.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted by name)")
+    ev.add_argument("--no-explain", action="store_true", help="skip GradCAM++ explainability scores")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--out", required=True, help="output folder")
     return parser
 
 
@@ -244,12 +283,178 @@ def cmd_figure(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["eps=0.01,0.02"]`` → ``{"eps": ["0.01", "0.02"]}`` (validated against the schema later)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        parts = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name.strip() or not parts:
+            raise ParameterError(f"--sweep takes NAME=V1,V2,...; got '{item}'.")
+        out[name.strip()] = parts
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from percviz import evaluate as ev
+    from percviz.attacks import get_attack
+    from percviz.models import load_model
+
+    out = Path(args.out)
+    raw_params = parse_params(args.param)
+    runs = ev.make_runs(args.attack, raw_params, parse_sweep(args.sweep))
+    # Only the parameters the user gave (validated), so matched mode can tie step sizes to ε.
+    user: dict[str, dict[str, Any]] = {}
+    for attack_id in dict.fromkeys(args.attack):
+        spec = get_attack(attack_id)
+        given = ev.scoped_params(raw_params, attack_id, spec.param_names())
+        user[attack_id] = {k: v for k, v in spec.validate(given).items() if k in given}
+    match = ev.parse_match(args.match) if args.match else None
+    if match is not None:
+        if args.sweep:
+            raise ParameterError("--match searches the strength itself; it cannot be combined with --sweep.")
+        for attack in dict.fromkeys(args.attack):
+            ev.strength_param(attack)
+    if args.batch < 1:
+        raise ParameterError(f"--batch must be at least 1; got {args.batch}.")
+    model = load_model(args.model, args.device)
+    labels = ev.read_true_labels(args.labels) if args.labels else None
+    if args.images.startswith("sample:"):
+        wanted = args.images.split(":", 1)[1]
+        names = None if wanted in ("", "all") else [n.strip() for n in wanted.split(",") if n.strip()]
+        images, skipped = ev.load_samples(model.input_size, names, crop_fraction=args.crop)
+        images = images[: args.limit] if args.limit else images
+    else:
+        images, skipped = ev.load_folder(
+            args.images, model.input_size, crop_fraction=args.crop, true_labels=labels, limit=args.limit
+        )
+    for item in skipped:
+        print(f"percviz: skipped {item.name}: {item.reason}", file=sys.stderr)
+    if not images:
+        raise ParameterError(f"No readable image in '{args.images}'.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PercvizError(f"Cannot create output folder '{out}': {exc.strerror or exc}.") from None
+    store = ev.RowStore(out / "rows.jsonl")
+    bar = _ProgressBar(disable=args.quiet)
+    explain = not args.no_explain
+    common = {"seed": args.seed, "batch": args.batch, "store": store, "progress": bar}
+    matched: list[dict[str, Any]] = []
+    try:
+        if match is None:
+            result = ev.evaluate(model, images, runs, explain=explain, **common)
+            rows, cancelled = result.rows, result.cancelled
+            computed, reused, explain_ok = result.computed, result.reused, result.explain_available
+        else:
+            metric, target = match
+            rows, cancelled, computed, reused = [], False, 0, 0
+            for run in runs:
+                bar.describe(f"matching {run.attack}")
+                strength = ev.strength_param(run.attack)
+                fixed = {k: v for k, v in user[run.attack].items() if k != strength}
+                found = ev.match_quality(
+                    model,
+                    images,
+                    run.attack,
+                    metric=metric,
+                    target=target,
+                    params=fixed,
+                    explain=explain,
+                    **common,
+                )
+                rows += found.rows
+                matched.append(found.as_dict())
+                cancelled = cancelled or found.note == "cancelled"
+                computed += found.computed
+                reused += found.reused
+                explain_ok = any(k in r for r in found.rows for k in ev.EXPLAIN_COLUMNS)
+    finally:
+        bar.close()
+    summaries = ev.summarize(rows)
+    ev.write_csv(out / "results.csv", rows)
+    sweep_names = [n.rpartition(".")[2] for n in parse_sweep(args.sweep)]
+    plots = ev.plot_report(out, summaries, list(dict.fromkeys(sweep_names)))
+    payload = {
+        "model": model.spec.id,
+        "device": str(model.device),
+        "seed": args.seed,
+        "images": [im.name for im in images],
+        "skipped": [s.as_dict() for s in skipped],
+        "computed": computed,
+        "reused": reused,
+        "complete": not cancelled and len(rows) == len(images) * (len(runs)),
+        "explainability": "seed 000 §V-B at noise threshold 0.11"
+        if explain and explain_ok
+        else "not computed",
+        "distortion": "L2 of x_adv − x in [0,1] units over the whole image",
+        "groups": summaries,
+        "envelopes": ev.envelope(rows),
+        "matched": matched,
+        "files": ["rows.jsonl", "results.csv", "summary.json", *(p.name for p in plots)],
+    }
+    (out / "summary.json").write_text(json.dumps(ev.strict_json(payload), indent=2) + "\n", encoding="utf-8")
+    for s in summaries:
+        strength = ev.STRENGTH_PARAMS.get(s["attack"])
+        tag = (
+            f" {strength}={s['params'][strength]:.4g}"
+            if strength in s["params"] and isinstance(s["params"][strength], float)
+            else ""
+        )
+        print(
+            f"{s['attack']}{tag}: fooling rate {s['fooling_rate']:.3f}, mean SSIM {s['mean_ssim']:.4f}, "
+            f"P_suc {s['p_suc']:.3f}, D̄ {_opt(s['mean_distortion'])} ({s['images']} images)"
+        )
+    print(f"wrote {out} ({computed} computed, {reused} reused, {len(skipped)} skipped)")
+    return 0
+
+
+def _opt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+class _ProgressBar:
+    """tqdm on stderr fed by the engine's progress records (the engine itself never prints)."""
+
+    def __init__(self, disable: bool = False) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=0, unit="img", file=sys.stderr, disable=disable, dynamic_ncols=True)
+
+    def describe(self, text: str) -> None:
+        self._bar.set_description(text)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        stage = record.get("stage")
+        if stage == "start":
+            self._bar.reset(total=record["total"])
+            self._bar.update(record["reused"])
+        elif stage == "row":
+            self._bar.update(1)
+        elif stage == "iteration":
+            self._bar.set_postfix_str(
+                f"{record.get('attack')} it {record.get('iteration')}/{record.get('total')}"
+            )
+        elif stage == "probe":
+            self._bar.write(
+                f"  {record['attack']} {record['param']}={record['value']:.5g}: "
+                + ", ".join(
+                    f"{k}={v:.4g}" for k, v in record.items() if k in ("ssim", "psnr", "fooling_rate")
+                ),
+                file=sys.stderr,
+            )
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 _COMMANDS = {
     "models": cmd_models,
     "attacks": cmd_attacks,
     "predict": cmd_predict,
     "attack": cmd_attack,
     "figure": cmd_figure,
+    "evaluate": cmd_evaluate,
 }
 
 

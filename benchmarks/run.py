@@ -1,0 +1,467 @@
+"""One-run performance table for SPEC §8, on this machine, ending with ONE JSON line of all figures.
+
+    python benchmarks/run.py            # full run (CPU: a few minutes; must stay under 10)
+    python benchmarks/run.py --quick    # smaller images / fewer repetitions (used by the tests)
+
+Every figure is a ratio or a time measured in this one run, so machines can be compared only
+through the ratios. Rows:
+
+- floor: one forward+backward pass of EfficientNet-Lite0 (gradient w.r.t. the input, frozen weights);
+- each registered gradient attack: wall time per iteration over the floor, and wall time over the
+  model time of the passes it counted (``1.00`` = no overhead beyond the network);
+- ours vs torchattacks PGD (same model, image, ε, step, steps): time ratio and both success rates;
+- PGAP: the exact solver (``percviz.qcqp.solve_exact``) vs cvxpy at 64×64 (speed-up, objective
+  agreement) and one exact solve at 224×224;
+- one smoothing solve (50 CG iterations, α = 0.997, 224×224) and one magnification (224×224);
+- a cached app rerun (Streamlit ``AppTest``: the Explore page if present, else ``app.py``);
+- peak RSS of one 224×224 attack, measured in a fresh subprocess with ``resource.getrusage``
+  (tracemalloc does not see torch's CPU allocations);
+- on CUDA only: images/s at batch 64, 224×224, for FPGAP, PGD and LPA.
+
+Where a sibling benchmark script (``benchmarks/attacks.py``, ``pgap_solver.py``, ``smoothing.py``)
+offers a measuring function it is imported rather than copied; a missing piece is reported as
+``null`` with a reason, never guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from percviz.attacks import registry, run_attack  # noqa: E402
+from percviz.images import fit_to_model, load_sample, to_tensor  # noqa: E402
+from percviz.models import load_model  # noqa: E402
+
+NOTES: dict[str, str] = {}
+
+
+def sibling(name: str) -> Any | None:
+    """``benchmarks.<name>`` if another engineer's script exists and imports, else None."""
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    except Exception:
+        return None
+
+
+def best_time(fn: Callable[[], Any], reps: int, warmup: int = 1) -> float:
+    """Minimum over ``reps`` timed calls after ``warmup`` calls (the least disturbed measurement)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def photos(size: int, n: int = 1) -> torch.Tensor:
+    names = ("chelsea", "coffee", "rocket", "astronaut", "motorcycle", "china", "flower")
+    return torch.cat(
+        [to_tensor(fit_to_model(load_sample(names[i % len(names)]).pixels, size)) for i in range(n)]
+    )
+
+
+# --------------------------------------------------------------------------- floor and attacks
+
+
+def floor_times(model: torch.nn.Module, x: torch.Tensor, reps: int) -> tuple[float, float]:
+    """(forward+backward to the input, forward only) seconds for batch ``x``."""
+
+    def fwd_bwd() -> None:
+        xg = x.detach().requires_grad_(True)
+        torch.autograd.grad(model(xg).sum(), xg)
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return best_time(fwd_bwd, reps), best_time(fwd, reps)
+
+
+BENCH_PARAMS: dict[str, dict[str, Any]] = {
+    "cw_l2": {"search_steps": 1},
+    "scw_l2": {"search_steps": 1},
+    "deepfool": {"overshoot": 0.02},
+    "subset": {"subsets": 10},
+}
+
+
+def attack_rows(
+    model: torch.nn.Module, x: torch.Tensor, steps: int, reps: int, only: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """Each attack against a floor re-measured right before it (other load on the machine drifts)."""
+    rows = []
+    for attack_id, spec in registry().items():
+        if only is not None and attack_id not in only:
+            continue
+        params: dict[str, Any] = dict(BENCH_PARAMS.get(attack_id, {}))
+        params = {k: v for k, v in params.items() if k in spec.param_names()}
+        if "steps" in spec.param_names():
+            params["steps"] = steps
+        try:
+            fb, fo = floor_times(model, x, reps)
+            wall, res = time_attack(model, x, attack_id, params, reps)
+        except Exception as exc:  # report, do not hide
+            rows.append({"attack": attack_id, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        iters = max(1, res.backward_passes)
+        model_time = res.backward_passes * fb + max(0, res.forward_passes - res.backward_passes) * fo
+        rows.append(
+            {
+                "attack": attack_id,
+                "forward": res.forward_passes,
+                "backward": res.backward_passes,
+                "wall_s": wall,
+                "per_iter_over_floor": wall / iters / fb,
+                "over_pass_time": wall / model_time if model_time > 0 else float("nan"),
+            }
+        )
+    return rows
+
+
+def time_attack(
+    model: torch.nn.Module, x: torch.Tensor, attack_id: str, params: dict[str, Any], reps: int
+) -> tuple[float, Any]:
+    results: list[Any] = []
+    wall = best_time(lambda: results.append(run_attack(attack_id, model, x, params, seed=0)), reps)
+    return wall, results[-1]
+
+
+def torchattacks_pgd(model: torch.nn.Module, x: torch.Tensor, steps: int, reps: int) -> dict[str, Any]:
+    try:
+        import torchattacks
+    except ImportError:
+        return {"error": "torchattacks is not installed"}
+    eps, alpha = 4 / 255, 1 / 255
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+    ours_params = {"eps": eps, "step_size": alpha, "steps": steps}
+    ours_res: list[Any] = []
+    t_ours = best_time(lambda: ours_res.append(run_attack("pgd", model, x, ours_params, labels=labels)), reps)
+    ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
+    adv: list[torch.Tensor] = []
+    t_ta = best_time(lambda: adv.append(ta(x, labels)), reps)
+    with torch.no_grad():
+        ta_success = float((model(adv[-1]).argmax(1) != labels).float().mean())
+    model.train(False)  # torchattacks may toggle modes; ours refuses train() anyway
+    return {
+        "ours_s": t_ours,
+        "torchattacks_s": t_ta,
+        "ratio_ours_over_torchattacks": t_ours / t_ta,
+        "ours_success": ours_res[-1].success_rate,
+        "torchattacks_success": ta_success,
+    }
+
+
+# --------------------------------------------------------------------------- PGAP, smoothing, magnification
+
+
+def pgap_solvers(model: torch.nn.Module, size: int, big: int) -> dict[str, Any]:
+    mod = sibling("pgap_solver")
+    fn = getattr(mod, "measure", None) if mod is not None else None
+    if callable(fn):
+        try:
+            return dict(fn(size=size))
+        except TypeError:
+            pass
+    try:
+        from percviz import qcqp
+    except ImportError:
+        return {"error": "percviz.qcqp is absent"}
+    out: dict[str, Any] = {"size": size}
+    x = photos(size)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    xf, gf = x.flatten(1).double(), g.flatten(1).double()
+    eps1, eps2 = 0.01, 0.05
+    exact = qcqp.solve_exact(xf, gf, eps1, eps2)
+    t_exact = best_time(lambda: qcqp.solve_exact(xf, gf, eps1, eps2), reps=3)
+    ok, why = qcqp.cvxpy_available()
+    if ok:
+        start = time.perf_counter()
+        ref = qcqp.solve_cvxpy(xf, gf, eps1, eps2)
+        t_cvx = time.perf_counter() - start
+        out.update(
+            cvxpy_s=t_cvx,
+            exact_s=t_exact,
+            speedup=t_cvx / t_exact,
+            objective_rel_diff=float(
+                ((exact.objective - ref.objective).abs() / ref.objective.abs().clamp_min(1e-300)).max()
+            ),
+            cvxpy_status=ref.status,
+        )
+    else:
+        out.update(exact_s=t_exact, error=why)
+    xb = photos(big)
+    gb = torch.randn(xb.shape, generator=torch.Generator().manual_seed(1))
+    xbf, gbf = xb.flatten(1).double(), gb.flatten(1).double()
+    out["exact_224_s" if big == 224 else f"exact_{big}_s"] = best_time(
+        lambda: qcqp.solve_exact(xbf, gbf, eps1, eps2), reps=3
+    )
+    return out
+
+
+def marginal_iterations(model: torch.nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
+    """``benchmarks/attacks.py``'s marginal cost per iteration ((T_hi − T_lo) runs) over the floor."""
+    mod = sibling("attacks")
+    if mod is None or not hasattr(mod, "per_iteration") or not hasattr(mod, "ITERATIVE"):
+        NOTES["marginal"] = "benchmarks/attacks.py absent"
+        return {}
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    floor = best_time(lambda: mod.floor_pass(model, x, y), reps)
+    out = {}
+    for name in mod.ITERATIVE:
+        try:
+            out[name] = min(mod.per_iteration(model, x, y, name) for _ in range(reps)) / floor
+        except Exception as exc:
+            NOTES[f"marginal_{name}"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def smoothing_solve(size: int, reps: int) -> dict[str, Any]:
+    mod = sibling("smoothing")
+    if size == 224 and mod is not None and hasattr(mod, "measure"):
+        res = dict(mod.measure(size=size, reps=reps))
+        res["seconds"] = res.get("cg50_f32_ms", float("nan")) / 1000
+        res["relative_residual"] = res.get("cg50_f32_residual")
+        res["source"] = "benchmarks/smoothing.py measure()"
+        return res
+    try:
+        from percviz.smoothing import LaplacianSmoother
+    except ImportError:
+        return {"error": "percviz.smoothing is absent"}
+    x = photos(size)
+    sm = LaplacianSmoother(x, alpha=0.997, iters=50)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    t = best_time(lambda: sm.solve(z), reps)
+    return {"size": size, "seconds": t, "relative_residual": sm.max_residual}
+
+
+def magnification(size: int, reps: int) -> dict[str, Any]:
+    try:
+        from percviz.magnification import magnify
+    except ImportError:
+        return {"error": "percviz.magnification is absent"}
+    x = photos(size)
+    return {"size": size, "seconds": best_time(lambda: magnify(x), reps)}
+
+
+# --------------------------------------------------------------------------- app, memory, GPU
+
+
+def app_rerun() -> dict[str, Any]:
+    try:
+        from streamlit.testing.v1 import AppTest
+    except ImportError:
+        return {"error": "streamlit is not installed"}
+    pages = sorted((ROOT / "pages").glob("*Explore*.py")) if (ROOT / "pages").is_dir() else []
+    target = pages[0] if pages else ROOT / "app.py"
+    if not target.is_file():
+        return {"error": "no app page found"}
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        at = AppTest.from_file(str(target), default_timeout=300)
+        start = time.perf_counter()
+        at.run()
+        first = time.perf_counter() - start
+        if at.exception:
+            return {"page": target.name, "error": f"first run raised: {at.exception[0].value}"}
+        reruns = []
+        for _ in range(3):
+            start = time.perf_counter()
+            at.run()
+            reruns.append(time.perf_counter() - start)
+        return {"page": target.name, "first_s": first, "rerun_s": statistics.median(reruns)}
+    finally:
+        os.chdir(cwd)
+
+
+MEMORY_SCRIPT = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads({threads})
+from percviz.attacks import run_attack
+from percviz.images import fit_to_model, load_sample, to_tensor
+from percviz.models import load_model
+model = load_model("efficientnet_lite0", "cpu")
+x = to_tensor(fit_to_model(load_sample("chelsea").pixels, 224))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+run_attack({attack!r}, model, x, {params!r})
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base / 1024, peak / 1024)
+"""
+
+
+def peak_memory(attack: str, params: dict[str, Any]) -> dict[str, Any]:
+    code = MEMORY_SCRIPT.format(root=str(ROOT), threads=torch.get_num_threads(), attack=attack, params=params)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    base, peak = (float(v) for v in proc.stdout.split()[-2:])
+    return {"attack": attack, "params": params, "rss_after_model_mb": base, "peak_rss_mb": peak}
+
+
+def cuda_throughput(batch: int = 64) -> dict[str, Any]:
+    if not torch.cuda.is_available():
+        return {}
+    model = load_model("efficientnet_lite0", "cuda")
+    x = photos(224, batch).cuda()
+    out: dict[str, Any] = {}
+    settings = {"fpgap": {}, "pgd": {"steps": 10}, "lpa": {}}
+    for attack_id, params in settings.items():
+        if attack_id not in registry():
+            out[attack_id] = None
+            NOTES[f"cuda_{attack_id}"] = "not registered"
+            continue
+        spec = registry()[attack_id]
+        params = {k: v for k, v in params.items() if k in spec.param_names()}
+        run_attack(attack_id, model, x[:2], params)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        run_attack(attack_id, model, x, params)
+        torch.cuda.synchronize()
+        out[attack_id] = batch / (time.perf_counter() - start)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _strict(value: Any) -> Any:
+    """Strict JSON: NaN → null, ±inf → "inf", tensors/other objects → str."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    if isinstance(value, float):
+        return None if value != value else ("inf" if value == float("inf") else value)
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+_LAST = [time.perf_counter()]
+SECTIONS: dict[str, float] = {}
+
+
+def section(name: str) -> None:
+    """Record how long the previous section took (goes to stderr and into the JSON line)."""
+    now = time.perf_counter()
+    SECTIONS[name] = now - _LAST[0]
+    _LAST[0] = now
+    print(f"[{name}: {SECTIONS[name]:.1f} s]", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller images and fewer repetitions")
+    ap.add_argument(
+        "--attacks", default=None, help="comma-separated attack ids (default: every registered one)"
+    )
+    args = ap.parse_args(argv)
+    quick = args.quick
+    size = 32 if quick else 224
+    reps = 1 if quick else 3
+    steps = 2 if quick else 10
+    started = time.perf_counter()
+    _LAST[0] = started
+    model = load_model("efficientnet_lite0", "cpu")
+    x = photos(size)
+    fb, fo = floor_times(model, x, reps)
+    print(
+        f"# percviz benchmark — {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {'quick' if quick else 'full'} ({size}×{size})"
+    )
+    print(f"floor: forward+backward {fb * 1e3:.1f} ms, forward {fo * 1e3:.1f} ms (batch 1, {size}×{size})")
+
+    only = set(args.attacks.split(",")) if args.attacks else None
+    rows = attack_rows(model, x, steps, reps, only)
+    print(
+        f"\n{'attack':12s} {'fwd':>5s} {'bwd':>5s} {'wall s':>8s} {'s/iter ÷ floor':>15s} {'wall ÷ pass time':>17s}"
+    )
+    for r in rows:
+        if "error" in r:
+            print(f"{r['attack']:12s} error: {r['error']}")
+        else:
+            print(
+                f"{r['attack']:12s} {r['forward']:5d} {r['backward']:5d} {r['wall_s']:8.3f} "
+                f"{r['per_iter_over_floor']:15.2f} {r['over_pass_time']:17.2f}"
+            )
+
+    section("attacks")
+    marginal = {} if quick else marginal_iterations(model, x, reps)
+    if marginal:
+        print("\nmarginal cost per iteration ÷ floor (benchmarks/attacks.py):")
+        for name, ratio in marginal.items():
+            print(f"  {name:28s} {ratio:6.2f}")
+    ta = torchattacks_pgd(model, x, steps, reps=max(2, reps // 2))
+    section("torchattacks")
+    print("\nPGD vs torchattacks:", json.dumps(ta))
+    pgap = pgap_solvers(model, 16 if quick else 64, 32 if quick else 224)
+    print("PGAP exact vs cvxpy:", json.dumps(pgap))
+    section("pgap")
+    smooth = smoothing_solve(size, reps)
+    print("smoothing (50 CG, α=0.997):", json.dumps(smooth))
+    mag = magnification(size, reps)
+    section("smoothing+magnification")
+    print("magnification:", json.dumps(mag))
+    app = {"skipped": "--quick"} if quick else app_rerun()
+    print("app rerun:", json.dumps(app))
+    section("app")
+    mem = peak_memory("pgd", {"steps": 2 if quick else 10})
+    section("memory")
+    print("peak memory (one 224×224 attack, subprocess):", json.dumps(mem))
+    gpu = cuda_throughput()
+    if gpu:
+        print("CUDA images/s (batch 64, 224×224):", json.dumps(gpu))
+
+    ok_rows = [r for r in rows if "error" not in r]
+    figures = {
+        "quick": quick,
+        "size": size,
+        "threads": torch.get_num_threads(),
+        "floor_fwd_bwd_s": fb,
+        "floor_fwd_s": fo,
+        "attack_ratio_per_iter": {r["attack"]: r["per_iter_over_floor"] for r in ok_rows},
+        "attack_ratio_per_pass": {r["attack"]: r["over_pass_time"] for r in ok_rows},
+        "attack_marginal_per_iter": marginal or None,
+        "attack_errors": {r["attack"]: r["error"] for r in rows if "error" in r},
+        "pgd_vs_torchattacks": ta,
+        "pgap": pgap,
+        "smoothing_solve_s": smooth.get("seconds"),
+        "smoothing": smooth,
+        "magnification_s": mag.get("seconds"),
+        "app_rerun_s": app.get("rerun_s"),
+        "app": app,
+        "peak_rss_mb_one_attack": mem.get("peak_rss_mb"),
+        "memory": mem,
+        "cuda_images_per_s": gpu or None,
+        "notes": NOTES,
+        "section_s": SECTIONS,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "total_s": time.perf_counter() - started,
+    }
+    print(json.dumps(_strict(figures)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
