@@ -2,32 +2,77 @@
 
 import streamlit as st
 
-from percviz.images import to_tensor
-from percviz.models import predict
-from ui.common import cached_model, image_picker, model_picker, prediction_chart
+from ui.common import (
+    cached_model,
+    cached_predictions,
+    image_input,
+    model_picker,
+    page_setup,
+    prediction_chart,
+)
 
-st.set_page_config(page_title="percviz", page_icon="🔬", layout="wide")
-
-st.title("percviz")
-st.markdown(
-    "An explorer for **perceptually guided adversarial examples**: pick an image and an attack, tune "
-    "its perceptual budget (SSIM ε₁/ε₂, LPIPS bound, smoothing α…), and compare the adversarial "
-    "example, its perturbation, SSIM maps and GradCAM++ heat maps. Methods follow four papers: "
-    "SSIM-guided PGAP/FPGAP, LPIPS-bounded PPGD/LPA, smooth adversarial examples, and the "
-    "perturbation analysis of Balda et al."
+page_setup(
+    "percviz",
+    "An explorer for <b>perceptually guided adversarial examples</b>: pick an image and an attack, tune its "
+    "perceptual budget (SSIM ε₁/ε₂, LPIPS bound, smoothing α…), and compare the adversarial example, its "
+    "perturbation, SSIM maps and GradCAM++ heat maps.",
 )
 
 left, right = st.columns([1, 1.3], gap="large")
 with left:
     model_id = model_picker()
     model = cached_model(model_id) if model_id else None
-    picked = image_picker(model.input_size if model else 224, key="home")
+    picked = image_input(model.input_size if model else 224, key="home") if model else None
 if model is not None and picked is not None:
-    name, pixels = picked
-    preds = predict(model, to_tensor(pixels, model.device), top=5)[0]
     with right:
         st.image(
-            pixels, caption=f"{name}, as the model sees it ({pixels.shape[1]}×{pixels.shape[0]})", width=320
+            picked.pixels,
+            caption=f"{picked.name}, as the model sees it ({picked.pixels.shape[1]}×{picked.pixels.shape[0]})",
+            width=320,
         )
-        st.plotly_chart(prediction_chart(preds, f"{model.spec.title}: top-5"), width="stretch")
-st.caption("Use the pages in the sidebar to attack, compare, sweep and evaluate.")
+        st.plotly_chart(prediction_chart(cached_predictions(model, picked), f"{model.spec.title}: top-5"))
+
+st.divider()
+cards = [
+    (
+        "pages/1_Explore.py",
+        "Explore",
+        ":material/search:",
+        "One image, one attack, every view: perturbation, SSIM maps, "
+        "magnification, GradCAM++, downloads and a shareable URL.",
+    ),
+    (
+        "pages/2_Compare.py",
+        "Compare",
+        ":material/compare:",
+        "Several attacks in one grid (seed 000 Fig. 3), optionally at one common SSIM or PSNR.",
+    ),
+    (
+        "pages/3_Sweep.py",
+        "Sweep",
+        ":material/grid_on:",
+        "The ε₁×ε₂ grid of seed 000 Fig. 1 and fooling-rate / SSIM / PSNR curves.",
+    ),
+    (
+        "pages/4_Evaluate.py",
+        "Evaluate",
+        ":material/table_chart:",
+        "An image set → fooling rate, P_suc, D̄, explainability, matched quality and P(D), as CSV/JSON.",
+    ),
+    (
+        "pages/5_Learn.py",
+        "Learn",
+        ":material/school:",
+        "Each method in a paragraph, its formula and its paper; “Try it” opens Explore.",
+    ),
+]
+cols = st.columns(len(cards))
+for col, (page, title, icon, text) in zip(cols, cards, strict=True):
+    with col.container(border=True, height="stretch"):
+        st.page_link(page, label=title, icon=icon)
+        st.caption(text)
+st.caption(
+    "Methods: SSIM-guided PGAP/FPGAP (Pochimireddy et al.), LPIPS-bounded PPGD/LPA/Fast-LPA (Laidlaw et al.), "
+    "smooth adversarial examples (Zhang et al.), the perturbation analysis of Balda et al., and the usual "
+    "baselines (FGSM, PGD, DeepFool, C&W)."
+)

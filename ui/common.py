@@ -2,19 +2,66 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from percviz.errors import PercvizError
+from percviz.hosted import check_image_size, current_limits
 from percviz.images import SAMPLES, LoadedImage, fit_to_model, load_image, load_sample
+from percviz.jobs import ComputeQueue
 from percviz.models import Classifier, Prediction, all_model_status, load_model
+from percviz.recipes import ImageRef
+
+ACCENT = "#3b5bdb"
+ADVERSARIAL = "#e8590c"
+
+_CSS = """
+<style>
+.block-container {padding-top: 2.2rem; padding-bottom: 2rem; max-width: 1400px;}
+[data-testid="stMetricValue"] {font-size: 1.35rem;}
+[data-testid="stMetricLabel"] p {font-size: 0.8rem; color: #5c6370;}
+h1 {font-weight: 700; letter-spacing: -0.01em;}
+.pv-lead {color: #4a5060; font-size: 1.02rem; margin-top: -0.6rem; margin-bottom: 1rem;}
+.pv-verdict {font-size: 1.05rem; padding: 0.55rem 0.9rem; border-radius: 0.5rem; margin: 0.2rem 0 0.8rem 0;}
+.pv-ok {background: #fff4e6; border-left: 4px solid #e8590c;}
+.pv-no {background: #f1f3f5; border-left: 4px solid #868e96;}
+</style>
+"""
+
+
+def page_setup(title: str, lead: str, icon: str = "🔬") -> None:
+    """Page config, shared style, title and a one-line lead (and the render clock's start)."""
+    st.session_state["pv_render_start"] = time.perf_counter()
+    st.set_page_config(page_title=f"{title} · percviz", page_icon=icon, layout="wide")
+    st.markdown(_CSS, unsafe_allow_html=True)
+    st.title(title)
+    st.markdown(f'<div class="pv-lead">{lead}</div>', unsafe_allow_html=True)
 
 
 @st.cache_resource(show_spinner="Loading the model…")
 def cached_model(model_id: str) -> Classifier:
     """One shared, frozen model per id for all sessions (thread-safe: no hooks, eval only)."""
     return load_model(model_id)
+
+
+@st.cache_resource
+def compute_queue() -> ComputeQueue:
+    """The one FIFO compute queue shared by all sessions (SPEC §9)."""
+    limits = current_limits()
+    return ComputeQueue(slots=limits.compute_slots, per_owner=limits.jobs_per_session)
+
+
+def session_owner() -> str:
+    """A stable id for this browser session (the queue's per-owner cap)."""
+    if "pv_owner" not in st.session_state:
+        st.session_state["pv_owner"] = uuid.uuid4().hex
+    return st.session_state["pv_owner"]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -27,6 +74,8 @@ def model_picker(key: str = "model") -> str | None:
     statuses = all_model_status()
     available = [s.spec.id for s in statuses if s.available]
     titles = {s.spec.id: s.spec.title for s in statuses}
+    if key in st.session_state and st.session_state[key] not in available:
+        st.session_state[key] = available[0] if available else None
     choice = st.selectbox("Model", available, format_func=lambda m: titles[m], key=key)
     missing = [s for s in statuses if not s.available]
     if missing:
@@ -36,27 +85,53 @@ def model_picker(key: str = "model") -> str | None:
     return choice
 
 
-def image_picker(size: int, key: str = "image") -> tuple[str, np.ndarray] | None:
-    """Bundled sample or upload; returns ``(name, model-size pixels)`` or None with a message shown."""
+@dataclass(frozen=True)
+class PickedImage:
+    """The chosen image: a label, the model-size pixels, where it came from, and the crop."""
+
+    name: str
+    pixels: np.ndarray
+    ref: ImageRef
+    crop: float
+    loaded: LoadedImage
+
+
+def image_input(size: int, key: str = "image", preview: bool = False) -> PickedImage | None:
+    """Bundled sample or upload, plus the centre-crop control; None (with a message) if unusable."""
     source = st.radio("Image", ["Bundled photo", "Upload"], horizontal=True, key=f"{key}_source")
     loaded: LoadedImage | None = None
     if source == "Bundled photo":
-        name = st.selectbox("Photo", list(SAMPLES), format_func=lambda n: SAMPLES[n][0], key=f"{key}_sample")
-        loaded = LoadedImage(cached_sample(name), name, None, ())
+        names = list(SAMPLES)
+        if st.session_state.get(f"{key}_sample") not in (None, *names):
+            st.session_state[f"{key}_sample"] = names[0]
+        name = st.selectbox("Photo", names, format_func=lambda n: SAMPLES[n][0], key=f"{key}_sample")
+        try:
+            loaded = LoadedImage(cached_sample(name), name, None, ())
+        except PercvizError as exc:
+            st.error(str(exc))
+            return None
+        ref = ImageRef(sample=name)
     else:
+        limits = current_limits()
         upload = st.file_uploader(
-            "PNG, JPEG, WebP, BMP or TIFF",
+            f"PNG, JPEG, WebP, BMP or TIFF (up to {limits.max_upload_mb} MB)",
             type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"],
             key=f"{key}_upload",
         )
         if upload is None:
             st.info("Choose a file to upload.")
             return None
+        data = upload.getvalue()
         try:
-            loaded = load_image(upload.getvalue(), name=upload.name)
+            if len(data) > limits.max_upload_mb * 1024 * 1024:
+                raise PercvizError(f"The file is larger than {limits.max_upload_mb} MB.")
+            digest = hashlib.sha256(data).hexdigest()
+            loaded = _decode_upload(key, data, digest, upload.name, limits.max_pixels)
+            check_image_size(loaded.height, loaded.width, limits)
         except PercvizError as exc:
             st.error(str(exc))
             return None
+        ref = ImageRef(path=upload.name, sha256=digest)
         for note in loaded.conversions:
             st.caption(f"Converted: {note}.")
     crop = st.slider(
@@ -68,25 +143,89 @@ def image_picker(size: int, key: str = "image") -> tuple[str, np.ndarray] | None
         key=f"{key}_crop",
         help="Fraction of the short side kept before resizing to the model's input.",
     )
-    return loaded.name, fit_to_model(loaded.pixels, size, crop)
+    pixels = _fit(key, ref, loaded.pixels, size, float(crop))
+    if preview:
+        st.image(pixels, caption=f"What the model sees ({pixels.shape[1]}×{pixels.shape[0]})", width=224)
+    return PickedImage(loaded.name, pixels, ref, float(crop), loaded)
 
 
-def prediction_chart(preds: list[Prediction], title: str) -> go.Figure:
+def _decode_upload(key: str, data: bytes, digest: str, name: str, max_pixels: int) -> LoadedImage:
+    """Decode an upload once per session (only the latest one is kept, SPEC §9)."""
+    slot = f"{key}_decoded"
+    cached = st.session_state.get(slot)
+    if cached is not None and cached[0] == digest:
+        return cached[1]
+    st.session_state.pop(slot, None)
+    loaded = load_image(data, name=name, max_pixels=max_pixels)
+    st.session_state[slot] = (digest, loaded)
+    return loaded
+
+
+def _fit(key: str, ref: ImageRef, pixels: np.ndarray, size: int, crop: float) -> np.ndarray:
+    """What the model sees, computed once per (image, size, crop) and kept in the session."""
+    slot = f"{key}_fitted"
+    ident = (ref, size, crop)
+    cached = st.session_state.get(slot)
+    if cached is not None and cached[0] == ident:
+        return cached[1]
+    fitted = fit_to_model(pixels, size, crop)
+    st.session_state[slot] = (ident, fitted)
+    return fitted
+
+
+def image_picker(size: int, key: str = "image") -> tuple[str, np.ndarray] | None:
+    """Bundled sample or upload; returns ``(name, model-size pixels)`` or None with a message shown."""
+    picked = image_input(size, key)
+    return None if picked is None else (picked.name, picked.pixels)
+
+
+def prediction_chart(
+    preds: list[Prediction], title: str, color: str = ACCENT, height: int = 250
+) -> go.Figure:
     """Horizontal bar chart of top-k probabilities."""
     fig = go.Figure(
         go.Bar(
             x=[p.probability for p in preds][::-1],
             y=[f"{p.label} ({p.index})" for p in preds][::-1],
             orientation="h",
-            marker_color="#3b5bdb",
+            marker_color=color,
             text=[f"{p.probability:.1%}" for p in preds][::-1],
             textposition="auto",
+            hovertemplate="%{y}: %{x:.2%}<extra></extra>",
         )
     )
     fig.update_layout(
-        title=title,
-        height=260,
+        title={"text": title, "font": {"size": 14}},
+        height=height,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         xaxis={"range": [0, 1], "tickformat": ".0%"},
     )
     return fig
+
+
+def one_sentence(exc: BaseException) -> str:
+    """What the user reads when something fails: one sentence, never a traceback."""
+    from percviz.jobs import describe_failure
+
+    return describe_failure(exc)
+
+
+def cached_predictions(model: Classifier, picked: PickedImage, top: int = 5) -> list[Prediction]:
+    """Top-k of the picked image, computed once per (model, image, crop) in this session."""
+    from percviz.images import to_tensor
+    from percviz.models import predict
+
+    ident = (model.spec.id, picked.ref, picked.crop, top)
+    cached = st.session_state.get("pv_preview_preds")
+    if cached is not None and cached[0] == ident:
+        return cached[1]
+    preds = predict(model, to_tensor(picked.pixels, model.device), top=top)[0]
+    st.session_state["pv_preview_preds"] = (ident, preds)
+    return preds
+
+
+def render_done(name: str) -> float:
+    """Seconds since ``page_setup`` (kept as ``pv_render_s_<name>``: the cached-view benchmark reads it)."""
+    elapsed = time.perf_counter() - st.session_state.get("pv_render_start", time.perf_counter())
+    st.session_state[f"pv_render_s_{name}"] = elapsed
+    return elapsed

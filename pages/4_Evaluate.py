@@ -1,0 +1,319 @@
+"""Evaluate: an image set → the dataset tables of seed 000 (Tables I–III) and seed 002 (Table 1, P(D))."""
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from percviz import evaluate as ev
+from percviz.attacks.base import registry
+from percviz.errors import PercvizError
+from percviz.hosted import check_params, current_limits
+from percviz.images import SAMPLES, fit_to_model, load_image
+from ui import jobs, views
+from ui.common import cached_model, cached_sample, model_picker, page_setup, render_done
+from ui.params import attack_block, run_label
+from ui.runs import EvalOutcome, evaluate_work
+
+P = "evl"
+page_setup(
+    "Evaluate",
+    "Run attacks over a set of images and read the dataset numbers: fooling rate, P_suc, mean distortion, "
+    "SSIM/PSNR, explainability scores, matched-quality fooling rates and the operating characteristic P(D).",
+)
+attacks = registry()
+limits = current_limits()
+
+with st.sidebar:
+    st.header("Setup")
+    model_id = model_picker(f"{P}_model")
+    try:
+        model = cached_model(model_id) if model_id else None
+    except PercvizError as exc:
+        model = None
+        st.error(str(exc))
+    seed = st.number_input("Seed", 0, 2**31 - 1, 0, key=f"{P}_seed")
+    batch = st.number_input(
+        "Batch (images per pass)", 1, limits.max_batch, min(8, limits.max_batch), key=f"{P}_batch"
+    )
+    explain = st.checkbox("Explainability scores (GradCAM++, seed 000 Table I)", True, key=f"{P}_explain")
+    match_on = st.checkbox("Matched quality (seed 000 Tables II–III)", False, key=f"{P}_match")
+    match = None
+    if match_on:
+        metric = st.radio("Match", ["ssim", "psnr"], horizontal=True, key=f"{P}_metric")
+        target = (
+            st.slider("Target mean SSIM", 0.80, 0.999, 0.95, 0.001, format="%.3f", key=f"{P}_tssim")
+            if metric == "ssim"
+            else st.slider("Target mean PSNR (dB)", 25.0, 55.0, 40.0, 0.5, key=f"{P}_tpsnr")
+        )
+        match = (metric, float(target))
+if model is None:
+    st.info("Choose a model in the sidebar.")
+    st.stop()
+
+left, right = st.columns([1, 1], gap="large")
+with left:
+    st.markdown("##### Images")
+    sources = ["Bundled photos", "Upload"] + ([] if not limits.allow_server_folders else ["Server folder"])
+    source = st.radio("Source", sources, horizontal=True, key=f"{P}_source", label_visibility="collapsed")
+    images: list[ev.EvalImage] = []
+    skipped: list[ev.Skipped] = []
+    try:
+        if source == "Bundled photos":
+            names = st.multiselect(
+                "Photos",
+                list(SAMPLES),
+                default=list(SAMPLES)[:4],
+                format_func=lambda n: SAMPLES[n][0].split(" (")[0],
+                key=f"{P}_samples",
+            )
+            images = [
+                ev.EvalImage.from_pixels(n, fit_to_model(cached_sample(n), model.input_size)) for n in names
+            ]
+        elif source == "Upload":
+            files = st.file_uploader(
+                f"Up to {limits.max_images} images (PNG, JPEG, WebP, BMP, TIFF)",
+                accept_multiple_files=True,
+                type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"],
+                key=f"{P}_files",
+            )
+            cache = st.session_state.setdefault(f"pv_{P}_decoded", {})
+            for f in (files or [])[: limits.max_images]:
+                data = f.getvalue()
+                digest = hashlib.sha256(data).hexdigest() + str(model.input_size)
+                if digest not in cache:
+                    try:
+                        cache[digest] = fit_to_model(
+                            load_image(data, name=f.name, max_pixels=limits.max_pixels).pixels,
+                            model.input_size,
+                        )
+                    except PercvizError as exc:
+                        skipped.append(ev.Skipped(f.name, str(exc)))
+                        continue
+                if f.name not in {im.name for im in images}:
+                    images.append(ev.EvalImage.from_pixels(f.name, cache[digest]))
+        else:
+            folder = st.text_input(
+                "Folder on this server", key=f"{P}_folder", placeholder="/data/imagenet-val-100"
+            )
+            labels_file = st.text_input("Optional true labels (file,class per line)", key=f"{P}_labels")
+            if folder:
+                true = ev.read_true_labels(labels_file) if labels_file else None
+                images, skipped = ev.load_folder(
+                    folder, model.input_size, true_labels=true, limit=limits.max_images
+                )
+    except PercvizError as exc:
+        st.error(str(exc))
+    if len(images) > limits.max_images:
+        images = images[: limits.max_images]
+        st.warning(f"Only the first {limits.max_images} images are used.")
+    st.caption(f"{len(images)} images ready" + (f"; {len(skipped)} skipped" if skipped else "") + ".")
+    for s in skipped:
+        st.caption(f"Skipped {s.name}: {s.reason}")
+with right:
+    st.markdown("##### Attacks")
+    chosen = st.multiselect(
+        "Attacks",
+        list(attacks),
+        default=[a for a in ("fgsm", "pgd") if a in attacks],
+        format_func=lambda a: attacks[a].title,
+        key=f"{P}_attacks",
+        label_visibility="collapsed",
+    )
+    runs, error = [], None
+    for a in chosen:
+        values = attack_block(P, attacks[a])
+        if values is None:
+            error = "fix the parameters"
+            continue
+        try:
+            check_params(values, limits)
+            runs.extend(ev.make_runs([a], values))
+        except PercvizError as exc:
+            error = str(exc)
+            st.error(error)
+
+go_eval = st.button(
+    "Evaluate",
+    type="primary",
+    icon=":material/table_chart:",
+    key=f"{P}_run",
+    disabled=not images or not runs or error is not None or jobs.running(P),
+)
+if go_eval:
+    jobs.submit(
+        P,
+        evaluate_work(model, images, runs, int(seed), int(batch), explain, match, skipped),
+        f"{len(runs)} runs × {len(images)} images",
+    )
+jobs.follow(
+    P,
+    lambda r, m: (
+        st.session_state.__setitem__(f"pv_{P}_result", r)
+        or ("Cancelled; the tables show the rows that finished." if r.evaluation.cancelled else None)
+    ),
+)
+
+out: EvalOutcome | None = st.session_state.get(f"pv_{P}_result")
+if out is None or not out.evaluation.rows:
+    st.caption(
+        "Press **Evaluate**. Rows are computed in batches; cancelling keeps the rows already finished."
+    )
+    st.stop()
+
+
+def fmt(v, pct=False, digits=4):
+    if v is None:
+        return "—"
+    return f"{v:.1%}" if pct else f"{v:.{digits}g}"
+
+
+sums = out.summaries
+label = {id(s): run_label(s["attack"], s["params"]) for s in sums}
+t1, t2, t3, t4, t5 = st.tabs(
+    [
+        "Attack summary",
+        "Explainability (Table I)",
+        "Matched quality (Tables II–III)",
+        "P(D) (seed 002)",
+        "Per image",
+    ]
+)
+with t1:
+    st.caption(
+        "Seed 000 §V-A fooling rate; seed 002 Table 1: P_suc (successes over correctly classified images) "
+        "and D̄, the mean L2 distortion of the successes ([0,1] units); passes and time per image."
+    )
+    st.dataframe(
+        {
+            "run": [label[id(s)] for s in sums],
+            "images": [s["images"] for s in sums],
+            "fooling rate": [fmt(s["fooling_rate"], True) for s in sums],
+            "P_suc": [fmt(s["p_suc"], True) for s in sums],
+            "D̄ (L2)": [fmt(s["mean_distortion"]) for s in sums],
+            "mean SSIM": [fmt(s["mean_ssim"]) for s in sums],
+            "mean PSNR (dB)": [fmt(s["mean_psnr"]) for s in sums],
+            "LPIPS-self": [fmt(s["mean_lpips_self"]) for s in sums],
+            "PNG still adversarial": [fmt(s["png_still_adversarial"], True) for s in sums],
+            "passes": [fmt(s["mean_passes"]) for s in sums],
+            "time/image (s)": [fmt(s["mean_wall_time_s"], digits=3) for s in sums],
+        },
+        hide_index=True,
+        width="stretch",
+    )
+with t2:
+    if not out.evaluation.explain_available:
+        st.info("Explainability scores were not computed (switch them on in the sidebar).")
+    else:
+        st.caption(
+            "Seed 000 Table I: noise map N = mean(1 − SSIM map) > 0.11 against the GradCAM++ region G > 0.75; "
+            "dataset means over the images where each ratio is defined."
+        )
+        st.dataframe(
+            {
+                "run": [label[id(s)] for s in sums],
+                **{n: [fmt(s.get(f"mean_{n}")) for s in sums] for n in ev.EXPLAIN_COLUMNS},
+            },
+            hide_index=True,
+            width="stretch",
+        )
+with t3:
+    if not out.matched:
+        st.info(
+            "Switch on “Matched quality” in the sidebar to compare fooling rates at one mean SSIM or PSNR."
+        )
+    else:
+        st.dataframe(
+            {
+                "attack": [m["attack"] for m in out.matched],
+                "strength": [
+                    f"{m['param']} = {m['value']:.4g}" if "param" in m else "—" for m in out.matched
+                ],
+                "achieved": [fmt(m.get("achieved")) for m in out.matched],
+                "fooling rate": [fmt(m.get("fooling_rate"), True) for m in out.matched],
+                "note": [
+                    m.get("note") or ("" if m.get("converged") else "not converged") for m in out.matched
+                ],
+            },
+            hide_index=True,
+            width="stretch",
+        )
+with t4:
+
+    def pd_fig() -> go.Figure:
+        fig = go.Figure()
+        for s in sums:
+            oc = s.get("operating_characteristic") or {}
+            if oc.get("d"):
+                fig.add_trace(
+                    go.Scatter(x=oc["d"], y=oc["p"], mode="lines", line_shape="hv", name=label[id(s)])
+                )
+        fig.update_layout(
+            height=380,
+            margin={"l": 10, "r": 10, "t": 40, "b": 10},
+            xaxis_title="L2 distortion D",
+            yaxis={"title": "P(D)", "range": [0, 1.02]},
+            title={"text": "Operating characteristic (seed 002 eq. 21)", "font": {"size": 14}},
+        )
+        return fig
+
+    views.show((id(out), "pd"), pd_fig)
+with t5:
+    cols = [
+        "image",
+        "attack",
+        "class_before",
+        "class_after",
+        "success",
+        "ssim",
+        "psnr",
+        "l2",
+        "linf_255",
+        "lpips_self",
+        "png_still_adversarial",
+        "passes",
+        "wall_time_s",
+    ]
+    st.dataframe([{c: r.get(c) for c in cols} for r in out.evaluation.rows], hide_index=True, width="stretch")
+
+
+def csv_bytes() -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.csv"
+        ev.write_csv(path, out.evaluation.rows)
+        return path.read_bytes()
+
+
+def json_bytes() -> str:
+    data = {
+        "summaries": sums,
+        "matched": out.matched,
+        "skipped": [s.as_dict() for s in out.skipped],
+        "rows": out.evaluation.rows,
+    }
+    return json.dumps(ev.strict_json(data), indent=2)
+
+
+d1, d2, _ = st.columns([1, 1, 4])
+d1.download_button(
+    "Rows CSV",
+    data=csv_bytes,
+    file_name="percviz-evaluation.csv",
+    mime="text/csv",
+    on_click="ignore",
+    icon=":material/download:",
+    key=f"{P}_csv",
+)
+d2.download_button(
+    "Summary JSON",
+    data=json_bytes,
+    file_name="percviz-evaluation.json",
+    mime="application/json",
+    on_click="ignore",
+    icon=":material/download:",
+    key=f"{P}_json",
+)
+render_done("evaluate")

@@ -1,0 +1,305 @@
+"""Attack parameter widgets generated from the registry schema (``AttackSpec.params``).
+
+Widget values live in ``st.session_state`` under ``{prefix}_{attack}_{param}`` so presets and the
+URL can set them before the widgets are drawn (no widget gets both a default and a state value).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from percviz.attacks.base import AttackSpec, Param
+from percviz.errors import ParameterError
+from percviz.models.classifier import imagenet_labels
+
+
+@st.cache_data(show_spinner=False)
+def class_labels() -> list[str]:
+    return imagenet_labels()
+
+
+UNTARGETED = -1  # the "no class" option of class parameters (None would show as an empty select box)
+
+
+def widget_key(prefix: str, spec: AttackSpec, param: Param) -> str:
+    return f"{prefix}_{spec.id}_{param.name}"
+
+
+def _fmt(value: float) -> str:
+    if value == 0:
+        return "0"
+    if math.isinf(value):
+        return "∞"
+    if 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    return f"{value:.2e}"
+
+
+def _log_grid(low: float, high: float, value: float) -> list[float]:
+    """1-2-5 grid between the bounds (log parameters), with the current value included."""
+    lo = max(low, 1e-8) if low is not None else 1e-6
+    hi = high if high is not None and math.isfinite(high) else lo * 1e6
+    grid = {float(m * 10.0**e) for e in range(-9, 7) for m in (1, 2, 5)}
+    options = sorted(v for v in grid if lo <= v <= hi)
+    if low == 0:
+        options.insert(0, 0.0)
+    if value not in options:
+        options = sorted({*options, float(value)})
+    return options
+
+
+def _float_step(p: Param) -> float:
+    span = (p.high - p.low) if p.low is not None and p.high is not None and math.isfinite(p.high) else 0
+    ref = abs(float(p.default)) if isinstance(p.default, int | float) and p.default else span or 1.0
+    return float(10.0 ** math.floor(math.log10(ref)) / (10 if ref < 1 else 1))
+
+
+def _use_slider(p: Param) -> bool:
+    """A slider when the whole range is useful (the default is a sizeable share of it)."""
+    if p.low is None or p.high is None or not math.isfinite(p.high) or p.log:
+        return False
+    span = p.high - p.low
+    default = abs(float(p.default or 0))
+    return span > 0 and (
+        span <= 20 if p.kind == "int" else default >= span / 25 or (span <= 1.0 and default == 0)
+    )
+
+
+def _help(p: Param) -> str:
+    parts = [p.help] if p.help else []
+    if p.unit:
+        parts.append(f"Unit: {p.unit}.")
+    if p.low is not None or p.high is not None:
+        parts.append(
+            f"Range: [{_fmt(p.low) if p.low is not None else '−∞'}, {_fmt(p.high) if p.high is not None else '∞'}]."
+        )
+    if p.source:
+        parts.append(f"Source: {p.source}.")
+    return " ".join(parts)
+
+
+def ensure_state(
+    prefix: str, spec: AttackSpec, values: Mapping[str, Any] | None = None, *, force: bool = False
+) -> None:
+    """Put values (or defaults) into session state for every parameter widget of ``spec``."""
+    values = values or {}
+    for p in spec.params:
+        key = widget_key(prefix, spec, p)
+        if not force and key in st.session_state and p.name not in values:
+            continue
+        value = values.get(p.name, p.default)
+        try:
+            value = p.validate(value)
+        except ParameterError:
+            value = p.default
+        if p.kind == "float" and value is not None:
+            value = float(value)
+        if p.kind == "class" and value is None:
+            value = UNTARGETED
+        st.session_state[key] = value
+        if p.allow_inf:
+            st.session_state[key + "_inf"] = value is not None and math.isinf(float(value))
+            if st.session_state[key + "_inf"]:
+                st.session_state[key] = float(p.high if p.high is not None and math.isfinite(p.high) else 1.0)
+
+
+def param_widgets(prefix: str, spec: AttackSpec) -> dict[str, Any]:
+    """Draw one widget per parameter (call inside a form); returns the raw values by name."""
+    ensure_state(prefix, spec)
+    out: dict[str, Any] = {}
+    for p in spec.params:
+        key = widget_key(prefix, spec, p)
+        label, help_text = p.display_label(), _help(p)
+        if p.kind == "bool":
+            out[p.name] = st.checkbox(label, key=key, help=help_text)
+        elif p.kind == "choice":
+            out[p.name] = st.selectbox(label, list(p.choices), key=key, help=help_text)
+        elif p.kind == "class":
+            labels = class_labels()
+            out[p.name] = st.selectbox(
+                label,
+                [None, *range(len(labels))],
+                key=key,
+                help=help_text,
+                format_func=lambda i, labels=labels: (
+                    "— none (untargeted) —" if i is None else f"{i}: {labels[i]}"
+                ),
+            )
+        elif p.kind == "int":
+            if _use_slider(p):
+                out[p.name] = st.slider(label, int(p.low), int(p.high), step=1, key=key, help=help_text)
+            else:
+                out[p.name] = st.number_input(
+                    label,
+                    min_value=int(p.low) if p.low is not None else None,
+                    max_value=int(p.high) if p.high is not None and math.isfinite(p.high) else None,
+                    step=1,
+                    key=key,
+                    help=help_text,
+                )
+        else:
+            out[p.name] = _float_widget(p, key, label, help_text)
+    return out
+
+
+def _float_widget(p: Param, key: str, label: str, help_text: str) -> float:
+    if p.allow_inf and st.checkbox(f"{label} = ∞", key=key + "_inf"):
+        return math.inf
+    if p.log:
+        options = _log_grid(
+            p.low or 0.0, p.high if p.high is not None else math.inf, float(st.session_state[key])
+        )
+        if st.session_state[key] not in options:
+            st.session_state[key] = min(options, key=lambda v: abs(v - st.session_state[key]))
+        return float(st.select_slider(label, options=options, key=key, help=help_text, format_func=_fmt))
+    if _use_slider(p):
+        span = float(p.high - p.low)
+        step = float(10.0 ** math.floor(math.log10(span / 100)))
+        value = float(np.clip(st.session_state[key], p.low, p.high))
+        st.session_state[key] = round(round(value / step) * step, 10)
+        return float(st.slider(label, float(p.low), float(p.high), step=step, key=key, help=help_text))
+    step = _float_step(p)
+    digits = max(0, -math.floor(math.log10(step))) + 1
+    return float(
+        st.number_input(
+            label,
+            min_value=float(p.low) if p.low is not None else None,
+            max_value=float(p.high) if p.high is not None and math.isfinite(p.high) else None,
+            step=step,
+            format=f"%.{min(digits, 8)}f",
+            key=key,
+            help=help_text + _pixel_hint(p, float(st.session_state[key])),
+        )
+    )
+
+
+def _pixel_hint(p: Param, value: float) -> str:
+    if "pixel" in p.unit and p.name in ("eps", "step_size") and value > 0:
+        return f" Now {value:.5f} ≈ {value * 255:.2f}/255."
+    return ""
+
+
+def apply_values(prefix: str, spec: AttackSpec, values: Mapping[str, Any]) -> None:
+    """Set widget state from a preset, the URL or a recipe (unknown names are ignored)."""
+    known = {k: v for k, v in values.items() if k in spec.param_names()}
+    ensure_state(prefix, spec, {**spec.defaults(), **known}, force=True)
+
+
+def preset_buttons(prefix: str, spec: AttackSpec) -> None:
+    """One button per paper preset plus "defaults" (outside the form); a click sets the widgets."""
+    st.caption("Presets (one click sets the parameters below)")
+    items = [*spec.presets.items(), ("defaults", {})]
+    for i, (name, values) in enumerate(items):
+        st.button(
+            name,
+            key=f"{prefix}_{spec.id}_preset_{i}",
+            width="stretch",
+            type="tertiary" if name == "defaults" else "secondary",
+            on_click=apply_values,
+            args=(prefix, spec, dict(values)),
+        )
+
+
+def describe_params(spec: AttackSpec) -> dict[str, list[str]]:
+    """The schema as a table: name, label, default, range, unit, meaning."""
+    rows: dict[str, list[str]] = {"name": [], "default": [], "range / choices": [], "meaning": []}
+    for p in spec.params:
+        rows["name"].append(p.name)
+        default = p.default
+        rows["default"].append(
+            "none" if default is None else _fmt(default) if isinstance(default, float) else str(default)
+        )
+        if p.kind == "choice":
+            rng = ", ".join(p.choices)
+        elif p.kind == "class":
+            rng = "ImageNet class 0–999 or none"
+        elif p.kind == "bool":
+            rng = "true / false"
+        else:
+            rng = f"[{_fmt(p.low) if p.low is not None else '−∞'}, {_fmt(p.high) if p.high is not None else '∞'}]"
+        rows["range / choices"].append(rng)
+        rows["meaning"].append(" ".join(x for x in (p.help, f"({p.unit})" if p.unit else "") if x))
+    return rows
+
+
+def _apply_preset(prefix: str, spec: AttackSpec) -> None:
+    name = st.session_state.get(f"{prefix}_{spec.id}_preset", "defaults")
+    apply_values(prefix, spec, dict(spec.presets.get(name, {})))
+
+
+def attack_block(prefix: str, spec: AttackSpec, expanded: bool = False) -> dict[str, Any] | None:
+    """An expander with a preset picker and the generated widgets; validated values or None."""
+    with st.expander(f"{spec.title} — parameters", expanded=expanded):
+        st.caption(spec.source)
+        if spec.presets:
+            st.selectbox(
+                "Preset",
+                ["defaults", *spec.presets],
+                key=f"{prefix}_{spec.id}_preset",
+                on_change=_apply_preset,
+                args=(prefix, spec),
+            )
+        raw = param_widgets(prefix, spec)
+    try:
+        return spec.validate(raw)
+    except ParameterError as exc:
+        st.error(str(exc))
+        return None
+
+
+def parse_values(text: str, limit: int = 64) -> list[float]:
+    """``"0, 0.01, 2/255"`` → floats (fractions allowed); ParameterError naming the bad token."""
+    values: list[float] = []
+    for token in text.replace(";", ",").replace(" ", ",").split(","):
+        token = token.strip()
+        if not token:
+            continue
+        try:
+            if "/" in token:
+                num, den = token.split("/", 1)
+                value = float(num) / float(den)
+            else:
+                value = float(token)
+        except (ValueError, ZeroDivisionError):
+            raise ParameterError(f"'{token}' is not a number (write 0.01 or 4/255).") from None
+        if not math.isfinite(value):
+            raise ParameterError(f"'{token}' is not a finite number.")
+        values.append(value)
+    if not values:
+        raise ParameterError("Give at least one value.")
+    if len(values) > limit:
+        raise ParameterError(f"At most {limit} values; got {len(values)}.")
+    return values
+
+
+def numeric_params(spec: AttackSpec) -> list[str]:
+    return [p.name for p in spec.params if p.kind in ("float", "int")]
+
+
+def around_default(p: Param) -> str:
+    """Three values around a parameter's default (half, default, double), inside its range."""
+    d = float(p.default) if isinstance(p.default, int | float) and p.default else (p.high or 1.0) / 10
+    values = [d / 2, d, d * 2]
+    if p.low is not None:
+        values = [max(v, p.low) for v in values]
+    if p.high is not None and math.isfinite(p.high):
+        values = [min(v, p.high) for v in values]
+    if p.kind == "int":
+        return ", ".join(str(v) for v in dict.fromkeys(max(1, round(v)) for v in values))
+    return ", ".join(_fmt(v) for v in dict.fromkeys(values))
+
+
+def run_label(attack: str, params: Mapping[str, Any]) -> str:
+    """``pgd eps=0.0157`` — the attack with its strength parameter, for table rows and legends."""
+    from percviz.evaluate import STRENGTH_PARAMS
+
+    name = STRENGTH_PARAMS.get(attack)
+    if name and name in params:
+        value = params[name]
+        return f"{attack} {name}={_fmt(value) if isinstance(value, float) else value}"
+    return attack

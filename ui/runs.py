@@ -1,0 +1,266 @@
+"""Job bodies for the Compare, Sweep and Evaluate pages: thin wrappers over percviz.
+
+Each returns ``work(progress)`` for :func:`ui.jobs.submit`; everything heavy (attacks, views,
+sweeps, evaluations) is a percviz call; results come back as plain CPU data for the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from percviz import evaluate as ev
+from percviz.attacks.base import AttackResult, get_attack, run_attack
+from percviz.images import to_tensor
+from percviz.metrics import compare_images
+from percviz.models import Classifier, Prediction, predict
+
+Progress = Callable[[dict[str, Any]], bool]
+
+
+def tagged(progress: Progress, index: int, count: int, name: str) -> Progress:
+    """Progress records of part ``index`` of ``count``: an overall fraction and the part's name."""
+
+    def inner(record: dict[str, Any]) -> bool:
+        sub = 0.0
+        if record.get("total"):
+            key = "iteration" if "iteration" in record else "done"
+            sub = float(record.get(key, 0)) / float(record["total"])
+        return progress(
+            {
+                **record,
+                "fraction": (index + min(sub, 1.0)) / count,
+                "message": f"{name} ({index + 1} of {count})",
+            }
+        )
+
+    return inner
+
+
+# ------------------------------------------------------------------ Compare
+
+
+@dataclass
+class CompareRow:
+    attack: str
+    params: dict[str, Any]
+    result: AttackResult
+    after: list[Prediction]
+    metrics: dict[str, float]
+    views: Any
+    match: dict[str, Any] | None = None
+
+
+@dataclass
+class Comparison:
+    image_name: str
+    before: list[Prediction]
+    rows: list[CompareRow] = field(default_factory=list)
+    cancelled: bool = False
+
+
+def compare_work(
+    model: Classifier,
+    name: str,
+    pixels: np.ndarray,
+    items: Sequence[tuple[str, Mapping[str, Any]]],
+    seed: int,
+    match: tuple[str, float] | None,
+) -> Callable[[Progress], Comparison]:
+    """Several attacks on one image; with ``match=(metric, target)`` each attack's strength is first
+    searched (percviz.evaluate.match_quality) so all reach the same SSIM/PSNR."""
+    from percviz.views import compute_views
+
+    x = to_tensor(pixels, model.device)
+    image = ev.EvalImage.from_pixels(name, pixels)
+
+    def work(progress: Progress) -> Comparison:
+        out = Comparison(name, predict(model, x, 5)[0])
+        for i, (attack, params) in enumerate(items):
+            inner = tagged(progress, i, len(items), attack)
+            values = dict(params)
+            info = None
+            if match is not None:
+                m = ev.match_quality(
+                    model,
+                    [image],
+                    attack,
+                    metric=match[0],
+                    target=match[1],
+                    params=values,
+                    seed=seed,
+                    explain=False,
+                    max_evals=8,
+                    progress=inner,
+                )
+                if m.note == "cancelled":
+                    out.cancelled = True
+                    break
+                values = get_attack(attack).validate(m.rows[0]["params"]) if m.rows else values
+                info = {
+                    "param": m.param,
+                    "value": m.value,
+                    "achieved": m.achieved,
+                    "converged": m.converged,
+                    "note": m.note,
+                    "probes": len(m.probes),
+                }
+            res = run_attack(attack, model, x, values, seed=seed, progress=inner)
+            if res.cancelled:
+                out.cancelled = True
+                break
+            out.rows.append(
+                CompareRow(
+                    attack,
+                    res.params,
+                    res,
+                    predict(model, res.x_adv, 5)[0],
+                    compare_images(res.x, res.x_adv)[0],
+                    compute_views(res, model, magnification=False),
+                    info,
+                )
+            )
+        return out
+
+    return work
+
+
+# ------------------------------------------------------------------ Sweep
+
+
+def grid_work(
+    model: Classifier,
+    pixels: np.ndarray,
+    attack: str,
+    rows: tuple[str, list[float]],
+    cols: tuple[str, list[float]],
+    params: Mapping[str, Any],
+    seed: int,
+) -> Callable[[Progress], ev.GridSweep]:
+    def work(progress: Progress) -> ev.GridSweep:
+        total = len(rows[1]) * len(cols[1])
+        state = {"done": 0}
+
+        def inner(record: dict[str, Any]) -> bool:
+            if record.get("stage") == "cell":
+                state["done"] = int(record["done"])
+            sub = (
+                float(record.get("iteration", 0)) / float(record.get("total") or 1)
+                if record.get("stage") == "iteration"
+                else 0.0
+            )
+            return progress(
+                {
+                    **record,
+                    "fraction": (state["done"] + sub) / total,
+                    "message": f"cell {min(state['done'] + 1, total)} of {total}",
+                }
+            )
+
+        fixed = {k: v for k, v in params.items() if k not in (rows[0], cols[0])}
+        return ev.grid_sweep(
+            model, pixels, attack, rows, cols, params=fixed, seed=seed, thumbnail=112, progress=inner
+        )
+
+    return work
+
+
+def curve_work(
+    model: Classifier,
+    images: list[ev.EvalImage],
+    attacks: Sequence[tuple[str, Mapping[str, Any]]],
+    param: str,
+    values: list[float],
+    seed: int,
+    batch: int,
+) -> Callable[[Progress], list[ev.CurveSweep]]:
+    def work(progress: Progress) -> list[ev.CurveSweep]:
+        out = []
+        for i, (attack, params) in enumerate(attacks):
+            fixed = {k: v for k, v in params.items() if k != param}
+            out.append(
+                ev.curve_sweep(
+                    model,
+                    images,
+                    attack,
+                    param,
+                    values,
+                    params=fixed,
+                    seed=seed,
+                    batch=batch,
+                    progress=tagged(progress, i, len(attacks), attack),
+                )
+            )
+            if out[-1].evaluation.cancelled:
+                break
+        return out
+
+    return work
+
+
+# ------------------------------------------------------------------ Evaluate
+
+
+@dataclass
+class EvalOutcome:
+    evaluation: ev.Evaluation
+    summaries: list[dict[str, Any]]
+    matched: list[dict[str, Any]]
+    skipped: list[ev.Skipped]
+
+
+def evaluate_work(
+    model: Classifier,
+    images: list[ev.EvalImage],
+    runs: list[ev.RunSpec],
+    seed: int,
+    batch: int,
+    explain: bool,
+    match: tuple[str, float] | None,
+    skipped: list[ev.Skipped],
+) -> Callable[[Progress], EvalOutcome]:
+    def work(progress: Progress) -> EvalOutcome:
+        parts = 1 + (len(runs) if match else 0)
+        evaluation = ev.evaluate(
+            model,
+            images,
+            runs,
+            seed=seed,
+            batch=batch,
+            explain=explain,
+            progress=tagged(progress, 0, parts, "evaluation"),
+        )
+        matched = []
+        if match and not evaluation.cancelled:
+            for i, run in enumerate(runs):
+                try:
+                    m = ev.match_quality(
+                        model,
+                        images,
+                        run.attack,
+                        metric=match[0],
+                        target=match[1],
+                        params={
+                            k: v
+                            for k, v in run.params.items()
+                            if k not in (ev.STRENGTH_PARAMS.get(run.attack), "step_size")
+                        },
+                        seed=seed,
+                        batch=batch,
+                        max_evals=8,
+                        progress=tagged(progress, i + 1, parts, f"matching {run.attack}"),
+                    )
+                except Exception as exc:  # one attack without a strength parameter must not lose the rest
+                    from percviz.jobs import describe_failure
+
+                    matched.append({"attack": run.attack, "note": describe_failure(exc)})
+                    continue
+                matched.append(m.as_dict())
+                if m.note == "cancelled":
+                    break
+        return EvalOutcome(evaluation, ev.summarize(evaluation.rows), matched, skipped)
+
+    return work
