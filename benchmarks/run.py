@@ -12,21 +12,21 @@ through the ratios. Rows:
 - ours vs torchattacks PGD (same model, image, ε, step, steps): time ratio and both success rates;
 - PGAP: the exact solver (``percviz.qcqp.solve_exact``) vs cvxpy at 64×64 (speed-up, objective
   agreement) and one exact solve at 224×224;
-- one smoothing solve (50 CG iterations, α = 0.997, 224×224) and one magnification (224×224);
-- a cached app rerun (Streamlit ``AppTest``: the Explore page if present, else ``app.py``);
+- one smoothing solve (50 CG iterations, α = 0.997) and one magnification, both at the run's size
+  (``benchmarks/smoothing.py``'s ``measure``);
+- the marginal cost per iteration of ``benchmarks/attacks.py``'s iterative attacks (full run only);
+- a cached app rerun (Streamlit ``AppTest`` of the Explore page; full run only);
 - peak RSS of one 224×224 attack, measured in a fresh subprocess with ``resource.getrusage``
   (tracemalloc does not see torch's CPU allocations);
 - on CUDA only: images/s at batch 64, 224×224, for FPGAP, PGD and LPA.
 
-Where a sibling benchmark script (``benchmarks/attacks.py``, ``pgap_solver.py``, ``smoothing.py``)
-offers a measuring function it is imported rather than copied; a missing piece is reported as
-``null`` with a reason, never guessed.
+Measuring functions of the other benchmark scripts are imported, not copied; a row that fails is
+reported as ``null`` or an ``error`` with the reason, never guessed.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -44,19 +44,14 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from benchmarks.attacks import ITERATIVE, floor_pass, per_iteration  # noqa: E402
+from benchmarks.smoothing import measure as measure_smoothing  # noqa: E402
+from percviz import qcqp  # noqa: E402
 from percviz.attacks import registry, run_attack  # noqa: E402
 from percviz.images import fit_to_model, load_sample, to_tensor  # noqa: E402
 from percviz.models import load_model  # noqa: E402
 
 NOTES: dict[str, str] = {}
-
-
-def sibling(name: str) -> Any | None:
-    """``benchmarks.<name>`` if another engineer's script exists and imports, else None."""
-    try:
-        return importlib.import_module(f"benchmarks.{name}")
-    except Exception:
-        return None
 
 
 def best_time(fn: Callable[[], Any], reps: int, warmup: int = 1) -> float:
@@ -112,7 +107,6 @@ def attack_rows(
         if only is not None and attack_id not in only:
             continue
         params: dict[str, Any] = dict(BENCH_PARAMS.get(attack_id, {}))
-        params = {k: v for k, v in params.items() if k in spec.param_names()}
         if "steps" in spec.param_names():
             params["steps"] = steps
         try:
@@ -173,18 +167,7 @@ def torchattacks_pgd(model: torch.nn.Module, x: torch.Tensor, steps: int, reps: 
 # --------------------------------------------------------------------------- PGAP, smoothing, magnification
 
 
-def pgap_solvers(model: torch.nn.Module, size: int, big: int) -> dict[str, Any]:
-    mod = sibling("pgap_solver")
-    fn = getattr(mod, "measure", None) if mod is not None else None
-    if callable(fn):
-        try:
-            return dict(fn(size=size))
-        except TypeError:
-            pass
-    try:
-        from percviz import qcqp
-    except ImportError:
-        return {"error": "percviz.qcqp is absent"}
+def pgap_solvers(size: int, big: int) -> dict[str, Any]:
     out: dict[str, Any] = {"size": size}
     x = photos(size)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
@@ -219,62 +202,34 @@ def pgap_solvers(model: torch.nn.Module, size: int, big: int) -> dict[str, Any]:
 
 def marginal_iterations(model: torch.nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
     """``benchmarks/attacks.py``'s marginal cost per iteration ((T_hi − T_lo) runs) over the floor."""
-    mod = sibling("attacks")
-    if mod is None or not hasattr(mod, "per_iteration") or not hasattr(mod, "ITERATIVE"):
-        NOTES["marginal"] = "benchmarks/attacks.py absent"
-        return {}
     with torch.no_grad():
         y = model(x).argmax(1)
-    floor = best_time(lambda: mod.floor_pass(model, x, y), reps)
+    floor = best_time(lambda: floor_pass(model, x, y), reps)
     out = {}
-    for name in mod.ITERATIVE:
+    for name in ITERATIVE:
         try:
-            out[name] = min(mod.per_iteration(model, x, y, name) for _ in range(reps)) / floor
+            out[name] = min(per_iteration(model, x, y, name) for _ in range(reps)) / floor
         except Exception as exc:
             NOTES[f"marginal_{name}"] = f"{type(exc).__name__}: {exc}"
     return out
 
 
 def smoothing_solve(size: int, reps: int) -> dict[str, Any]:
-    mod = sibling("smoothing")
-    if size == 224 and mod is not None and hasattr(mod, "measure"):
-        res = dict(mod.measure(size=size, reps=reps))
-        res["seconds"] = res.get("cg50_f32_ms", float("nan")) / 1000
-        res["relative_residual"] = res.get("cg50_f32_residual")
-        res["source"] = "benchmarks/smoothing.py measure()"
-        return res
-    try:
-        from percviz.smoothing import LaplacianSmoother
-    except ImportError:
-        return {"error": "percviz.smoothing is absent"}
-    x = photos(size)
-    sm = LaplacianSmoother(x, alpha=0.997, iters=50)
-    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    t = best_time(lambda: sm.solve(z), reps)
-    return {"size": size, "seconds": t, "relative_residual": sm.max_residual}
-
-
-def magnification(size: int, reps: int) -> dict[str, Any]:
-    try:
-        from percviz.magnification import magnify
-    except ImportError:
-        return {"error": "percviz.magnification is absent"}
-    x = photos(size)
-    return {"size": size, "seconds": best_time(lambda: magnify(x), reps)}
+    """``benchmarks/smoothing.py``'s ``measure``, plus the float32 solve as ``seconds``/``relative_residual``."""
+    res = measure_smoothing(size=size, reps=reps)
+    res["seconds"] = res["cg50_f32_ms"] / 1000
+    res["relative_residual"] = res["cg50_f32_residual"]
+    res["source"] = "benchmarks/smoothing.py measure()"
+    return res
 
 
 # --------------------------------------------------------------------------- app, memory, GPU
 
 
 def app_rerun() -> dict[str, Any]:
-    try:
-        from streamlit.testing.v1 import AppTest
-    except ImportError:
-        return {"error": "streamlit is not installed"}
-    pages = sorted((ROOT / "pages").glob("*Explore*.py")) if (ROOT / "pages").is_dir() else []
-    target = pages[0] if pages else ROOT / "app.py"
-    if not target.is_file():
-        return {"error": "no app page found"}
+    from streamlit.testing.v1 import AppTest
+
+    target = ROOT / "pages" / "1_Explore.py"
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
@@ -327,12 +282,6 @@ def cuda_throughput(batch: int = 64) -> dict[str, Any]:
     out: dict[str, Any] = {}
     settings = {"fpgap": {}, "pgd": {"steps": 10}, "lpa": {}}
     for attack_id, params in settings.items():
-        if attack_id not in registry():
-            out[attack_id] = None
-            NOTES[f"cuda_{attack_id}"] = "not registered"
-            continue
-        spec = registry()[attack_id]
-        params = {k: v for k, v in params.items() if k in spec.param_names()}
         run_attack(attack_id, model, x[:2], params)
         torch.cuda.synchronize()
         start = time.perf_counter()
@@ -415,12 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     ta = torchattacks_pgd(model, x, steps, reps=max(2, reps // 2))
     section("torchattacks")
     print("\nPGD vs torchattacks:", json.dumps(ta))
-    pgap = pgap_solvers(model, 16 if quick else 64, 32 if quick else 224)
+    pgap = pgap_solvers(16 if quick else 64, 32 if quick else 224)
     print("PGAP exact vs cvxpy:", json.dumps(pgap))
     section("pgap")
     smooth = smoothing_solve(size, reps)
     print("smoothing (50 CG, α=0.997):", json.dumps(smooth))
-    mag = magnification(size, reps)
+    mag = {"size": size, "seconds": smooth["magnify_ms"] / 1000}
     section("smoothing+magnification")
     print("magnification:", json.dumps(mag))
     app = {"skipped": "--quick"} if quick else app_rerun()

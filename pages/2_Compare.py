@@ -5,7 +5,7 @@ import streamlit as st
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
 from percviz.hosted import check_params, current_limits
-from ui import jobs, views
+from ui import jobs, results, views
 from ui.common import cached_model, image_input, model_picker, page_setup, render_done
 from ui.params import attack_block, run_label
 from ui.runs import Comparison, compare_work
@@ -17,7 +17,6 @@ page_setup(
     "where the model now looks — optionally at one common SSIM or PSNR.",
 )
 attacks = registry()
-preferred = [a for a in ("fgsm", "pgd", "fpgap", "deepfool") if a in attacks][:3]
 
 with st.sidebar:
     st.header("Setup")
@@ -31,7 +30,7 @@ with st.sidebar:
     chosen = st.multiselect(
         "Attacks (rows)",
         list(attacks),
-        default=preferred,
+        default=["fgsm", "pgd", "fpgap"],
         format_func=lambda a: attacks[a].title,
         key=f"{P}_attacks",
     )
@@ -146,23 +145,7 @@ if any(r.match for r in comparison.rows):
     ]
 st.dataframe(table, hide_index=True, width="stretch")
 export = views.figure_exporter(
-    [
-        (r.views, attacks[r.attack].title if r.attack in attacks else r.attack, run_label(r.attack, r.params))
-        for r in comparison.rows
-    ]
+    [(r.views, attacks[r.attack].title, run_label(r.attack, r.params)) for r in comparison.rows]
 )
-if export is not None:
-    cols = st.columns(6)
-    for col, fmt, mime in zip(
-        cols, ("pdf", "svg", "png"), ("application/pdf", "image/svg+xml", "image/png"), strict=False
-    ):
-        col.download_button(
-            f"Figure {fmt.upper()}",
-            data=lambda fmt=fmt: export(fmt),
-            file_name=f"percviz-compare.{fmt}",
-            mime=mime,
-            on_click="ignore",
-            icon=":material/insert_chart:",
-            key=f"{P}_fig_{fmt}",
-        )
+results.figure_buttons(st.columns(6)[:3], export, "percviz-compare", f"{P}_fig")
 render_done("compare")

@@ -162,7 +162,7 @@ with curve_tab:
         chosen = st.multiselect(
             "Attacks",
             list(attacks),
-            default=[a for a in ("fgsm", "pgd") if a in attacks],
+            default=["fgsm", "pgd"],
             format_func=lambda a: attacks[a].title,
             key=f"{P}_cattacks",
         )

@@ -118,7 +118,7 @@ with right:
     chosen = st.multiselect(
         "Attacks",
         list(attacks),
-        default=[a for a in ("fgsm", "pgd") if a in attacks],
+        default=["fgsm", "pgd"],
         format_func=lambda a: attacks[a].title,
         key=f"{P}_attacks",
         label_visibility="collapsed",

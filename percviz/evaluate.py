@@ -4,7 +4,7 @@ What it computes (SPEC §5 "dataset numbers", §6 Sweep/Evaluate, §7 ``evaluate
 
 - per image and attack run: prediction before/after, success, SSIM, PSNR, S1, S2, L0/L2/L∞,
   the seed-001 self-bounded distance (``lpips_self``), whether the 8-bit PNG is still adversarial,
-  passes, wall time, and — when :mod:`percviz.explain` is present — the seed 000 §V-B
+  passes, wall time, and (unless ``explain=False``) the seed 000 §V-B :mod:`percviz.explain`
   explainability scores at noise threshold 0.11 (precision, recall, IOU, IOU-outside);
 - per run (attack + parameters): the fooling rate of seed 000 §V-A, the success probability
   ``P_suc``, the conditional mean distortion ``D̄`` (mean L2 over successes) and the operating
@@ -41,6 +41,7 @@ import torch
 
 from percviz.attacks.base import AttackResult, get_attack, run_attack
 from percviz.errors import ImageError, ParameterError
+from percviz.explain import explain_scores, gradcam_plus_plus
 from percviz.images import ALLOWED_FORMATS, fit_to_model, load_image, to_numpy, to_uint8
 from percviz.metrics import SSIM_RADIUS, perceptual_features, psnr, ssim, ssim_map
 from percviz.models import Classifier
@@ -390,7 +391,7 @@ def evaluate(
         reused += len(images) - len(pending)
         todo.append((run, pending))
     total = len(images) * len(runs)
-    ev = Evaluation([], reused=reused, explain_available=explainer is not None)
+    ev = Evaluation([], reused=reused, explain_available=explain)
     if _emit(progress, {"stage": "start", "total": total, "reused": reused}):
         ev.cancelled = True
     done = reused
@@ -561,18 +562,12 @@ def _original_cache(
     return [found[k] for k in keys]  # type: ignore[misc]
 
 
-def _explainer() -> Callable[..., list[dict[str, float | None]]] | None:
-    """Seed 000 §V-B scores at threshold 0.11 from :mod:`percviz.explain`, or None if it is absent.
+def _explainer() -> Callable[..., list[dict[str, float | None]]]:
+    """Seed 000 §V-B scores at threshold 0.11 from :mod:`percviz.explain`.
 
     The GradCAM++ map of an original image does not depend on the attack, so it is computed once
     per (model, image content, class) and kept (at most 512 maps) for the other runs and probes.
     """
-    try:
-        from percviz import explain
-    except ImportError:
-        return None
-    if not hasattr(explain, "gradcam_plus_plus") or not hasattr(explain, "explain_scores"):
-        return None
     cams = _CAM_CACHE
 
     def run(
@@ -582,7 +577,7 @@ def _explainer() -> Callable[..., list[dict[str, float | None]]] | None:
         wanted = [(tag, k, int(c)) for k, c in zip(keys, labels.tolist(), strict=True)]
         missing = [i for i, w in enumerate(wanted) if w not in cams]
         if missing:
-            maps = explain.gradcam_plus_plus(model, x[missing], [wanted[i][2] for i in missing])
+            maps = gradcam_plus_plus(model, x[missing], [wanted[i][2] for i in missing])
             if len(cams) > 512:
                 cams.clear()
             for j, i in enumerate(missing):
@@ -590,7 +585,7 @@ def _explainer() -> Callable[..., list[dict[str, float | None]]] | None:
         maps = smap.permute(0, 2, 3, 1).cpu().numpy()
         out = []
         for i, w in enumerate(wanted):
-            scores = explain.explain_scores(maps[i], cams[w], EXPLAIN_THRESHOLD)
+            scores = explain_scores(maps[i], cams[w], EXPLAIN_THRESHOLD)
             out.append({k: _none_if_nan(scores.get(k)) for k in EXPLAIN_COLUMNS})
         return out
 

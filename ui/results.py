@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,8 +129,8 @@ def stem(entry: Entry) -> str:
     return f"percviz-{entry.image_name.rsplit('.', 1)[0]}-{entry.recipe.attack}-seed{entry.recipe.seed}"
 
 
-def download_row(entry: Entry, figure: Callable[[str], bytes] | None) -> None:
-    """Lossless PNG, float NPY, JSON result+recipe and (when available) the figure as PDF/SVG/PNG."""
+def download_row(entry: Entry, figure: Callable[[str], bytes]) -> None:
+    """Lossless PNG, float NPY, JSON result+recipe and the figure as PDF/SVG/PNG."""
     name = stem(entry)
     cols = st.columns(7)
     cols[0].download_button(
@@ -173,18 +173,20 @@ def download_row(entry: Entry, figure: Callable[[str], bytes] | None) -> None:
         help="Only the recipe: model, image, attack, parameters, seed.",
         key=f"dl_recipe_{entry.short}",
     )
-    if figure is None:
-        cols[4].caption("Figure export is not available yet.")
-        return
+    figure_buttons(cols[4:], figure, f"{name}-figure", f"dl_fig_{entry.short}")
+
+
+def figure_buttons(cols: Sequence[Any], figure: Callable[[str], bytes], file_stem: str, key: str) -> None:
+    """PDF, SVG and PNG download buttons of a static figure (``figure(fmt) -> bytes``), one per column."""
     for col, fmt, mime in zip(
-        cols[4:], ("pdf", "svg", "png"), ("application/pdf", "image/svg+xml", "image/png"), strict=True
+        cols, ("pdf", "svg", "png"), ("application/pdf", "image/svg+xml", "image/png"), strict=True
     ):
         col.download_button(
             f"Figure {fmt.upper()}",
             data=lambda fmt=fmt: figure(fmt),
-            file_name=f"{name}-figure.{fmt}",
+            file_name=f"{file_stem}.{fmt}",
             mime=mime,
             on_click="ignore",
             icon=":material/insert_chart:",
-            key=f"dl_fig_{fmt}_{entry.short}",
+            key=f"{key}_{fmt}",
         )

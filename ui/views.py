@@ -8,29 +8,26 @@ never reruns anything expensive.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from percviz import figures as pv_figures
+from percviz import views as pv_views
 from percviz.models import Classifier
-
-try:  # landed by the views/explain engineers; the page says so if it is missing
-    from percviz import views as pv_views
-except ImportError:  # pragma: no cover - depends on the rest of the package
-    pv_views = None
+from percviz.models.classifier import imagenet_labels
 
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 CHANNEL_NAMES = ("R", "G", "B")
+HIDDEN_AXIS = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": "", "showline": False}
 
 
 def precompute(model: Classifier, entry: Any) -> dict[str, Any]:
-    """The view arrays of a finished result (empty when percviz.views is not available)."""
-    if pv_views is None:
-        return {}
-    arrays = pv_views.compute_views(entry.result, model, 0)
-    return {"arrays": arrays}
+    """The view arrays of a finished result."""
+    return {"arrays": pv_views.compute_views(entry.result, model, 0)}
 
 
 def _grid_layout(
@@ -49,23 +46,30 @@ def _grid_layout(
         ax = "" if i == 0 else str(i + 1)
         suffixes.append(ax)
         d0 = i * (w + gap)
-        axis = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": "", "showline": False}
-        layout[f"xaxis{ax}"] = {**axis, "domain": _dom(d0, d0 + w), "constrain": "domain"}
-        layout[f"yaxis{ax}"] = {**axis, "anchor": f"x{ax}", "scaleanchor": f"x{ax}", "constrain": "domain"}
-        layout["annotations"].append(
-            {
-                "text": titles[i],
-                "x": d0 + w / 2,
-                "y": 1.0,
-                "xref": "paper",
-                "yref": "paper",
-                "xanchor": "center",
-                "yanchor": "bottom",
-                "showarrow": False,
-                "font": {"size": 13},
-            }
-        )
+        layout[f"xaxis{ax}"] = {**HIDDEN_AXIS, "domain": _dom(d0, d0 + w), "constrain": "domain"}
+        layout[f"yaxis{ax}"] = {
+            **HIDDEN_AXIS,
+            "anchor": f"x{ax}",
+            "scaleanchor": f"x{ax}",
+            "constrain": "domain",
+        }
+        layout["annotations"].append(_title(titles[i], d0 + w / 2, 1.0, 13))
     return layout, suffixes
+
+
+def _title(text: str, x: float, y: float, size: int) -> dict[str, Any]:
+    """A title centred above the point ``(x, y)`` in paper coordinates."""
+    return {
+        "text": text,
+        "x": x,
+        "y": y,
+        "xref": "paper",
+        "yref": "paper",
+        "xanchor": "center",
+        "yanchor": "bottom",
+        "showarrow": False,
+        "font": {"size": size},
+    }
 
 
 def image_fig(images: list[np.ndarray], titles: list[str], height: int = 300) -> go.Figure:
@@ -151,10 +155,7 @@ VIEW_TABS = ("Perturbation", "SSIM maps", "Difference", "Magnification", "GradCA
 
 def render(entry: Any, prefix: str) -> None:
     """All views as lazy tabs: only the open tab is built, from cached arrays and figures."""
-    arrays = entry.views.get("arrays")
-    if arrays is None:
-        st.info("Views (SSIM maps, GradCAM++, magnification…) are not available yet in this build.")
-        return
+    arrays = entry.views["arrays"]
     tabs = st.tabs(list(VIEW_TABS), key=f"{prefix}_view", on_change="rerun")
     k = entry.short
     if tabs[0].open:
@@ -306,16 +307,9 @@ def _score(value: Any) -> str:
     return "—" if value is None else f"{float(value):.3f}"
 
 
-def figure_exporter(rows: list[tuple[Any, str, str]]) -> Any:
+def figure_exporter(rows: list[tuple[Any, str, str]]) -> Callable[[str], bytes]:
     """``fmt -> bytes`` of the static seed 000 Fig. 3 figure (percviz.figures) for
-    ``rows = [(ViewArrays, title, subtitle), …]``; None when figures are not available."""
-    try:
-        from percviz import figures as pv_figures
-        from percviz.models.classifier import imagenet_labels
-    except ImportError:
-        return None
-    if not rows or any(r[0] is None for r in rows):
-        return None
+    ``rows = [(ViewArrays, title, subtitle), …]``."""
 
     def run(fmt: str) -> bytes:
         labels = imagenet_labels()
@@ -371,21 +365,14 @@ def mosaic_fig(
             i = r * n_cols + c
             ax = "" if i == 0 else str(i + 1)
             x0 = left + c * (w + gap_x)
-            axis = {
-                "showticklabels": False,
-                "showgrid": False,
-                "zeroline": False,
-                "ticks": "",
-                "showline": False,
-            }
             layout[f"xaxis{ax}"] = {
-                **axis,
+                **HIDDEN_AXIS,
                 "domain": _dom(x0, x0 + w),
                 "anchor": f"y{ax}",
                 "constrain": "domain",
             }
             layout[f"yaxis{ax}"] = {
-                **axis,
+                **HIDDEN_AXIS,
                 "domain": _dom(y1 - h, y1),
                 "anchor": f"x{ax}",
                 "scaleanchor": f"x{ax}",
@@ -425,33 +412,9 @@ def mosaic_fig(
                 )
                 shown_scale = True
             if cell_titles is not None:
-                layout["annotations"].append(
-                    {
-                        "text": cell_titles[r][c],
-                        "x": x0 + w / 2,
-                        "y": y1,
-                        "xref": "paper",
-                        "yref": "paper",
-                        "xanchor": "center",
-                        "yanchor": "bottom",
-                        "showarrow": False,
-                        "font": {"size": 11},
-                    }
-                )
+                layout["annotations"].append(_title(cell_titles[r][c], x0 + w / 2, y1, 11))
             if r == 0 and cell_titles is None:
-                layout["annotations"].append(
-                    {
-                        "text": col_titles[c],
-                        "x": x0 + w / 2,
-                        "y": 1.0,
-                        "xref": "paper",
-                        "yref": "paper",
-                        "xanchor": "center",
-                        "yanchor": "bottom",
-                        "showarrow": False,
-                        "font": {"size": 13},
-                    }
-                )
+                layout["annotations"].append(_title(col_titles[c], x0 + w / 2, 1.0, 13))
     return go.Figure(data=data, layout=layout)
 
 
