@@ -4,6 +4,7 @@ import streamlit as st
 
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
+from percviz.evaluate import run_label
 from percviz.hosted import check_params, current_limits
 from percviz.recipes import Recipe
 from ui import jobs, results, urlstate, views
@@ -98,12 +99,6 @@ if submitted and values is not None and not results.select(P, key):
 
 def spec_title(attack_id: str) -> str:
     return attacks[attack_id].title if attack_id in attacks else attack_id
-
-
-def params_text(params: dict) -> str:
-    return ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if v is not None
-    )[:60]
 
 
 def _stored(entry: results.Entry, meta: dict) -> str | None:
@@ -224,7 +219,13 @@ try:
     results.download_row(
         entry,
         views.figure_exporter(
-            [(entry.views.get("arrays"), spec_title(entry.recipe.attack), params_text(entry.recipe.params))]
+            [
+                (
+                    entry.views.get("arrays"),
+                    spec_title(entry.recipe.attack),
+                    run_label(entry.recipe.attack, entry.recipe.params, with_attack=False),
+                )
+            ]
         ),
     )
 except Exception as exc:  # a download must never take the page down

@@ -2,12 +2,14 @@
 
 import streamlit as st
 
+from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
+from percviz.evaluate import run_label
 from percviz.hosted import check_params, current_limits
 from ui import jobs, results, views
 from ui.common import cached_model, image_input, model_picker, page_setup, render_done
-from ui.params import attack_block, run_label
+from ui.params import attack_block
 from ui.runs import Comparison, compare_work
 
 P = "cmp"
@@ -113,15 +115,14 @@ for row in comparison.rows:
             ("image", v.cam_overlay("adversarial")),
         ]
     )
-lowest = min(float(r.views.ssim_map.min()) for r in comparison.rows)
 views.show(
     (key, "mosaic"),
-    lambda: views.mosaic_fig(
+    lambda: pv_figures.grid_figure(
         cells,
-        ["adversarial", "SSIM map R", "SSIM map G", "SSIM map B", "GradCAM++ (new class)"],
-        row_titles,
+        col_titles=["adversarial", "SSIM map R", "SSIM map G", "SSIM map B", "GradCAM++ (new class)"],
+        row_titles=row_titles,
         cell_px=170,
-        heat=(views.ssim_floor(lowest), 1.0, "Viridis", "SSIM"),
+        heat=pv_figures.ssim_scale(*(r.views.ssim_map for r in comparison.rows)),
     ),
 )
 table = {
@@ -145,7 +146,10 @@ if any(r.match for r in comparison.rows):
     ]
 st.dataframe(table, hide_index=True, width="stretch")
 export = views.figure_exporter(
-    [(r.views, attacks[r.attack].title, run_label(r.attack, r.params)) for r in comparison.rows]
+    [
+        (r.views, attacks[r.attack].title, run_label(r.attack, r.params, with_attack=False))
+        for r in comparison.rows
+    ]
 )
 results.figure_buttons(st.columns(6)[:3], export, "percviz-compare", f"{P}_fig")
 render_done("compare")

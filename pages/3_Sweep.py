@@ -6,13 +6,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from percviz import evaluate as ev
+from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
 from percviz.hosted import check_params, current_limits
 from percviz.images import SAMPLES, fit_to_model
 from ui import jobs, views
 from ui.common import cached_model, cached_sample, image_input, model_picker, page_setup, render_done
-from ui.params import around_default, attack_block, numeric_params, parse_values
+from ui.params import around_default, attack_block, check_sweep_size, numeric_params, parse_values, run_button
 from ui.runs import curve_work, grid_work
 
 P = "sw"
@@ -74,29 +75,26 @@ with grid_tab:
             key=f"{P}_gcolv_{attack_id}_{col_param}",
         )
         values = attack_block(f"{P}g", spec)
-        error = None
-        try:
+
+        def grid_plan() -> tuple[list[float], list[float]]:
             rows_v, cols_v = parse_values(row_text), parse_values(col_text)
-            if len(rows_v) * len(cols_v) > limits.max_sweep_cells:
-                raise PercvizError(
-                    f"At most {limits.max_sweep_cells} cells; got {len(rows_v) * len(cols_v)}."
-                )
+            check_sweep_size(len(rows_v) * len(cols_v), limits, "cells")
             for rv in rows_v:
                 for cv in cols_v:
                     spec.validate({**(values or {}), row_param: rv, col_param: cv})
             check_params(values or {}, limits)
-        except PercvizError as exc:
-            error = str(exc)
-            st.error(error)
-        go_grid = st.button(
+            return rows_v, cols_v
+
+        planned_grid = run_button(
             "Run grid",
-            type="primary",
-            key=f"{P}_grun",
-            icon=":material/grid_on:",
-            disabled=error is not None or values is None or picked is None or jobs.running(f"{P}_grid"),
+            f"{P}_grun",
+            ":material/grid_on:",
+            grid_plan,
+            ready=values is not None and picked is not None and not jobs.running(f"{P}_grid"),
         )
     with right:
-        if go_grid:
+        if planned_grid is not None:
+            rows_v, cols_v = planned_grid
             jobs.submit(
                 f"{P}_grid",
                 grid_work(
@@ -131,11 +129,9 @@ with grid_tab:
             ]
             views.show(
                 (id(grid), "grid"),
-                lambda: views.mosaic_fig(
+                lambda: pv_figures.grid_figure(
                     cells,
-                    [],
-                    [f"{grid.row_param} = {v:.4g}" for v in grid.row_values[: len(cells)]],
-                    cell_px=150,
+                    row_titles=[f"{grid.row_param} = {v:.4g}" for v in grid.row_values[: len(cells)]],
                     cell_titles=titles,
                 ),
             )
@@ -177,33 +173,27 @@ with curve_tab:
         fixed = {}
         for a in chosen:
             fixed[a] = attack_block(f"{P}c", attacks[a])
-        error = None
-        try:
+
+        def curve_plan() -> list[float]:
             if not samples or not chosen or param is None:
                 raise PercvizError("Pick images, attacks and a parameter they share.")
             cvalues = parse_values(value_text)
-            if len(cvalues) * len(chosen) > limits.max_sweep_cells:
-                raise PercvizError(
-                    f"At most {limits.max_sweep_cells} runs; got {len(cvalues) * len(chosen)}."
-                )
+            check_sweep_size(len(cvalues) * len(chosen), limits, "runs")
             for a in chosen:
                 for v in cvalues:
                     attacks[a].validate({**(fixed[a] or {}), param: v})
                 check_params(fixed[a] or {}, limits)
-        except PercvizError as exc:
-            error = str(exc)
-            st.error(error)
-        go_curve = st.button(
+            return cvalues
+
+        cvalues = run_button(
             "Run curves",
-            type="primary",
-            key=f"{P}_crun",
-            icon=":material/show_chart:",
-            disabled=error is not None
-            or any(v is None for v in fixed.values())
-            or jobs.running(f"{P}_curve"),
+            f"{P}_crun",
+            ":material/show_chart:",
+            curve_plan,
+            ready=all(v is not None for v in fixed.values()) and not jobs.running(f"{P}_curve"),
         )
     with right:
-        if go_curve:
+        if cvalues is not None:
             images = [
                 ev.EvalImage.from_pixels(n, fit_to_model(cached_sample(n), model.input_size)) for n in samples
             ]

@@ -15,7 +15,7 @@ from percviz.hosted import check_params, current_limits
 from percviz.images import SAMPLES, fit_to_model, load_image
 from ui import jobs, views
 from ui.common import cached_model, cached_sample, model_picker, page_setup, render_done
-from ui.params import attack_block, run_label
+from ui.params import attack_block
 from ui.runs import EvalOutcome, evaluate_work
 
 P = "evl"
@@ -172,7 +172,7 @@ def fmt(v, pct=False, digits=4):
 
 
 sums = out.summaries
-label = {id(s): run_label(s["attack"], s["params"]) for s in sums}
+label = {id(s): ev.run_label(s["attack"], s["params"]) for s in sums}
 t1, t2, t3, t4, t5 = st.tabs(
     [
         "Attack summary",

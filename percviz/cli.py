@@ -395,15 +395,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     (out / "summary.json").write_text(json.dumps(ev.strict_json(payload), indent=2) + "\n", encoding="utf-8")
     for s in summaries:
-        strength = ev.STRENGTH_PARAMS.get(s["attack"])
-        tag = (
-            f" {strength}={s['params'][strength]:.4g}"
-            if strength in s["params"] and isinstance(s["params"][strength], float)
-            else ""
-        )
         print(
-            f"{s['attack']}{tag}: fooling rate {s['fooling_rate']:.3f}, mean SSIM {s['mean_ssim']:.4f}, "
-            f"P_suc {s['p_suc']:.3f}, D̄ {_opt(s['mean_distortion'])} ({s['images']} images)"
+            f"{ev.run_label(s['attack'], s['params'])}: fooling rate {s['fooling_rate']:.3f}, "
+            f"mean SSIM {s['mean_ssim']:.4f}, P_suc {s['p_suc']:.3f}, D̄ {_opt(s['mean_distortion'])} "
+            f"({s['images']} images)"
         )
     print(f"wrote {out} ({computed} computed, {reused} reused, {len(skipped)} skipped)")
     return 0

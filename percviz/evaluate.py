@@ -782,6 +782,41 @@ def _registered() -> set[str]:
     return set(registry())
 
 
+_PARAM_SYMBOLS = {  # how labels write parameter names (others appear as named)
+    "eps": "ε",
+    "eps1": "ε₁",
+    "eps2": "ε₂",
+    "kappa": "κ",
+    "smooth_alpha": "α",
+    "lam": "λ",
+}
+
+_LABEL_EXTRAS = ("eps1", "smooth_alpha", "target")
+
+
+def run_label(attack: str, params: Mapping[str, Any], *, with_attack: bool = True) -> str:
+    """A run in a few characters, for legends, table rows and figure captions: ``pgd ε=0.01569``.
+
+    The attack id (left out with ``with_attack=False``, e.g. under a title that names the attack),
+    then, in schema order, its strength parameter (:data:`STRENGTH_PARAMS`) and whichever of ε₁,
+    the smoothing α and the target class the run sets: ``pgap ε₁=0, ε₂=0.01``.
+    """
+    strength = STRENGTH_PARAMS.get(attack)
+    parts = [
+        f"{_PARAM_SYMBOLS.get(name, name)}={_value_text(value)}"
+        for name, value in params.items()
+        if value is not None and (name == strength or name in _LABEL_EXTRAS)
+    ]
+    text = ", ".join(parts)
+    return f"{attack} {text}".strip() if with_attack else text
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return "∞" if math.isinf(value) else f"{value:.4g}"
+    return str(value)
+
+
 def parse_match(text: str) -> tuple[QualityMetric, float]:
     """``"ssim=0.95"`` / ``"psnr=40"`` → ``("ssim", 0.95)``."""
     name, sep, value = text.partition("=")
@@ -1210,7 +1245,7 @@ def plot_report(
     for s in summaries:
         oc = s.get("operating_characteristic") or {}
         if oc.get("d"):
-            ax.step(oc["d"], oc["p"], where="post", label=_short_label(s))
+            ax.step(oc["d"], oc["p"], where="post", label=run_label(str(s["attack"]), s.get("params") or {}))
     ax.set_xlabel("L2 distortion D ([0,1] units)")
     ax.set_ylabel("P(D)")
     ax.set_ylim(0, 1.02)
@@ -1223,18 +1258,6 @@ def plot_report(
     plt.close(fig)
     written.append(path)
     return written
-
-
-def _short_label(summary: Mapping[str, Any]) -> str:
-    params = summary.get("params") or {}
-    strength = STRENGTH_PARAMS.get(str(summary.get("attack")))
-    if strength and strength in params:
-        return f"{summary['attack']} {strength}={_fmt(params[strength])}"
-    return str(summary.get("attack"))
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _is_number(value: Any) -> bool:

@@ -1,8 +1,12 @@
 """Figures: an interactive plotly figure for every view, and the static publication figure.
 
-- Plotly (the app): :func:`image_figure`, :func:`map_figure`, :func:`channels_figure`,
-  :func:`curve_figure`, :func:`views_figures` (all views of one pair), :func:`grid_figure`
-  (several attacks on one image, seed 000 Fig. 3 layout).
+- Plotly (the app, one set of builders): panels :func:`image_figure`, :func:`heatmap_figure` and
+  :func:`grid_figure` (rows × columns, seed 000 Fig. 3 layout); the views of one pair
+  :func:`perturbation_figure`, :func:`ssim_figure`, :func:`diff_figure`,
+  :func:`magnification_figure`, :func:`cam_figure`, :func:`regions_figure`; charts
+  :func:`curve_figure` (seed 000 Fig. 5) and :func:`history_figure`.
+  Layouts are plain dicts with one hidden, square axis pair per panel: ``make_subplots`` and
+  ``update_*`` are ~10× slower to build, which every Streamlit rerun would feel.
 - Matplotlib (papers): :func:`render_figure` writes PDF / SVG / PNG (300 dpi) in the layout of
   seed 000 Fig. 3 — rows are attacks; columns (a) adversarial image, (b–d) SSIM maps R/G/B,
   (e) GradCAM++ of the original — one shared colour scale per map type with colour bars, and
@@ -19,13 +23,24 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
-from percviz.explain import CAM_THRESHOLD, NOISE_THRESHOLD, explain_scores
-from percviz.views import REGION_COLOURS, REGION_LABELS, ViewArrays, as_hwc, overlay, ssim_maps, to_unit
+from percviz.evaluate import run_label
+from percviz.explain import CAM_THRESHOLD, NOISE_THRESHOLD, confusion, explain_scores, noise_map
+from percviz.views import (
+    REGION_COLOURS,
+    REGION_LABELS,
+    ViewArrays,
+    as_hwc,
+    overlay,
+    perturbation_view,
+    region_colours,
+    ssim_maps,
+    to_unit,
+)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -33,272 +48,456 @@ if TYPE_CHECKING:
     from percviz.attacks.base import AttackResult
     from percviz.recipes import Recipe
 
-SSIM_COLORSCALE = "gray"  # dark = distorted, light = untouched (seed 000 Fig. 3)
+SSIM_COLORSCALE = "Viridis"  # interactive SSIM maps: dark = distorted, yellow = untouched
+SSIM_PRINT_COLORMAP = "gray"  # the static figure: dark = distorted (seed 000 Fig. 3)
 CAM_COLORSCALE = "jet"  # seed 000 Fig. 3 (e)
-DIFF_COLORSCALE = "magma"
+DIFF_COLORSCALE = "Magma"
 CHANNEL_NAMES = ("R", "G", "B")
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
 
-# ----------------------------------------------------------------------------- plotly
+def ssim_floor(*maps: np.ndarray) -> float:
+    """Bottom of one SSIM colour scale for all ``maps``: a tenth at or below their lowest value, ≤ 0.9."""
+    low = min(float(np.min(m)) for m in maps)
+    return float(max(-1.0, min(0.9, math.floor(low * 10.0) / 10.0)))
+
+
+def _class_name(index: int, labels: Sequence[str] | None) -> str:
+    return labels[index] if labels is not None and 0 <= index < len(labels) else f"class {index}"
+
+
+# ----------------------------------------------------------------------------- plotly panels
+
+
+class HeatScale(NamedTuple):
+    """One colour scale shared by every heat-map panel of a figure."""
+
+    zmin: float
+    zmax: float
+    colorscale: str
+    label: str
+
+
+Cell = tuple[Literal["image", "heat"], np.ndarray]
+"""A grid panel: ``("image", H×W×3 in [0, 1])`` or ``("heat", H×W)`` on the figure's HeatScale."""
+
+_HIDDEN_AXIS: dict[str, Any] = {
+    "showticklabels": False,
+    "showgrid": False,
+    "zeroline": False,
+    "ticks": "",
+    "showline": False,
+}
+_LINE_PX = 15  # one line of panel title text
+_TITLE_PX = 26  # the band above a row of panels that holds their titles
+_ROW_GAP_PX = 8
+
+
+def ssim_scale(*maps: np.ndarray) -> HeatScale:
+    """The colour scale of SSIM maps: [:func:`ssim_floor`, 1], dark = distorted."""
+    return HeatScale(ssim_floor(*maps), 1.0, SSIM_COLORSCALE, "SSIM")
 
 
 def _uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(img, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _square_axes(fig: go.Figure, rows: int = 1, cols: int = 1) -> None:
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
-    for i in range(1, rows * cols + 1):
-        suffix = "" if i == 1 else str(i)
-        fig.update_layout({f"yaxis{suffix}": {"scaleanchor": f"x{suffix}", "scaleratio": 1}})
+def _domain(a: float, b: float) -> list[float]:
+    return [min(max(a, 0.0), 1.0), min(max(b, 0.0), 1.0)]
 
 
-def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(
-        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
-        margin={"l": 10, "r": 10, "t": 48, "b": 10},
-        height=height,
-        template="plotly_white",
-    )
-    return fig
+def _note(text: str, x: float, y: float, size: int, **place: Any) -> dict[str, Any]:
+    """A text annotation at ``(x, y)`` in paper coordinates (centred above the point by default)."""
+    return {
+        "text": text,
+        "x": x,
+        "y": y,
+        "xref": "paper",
+        "yref": "paper",
+        "xanchor": "center",
+        "yanchor": "bottom",
+        "showarrow": False,
+        "font": {"size": size},
+        **place,
+    }
 
 
-def image_figure(image: np.ndarray, title: str = "", height: int = 360) -> go.Figure:
-    """An ``H×W×3`` image in [0, 1] (shown exactly, no interpolation; hover gives RGB 0–255)."""
-    import plotly.graph_objects as go
+def _colorbar(title: str, length: float) -> dict[str, Any]:
+    return {
+        "title": {"text": title, "side": "right"},
+        "thickness": 12,
+        "len": length,
+        "y": 1.0,
+        "yanchor": "top",
+    }
 
-    fig = go.Figure(go.Image(z=_uint8(image), hovertemplate="x %{x}, y %{y}<br>RGB %{z}<extra></extra>"))
-    _square_axes(fig)
-    return _layout(fig, title, height)
+
+def _matplotlib_scale(cmap: str, n: int = 11) -> list[list[Any]]:
+    """A matplotlib colour map as a plotly colour scale (so a bar matches colours made by ``overlay``)."""
+    from matplotlib import colormaps
+
+    stops = np.linspace(0.0, 1.0, n)
+    rgb = np.rint(colormaps[cmap](stops)[:, :3] * 255).astype(int)
+    return [[float(t), f"rgb({r},{g},{b})"] for t, (r, g, b) in zip(stops, rgb, strict=True)]
 
 
-def map_figure(
-    values: np.ndarray,
-    title: str = "",
+def grid_figure(
+    cells: Sequence[Sequence[Cell]],
     *,
-    zmin: float | None = None,
-    zmax: float | None = None,
-    colorscale: str = SSIM_COLORSCALE,
-    colorbar_title: str = "",
-    height: int = 360,
+    col_titles: Sequence[str] = (),
+    row_titles: Sequence[str] = (),
+    cell_titles: Sequence[Sequence[str]] | None = None,
+    heat: HeatScale | None = None,
+    cell_px: int = 150,
+    height: int | None = None,
 ) -> go.Figure:
-    """One ``H×W`` map as a heat map with a colour bar (hover gives the exact value)."""
-    import plotly.graph_objects as go
+    """Panels in rows × columns (seed 000 Fig. 3 layout; one row is a row of panels).
 
-    fig = go.Figure(
-        go.Heatmap(
-            z=np.asarray(values, dtype=np.float32),
-            zmin=zmin,
-            zmax=zmax,
-            colorscale=colorscale,
-            colorbar={"title": {"text": colorbar_title, "side": "right"}, "thickness": 12},
-            hovertemplate="x %{x}, y %{y}<br>%{z:.4f}<extra></extra>",
-        )
-    )
-    _square_axes(fig)
-    return _layout(fig, title, height)
-
-
-def channels_figure(
-    values: np.ndarray,
-    title: str = "",
-    *,
-    zmin: float | None = None,
-    zmax: float | None = None,
-    colorscale: str = SSIM_COLORSCALE,
-    colorbar_title: str = "",
-    subtitles: Sequence[str] | None = None,
-    height: int = 330,
-) -> go.Figure:
-    """Three channels of an ``H×W×3`` map side by side on one colour scale (one colour bar)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    arr = np.asarray(values, dtype=np.float32)
-    lo = float(arr.min()) if zmin is None else zmin
-    hi = float(arr.max()) if zmax is None else zmax
-    names = list(subtitles) if subtitles is not None else [f"channel {c}" for c in CHANNEL_NAMES]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=names, horizontal_spacing=0.02)
-    for c in range(3):
-        fig.add_trace(
-            go.Heatmap(
-                z=arr[..., c],
-                coloraxis="coloraxis",
-                hovertemplate=f"{CHANNEL_NAMES[c]} · x %{{x}}, y %{{y}}<br>%{{z:.4f}}<extra></extra>",
-            ),
-            row=1,
-            col=c + 1,
-        )
-    fig.update_layout(
-        coloraxis={
-            "colorscale": colorscale,
-            "cmin": lo,
-            "cmax": hi,
-            "colorbar": {"title": {"text": colorbar_title, "side": "right"}, "thickness": 12},
-        }
-    )
-    _square_axes(fig, 1, 3)
-    return _layout(fig, title, height)
-
-
-def curve_figure(curve: Mapping[str, Sequence[Any]], title: str = "", height: int = 360) -> go.Figure:
-    """Seed 000 Fig. 5: precision, recall, IOU-outside and fraction perturbed vs noise threshold.
-
-    Undefined points (``None``) are gaps; the Table I threshold is marked.
+    Each cell is ``("image", H×W×3)`` with values in [0, 1] (shown exactly, RGB 0–255 on hover)
+    or ``("heat", H×W)`` drawn on ``heat``, the one colour scale of all heat cells (one colour
+    bar, beside the first row). ``col_titles`` go above the first row, ``row_titles`` (HTML) to
+    the left of each row, ``cell_titles`` above every cell (then ``col_titles`` are not drawn).
+    The height is ``height`` px, or ``cell_px`` per row plus the title bands.
     """
     import plotly.graph_objects as go
 
-    t = list(curve["thresholds"])
-    fig = go.Figure()
-    for key, name in (
-        ("precision", "precision"),
-        ("recall", "recall"),
-        ("iou", "IOU"),
-        ("iou_outside", "IOU outside"),
-        ("fraction_perturbed", "fraction of pixels perturbed"),
-    ):
-        y = [math.nan if v is None else float(v) for v in curve[key]]
-        fig.add_trace(go.Scatter(x=t, y=y, mode="lines", name=name, connectgaps=False))
-    fig.add_vline(
-        x=NOISE_THRESHOLD, line_dash="dot", line_color="grey", annotation_text=f"Table I: {NOISE_THRESHOLD}"
+    if not cells or not any(cells):
+        raise ValueError("grid_figure needs at least one row.")
+    n_rows, n_cols = len(cells), max(len(r) for r in cells)
+    if cell_titles is not None:
+        lines = max(t.count("<br>") + 1 for row in cell_titles for t in row)
+        head, gap_px = _LINE_PX * lines + 4, _LINE_PX * lines + 4
+    else:
+        head, gap_px = (_TITLE_PX if col_titles else 4), _ROW_GAP_PX
+    if height is None:
+        height = n_rows * cell_px + (n_rows - 1) * gap_px + head
+    plot_px = max(height - head, 1)
+    left = 0.13 if row_titles else 0.0
+    gap_x, gap_y = 0.012, gap_px / plot_px
+    w = (1 - left - gap_x * (n_cols - 1)) / n_cols
+    h = (1 - gap_y * (n_rows - 1)) / n_rows
+    layout: dict[str, Any] = {
+        "height": int(height),
+        "margin": {"l": 0, "r": 0, "t": head, "b": 0},
+        "plot_bgcolor": "white",
+        "showlegend": False,
+        "annotations": [],
+    }
+    data: list[dict[str, Any]] = []
+    scale_shown = False
+    for r, row in enumerate(cells):
+        y1 = 1 - r * (h + gap_y)
+        if r < len(row_titles):
+            layout["annotations"].append(
+                _note(
+                    row_titles[r],
+                    left - 0.01,
+                    y1 - h / 2,
+                    12,
+                    xanchor="right",
+                    yanchor="middle",
+                    align="right",
+                )
+            )
+        for c, (kind, arr) in enumerate(row):
+            i = r * n_cols + c
+            ax = "" if i == 0 else str(i + 1)
+            x0 = left + c * (w + gap_x)
+            layout[f"xaxis{ax}"] = {
+                **_HIDDEN_AXIS,
+                "domain": _domain(x0, x0 + w),
+                "anchor": f"y{ax}",
+                "constrain": "domain",
+            }
+            layout[f"yaxis{ax}"] = {
+                **_HIDDEN_AXIS,
+                "domain": _domain(y1 - h, y1),
+                "anchor": f"x{ax}",
+                "scaleanchor": f"x{ax}",
+                "constrain": "domain",
+            }
+            if kind == "image":
+                data.append(
+                    {
+                        "type": "image",
+                        "z": _uint8(arr),
+                        "xaxis": f"x{ax}",
+                        "yaxis": f"y{ax}",
+                        "hovertemplate": "x %{x}, y %{y}<br>RGB %{z}<extra></extra>",
+                    }
+                )
+            else:
+                if heat is None:
+                    raise ValueError("Heat-map cells need a HeatScale (heat=…).")
+                layout[f"yaxis{ax}"]["autorange"] = "reversed"
+                data.append(
+                    {
+                        "type": "heatmap",
+                        "z": np.asarray(arr, dtype=np.float32),
+                        "zmin": heat.zmin,
+                        "zmax": heat.zmax,
+                        "colorscale": heat.colorscale,
+                        "showscale": not scale_shown,
+                        "colorbar": _colorbar(heat.label, h),
+                        "xaxis": f"x{ax}",
+                        "yaxis": f"y{ax}",
+                        "hovertemplate": f"x %{{x}}, y %{{y}}<br>{heat.label} %{{z:.4f}}<extra></extra>",
+                    }
+                )
+                scale_shown = True
+            if cell_titles is not None:
+                layout["annotations"].append(_note(cell_titles[r][c], x0 + w / 2, y1, 11))
+            elif r == 0 and c < len(col_titles):
+                layout["annotations"].append(_note(col_titles[c], x0 + w / 2, 1.0, 13))
+    return go.Figure(data=data, layout=layout)
+
+
+def image_figure(images: Sequence[np.ndarray], titles: Sequence[str], height: int = 300) -> go.Figure:
+    """``H×W×3`` images in [0, 1] side by side, shown exactly (no interpolation; RGB on hover)."""
+    return grid_figure([[("image", img) for img in images]], col_titles=titles, height=height)
+
+
+def heatmap_figure(
+    maps: Sequence[np.ndarray], titles: Sequence[str], scale: HeatScale, height: int = 300
+) -> go.Figure:
+    """``H×W`` maps side by side on one colour scale with one colour bar (value on hover)."""
+    return grid_figure([[("heat", m) for m in maps]], col_titles=titles, heat=scale, height=height)
+
+
+# ----------------------------------------------------------------------------- views of one pair
+
+
+def perturbation_figure(views: ViewArrays, gain: float | None = None, height: int = 320) -> go.Figure:
+    """Original | perturbation ``0.5 + gain·(adversarial − original)`` | adversarial.
+
+    ``gain=None`` uses the pair's automatic gain (the largest 1-2-5 value that clips nothing).
+    """
+    if gain is None or gain == views.perturbation_gain:
+        view, gain = views.perturbation, views.perturbation_gain
+    else:
+        view, gain = perturbation_view(views.original, views.adversarial, gain)
+    return image_figure(
+        [views.original, view, views.adversarial],
+        ["original", f"perturbation × {gain:g} (grey = 0)", "adversarial"],
+        height,
     )
-    fig.update_xaxes(title="noise threshold on 1 − SSIM")
-    fig.update_yaxes(title="score", range=[0, 1.02])
-    _layout(fig, title or "Explainability vs noise threshold (seed 000 §V-B)", height)
-    fig.update_layout(legend={"orientation": "h", "y": -0.25})
+
+
+def ssim_figure(views: ViewArrays, height: int = 300) -> go.Figure:
+    """The per-channel SSIM maps (values in [−1, 1], 1 = unchanged) with their means."""
+    m = views.ssim_map
+    titles = [f"SSIM {n} (mean {m[5:-5, 5:-5, c].mean():.4f})" for c, n in enumerate(CHANNEL_NAMES)]
+    return heatmap_figure([m[..., c] for c in range(3)], titles, ssim_scale(m), height)
+
+
+def diff_figure(views: ViewArrays, height: int = 300) -> go.Figure:
+    """Per-channel ``|adversarial − original|`` in [0, 1] units, on [0, its maximum]."""
+    top = float(views.diff.max()) or 1.0
+    return heatmap_figure(
+        [views.diff[..., c] for c in range(3)],
+        [f"|Δ| {n}" for n in CHANNEL_NAMES],
+        HeatScale(0.0, top, DIFF_COLORSCALE, "|Δ|"),
+        height,
+    )
+
+
+def magnification_figure(views: ViewArrays, height: int = 340) -> go.Figure:
+    """Adversarial magnification of both images on their one shared display scale (seed 002 App. 1)."""
+    scale = views.magnification_scale
+    if views.magnified_original is None or views.magnified_adversarial is None or scale is None:
+        raise ValueError("Magnification was not computed for this pair.")
+    return image_figure(
+        [to_unit(views.magnified_original, scale), to_unit(views.magnified_adversarial, scale)],
+        ["original, magnified", "adversarial, magnified"],
+        height,
+    )
+
+
+def cam_figure(
+    views: ViewArrays,
+    *,
+    alpha: float = 0.45,
+    shared: bool = False,
+    labels: Sequence[str] | None = None,
+    height: int = 340,
+) -> go.Figure:
+    """GradCAM++ over its image: the original for its class, the adversarial for its new class
+    and for the original class, with a colour bar of the CAM scale.
+
+    ``shared=False``: each map min–max normalised to [0, 1] (where the model looks, not how
+    strongly). ``shared=True``: the raw maps divided by their common maximum
+    (:meth:`PairCams.shared`), so a response that weakens or grows after the attack shows; each
+    title then gives that map's peak on the common scale. ``alpha`` is the colour's opacity.
+    """
+    c = views.cams
+    before, after = _class_name(c.label, labels), _class_name(c.adv_label, labels)
+    which = ("original", "adversarial", "adversarial_original_class")
+    titles = [f"original → {before}", f"adversarial → {after}", f"adversarial, for {before}"]
+    if shared:
+        peaks = [float(m.max()) for m in c.shared()]
+        titles = [f"{t} · peak {p:.2f}" for t, p in zip(titles, peaks, strict=True)]
+    fig = image_figure([views.cam_overlay(w, alpha, shared=shared) for w in which], titles, height)
+    bar = "GradCAM++ ÷ common max" if shared else "GradCAM++ (min–max)"
+    fig.add_trace(  # a trace without points that carries the colour bar of the overlay colours
+        {
+            "type": "scatter",
+            "x": [None],
+            "y": [None],
+            "xaxis": "x3",
+            "yaxis": "y3",
+            "mode": "markers",
+            "hoverinfo": "skip",
+            "marker": {
+                "color": [0.0],
+                "cmin": 0.0,
+                "cmax": 1.0,
+                "colorscale": _matplotlib_scale(CAM_COLORSCALE),
+                "showscale": True,
+                "colorbar": _colorbar(bar, 1.0),
+            },
+        }
+    )
     return fig
 
 
-def region_figure(views: ViewArrays, title: str = "", height: int = 380) -> go.Figure:
-    """Noise map N vs CAM region G: TP / FP / FN / TN colours with a legend and hover class."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Image(z=_uint8(views.regions()), hoverinfo="skip"))
-    s = views.explain["scores"]
-    for key in ("tp", "fp", "fn", "tn"):  # legend entries
+def regions_figure(views: ViewArrays, threshold: float = NOISE_THRESHOLD, height: int = 360) -> go.Figure:
+    """Seed 000 §V-B: noise map ``N = mean(1 − SSIM map) > threshold`` against the CAM region
+    ``G`` (the original's CAM above its threshold) as TP / FP / FN / TN colours; the legend gives
+    each class's pixel count and share of the image."""
+    noise = noise_map(views.ssim_map, threshold)
+    counts = confusion(noise, views.region)
+    total = noise.size
+    fig = image_figure(
+        [region_colours(noise, views.region)], [f"N at threshold {threshold:g} vs CAM region G"], height
+    )
+    for key in ("tp", "fp", "fn", "tn"):
         r, g, b = (round(255 * v) for v in REGION_COLOURS[key])
         fig.add_trace(
-            go.Scatter(
-                x=[None],
-                y=[None],
-                mode="markers",
-                marker={"size": 12, "symbol": "square", "color": f"rgb({r},{g},{b})"},
-                name=f"{REGION_LABELS[key]} ({s[key]})",
-            )
+            {
+                "type": "scatter",
+                "x": [None],
+                "y": [None],
+                "mode": "markers",
+                "marker": {
+                    "size": 11,
+                    "symbol": "square",
+                    "color": f"rgb({r},{g},{b})",
+                    "line": {"width": 1, "color": "#999"},
+                },
+                "name": f"{REGION_LABELS[key]} ({counts[key]} px, {counts[key] / total:.1%})",
+            }
         )
-    _square_axes(fig)
-    _layout(fig, title or _score_title(s, views.explain["noise_threshold"]), height)
-    fig.update_layout(legend={"orientation": "h", "y": -0.05}, showlegend=True)
+    fig.update_layout(
+        showlegend=True,
+        legend={"orientation": "h", "x": 0, "y": -0.02, "yanchor": "top", "font": {"size": 11}},
+    )
     return fig
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "undefined" if value is None else f"{value:.{digits}f}"
+# ----------------------------------------------------------------------------- charts
 
 
-def _score_title(s: Mapping[str, Any], threshold: float) -> str:
-    return (
-        f"N = (1 − SSIM) > {threshold:g} vs G = CAM > {CAM_THRESHOLD:g} · precision {_fmt(s['precision'])}"
-        f" · recall {_fmt(s['recall'])} · IOU outside {_fmt(s['iou_outside'])}"
-    )
-
-
-def views_figures(views: ViewArrays, labels: Sequence[str] | None = None) -> dict[str, go.Figure]:
-    """One interactive figure per view of a pair (keys are stable view ids for the app)."""
-    c = views.cams
-
-    def name(i: int) -> str:
-        return labels[i] if labels is not None and 0 <= i < len(labels) else f"class {i}"
-
-    figs: dict[str, go.Figure] = {
-        "original": image_figure(views.original, f"Original · {name(c.label)}"),
-        "adversarial": image_figure(views.adversarial, f"Adversarial · {name(c.adv_label)}"),
-        "perturbation": image_figure(
-            views.perturbation, f"Perturbation × {views.perturbation_gain:g} (grey = no change)"
-        ),
-        "ssim": channels_figure(
-            views.ssim_map,
-            f"SSIM maps (mean {views.ssim:.4f}; dark = distorted)",
-            zmin=min(float(views.ssim_map.min()), 0.9),
-            zmax=1.0,
-            colorbar_title="SSIM",
-            subtitles=[
-                f"{ch} · {float(views.ssim_map[5:-5, 5:-5, i].mean()):.4f}"
-                for i, ch in enumerate(CHANNEL_NAMES)
-            ],
-        ),
-        "diff": channels_figure(
-            views.diff,
-            f"|adversarial − original| (max {float(views.diff.max()) * 255:.1f}/255)",
-            zmin=0.0,
-            zmax=max(float(views.diff.max()), 1e-6),
-            colorscale=DIFF_COLORSCALE,
-            colorbar_title="|Δ|",
-        ),
-        "cam_original": map_figure(
-            c.original,
-            f"GradCAM++ original · {name(c.label)}",
-            zmin=0,
-            zmax=1,
-            colorscale=CAM_COLORSCALE,
-            colorbar_title="CAM",
-        ),
-        "cam_adversarial": map_figure(
-            c.adversarial,
-            f"GradCAM++ adversarial · {name(c.adv_label)}",
-            zmin=0,
-            zmax=1,
-            colorscale=CAM_COLORSCALE,
-            colorbar_title="CAM",
-        ),
-        "cam_adversarial_original_class": map_figure(
-            c.adversarial_original_class,
-            f"GradCAM++ adversarial · original class {name(c.label)}",
-            zmin=0,
-            zmax=1,
-            colorscale=CAM_COLORSCALE,
-            colorbar_title="CAM",
-        ),
-        "cam_overlay_original": image_figure(
-            views.cam_overlay("original"), f"GradCAM++ over original · {name(c.label)}"
-        ),
-        "cam_overlay_adversarial": image_figure(
-            views.cam_overlay("adversarial"), f"GradCAM++ over adversarial · {name(c.adv_label)}"
-        ),
-        "regions": region_figure(views),
-        "curve": curve_figure(views.explain["curve"]),
+def _chart_layout(title: str, height: int, x_title: str, y_title: str = "") -> dict[str, Any]:
+    return {
+        "height": height,
+        "margin": {"l": 10, "r": 10, "t": 36, "b": 10},
+        "title": {"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 13}},
+        "template": "plotly_white",
+        "xaxis": {"title": {"text": x_title}},
+        "yaxis": {"title": {"text": y_title}},
+        "legend": {"orientation": "h", "y": -0.3, "font": {"size": 11}},
     }
-    shared = c.shared()
-    figs["cam_shared"] = channels_figure(
-        np.stack(shared, axis=-1),
-        "Raw GradCAM++ on one shared scale (magnitudes comparable)",
-        zmin=0.0,
-        zmax=1.0,
-        colorscale=CAM_COLORSCALE,
-        colorbar_title="CAM / max",
-        subtitles=[
-            f"original · {name(c.label)}",
-            f"adversarial · {name(c.adv_label)}",
-            f"adversarial · {name(c.label)}",
-        ],
+
+
+_CURVE_SCORES = (  # key, name, colour (Okabe–Ito), shown at first
+    ("precision", "precision", "#0072B2", True),
+    ("recall", "recall", "#E69F00", True),
+    ("iou", "IOU", "#009E73", True),
+    ("iou_outside", "IOU outside", "#D55E00", True),
+    ("fraction_perturbed", "pixels perturbed", "#7f7f7f", False),
+)
+
+
+def curve_figure(
+    curve: Mapping[str, Sequence[Any]], threshold: float = NOISE_THRESHOLD, height: int = 300
+) -> go.Figure:
+    """Seed 000 Fig. 5: precision, recall, IOU and IOU-outside against the noise threshold.
+
+    ``curve`` is :func:`percviz.explain.explain_curve`'s dict (scores in [0, 1]). Undefined
+    values (``None``, a 0/0 ratio) are gaps, never zeros. The fraction of pixels perturbed is in
+    the legend, hidden until clicked. A dashed line marks ``threshold``, a dotted one Table I's.
+    The x axis ends a little after the last threshold that still leaves a pixel in N (beyond it
+    every score is 0 or undefined), or after the two marked thresholds if they lie further.
+    """
+    import plotly.graph_objects as go
+
+    t = [float(v) for v in curve["thresholds"]]
+    data = [
+        {
+            "type": "scatter",
+            "x": t,
+            "y": [None if v is None else float(v) for v in curve[key]],
+            "mode": "lines+markers",
+            "marker": {"size": 3},
+            "line": {"color": colour, "width": 2},
+            "name": name,
+            "connectgaps": False,
+            "visible": True if shown else "legendonly",
+            "hovertemplate": f"{name} %{{y:.3f}} at threshold %{{x:.3g}}<extra></extra>",
+        }
+        for key, name, colour, shown in _CURVE_SCORES
+    ]
+    layout = _chart_layout(
+        "Scores vs noise threshold (seed 000 Fig. 5)", height, "noise threshold on 1 − SSIM", "score"
     )
-    if views.magnified_original is not None and views.magnification_scale is not None:
-        scale = views.magnification_scale
-        both = np.concatenate(
-            [
-                to_unit(views.magnified_original, scale),
-                np.ones((views.original.shape[0], 4, 3), np.float32),
-                to_unit(views.magnified_adversarial, scale),
-            ],  # type: ignore[arg-type]
-            axis=1,
-        )
-        figs["magnification"] = image_figure(
-            both,
-            f"Adversarial magnification: original | adversarial (one scale {scale[0]:.2f} … {scale[1]:.2f})",
-        )
-    return figs
+    layout["yaxis"]["range"] = [0, 1.02]
+    active = [x for x, f in zip(t, curve["fraction_perturbed"], strict=True) if f]
+    right = max(active[-1] if active else 0.0, threshold, NOISE_THRESHOLD)
+    end = min(t[-1], right * 1.1) if t else 1.0
+    layout["xaxis"]["range"] = [0, end]
+    marks = [(NOISE_THRESHOLD, "#999", "dot", f"Table I {NOISE_THRESHOLD:g}")]
+    if threshold != NOISE_THRESHOLD:
+        marks.append((threshold, "#333", "dash", f"{threshold:g}"))
+    line = {"type": "line", "xref": "x", "yref": "paper", "y0": 0, "y1": 1}
+    layout["shapes"] = [
+        {**line, "x0": x, "x1": x, "line": {"color": colour, "dash": dash, "width": 1}}
+        for x, colour, dash, _ in marks
+    ]
+    layout["annotations"] = [
+        {
+            "text": text,
+            "x": x,
+            "y": 1.0,
+            "xref": "x",
+            "yref": "paper",
+            "xanchor": "left" if x < end / 2 else "right",  # the label stays inside the axes
+            "yanchor": "top",
+            "xshift": 3 if x < end / 2 else -3,
+            "showarrow": False,
+            "font": {"size": 10, "color": colour},
+        }
+        for x, colour, _, text in marks
+    ]
+    return go.Figure(data=data, layout=layout)
+
+
+def history_figure(history: Sequence[Mapping[str, Any]], height: int = 220) -> go.Figure:
+    """The attack's objective per iteration, as reported through its progress callback."""
+    import plotly.graph_objects as go
+
+    points = [
+        (h.get("iteration", i + 1), h["loss"])
+        for i, h in enumerate(history)
+        if isinstance(h.get("loss"), int | float)
+    ]
+    trace = {
+        "type": "scatter",
+        "x": [p[0] for p in points],
+        "y": [p[1] for p in points],
+        "mode": "lines+markers",
+        "line": {"color": "#3b5bdb"},
+    }
+    return go.Figure(data=[trace], layout=_chart_layout("objective per iteration", height, "iteration"))
 
 
 # ----------------------------------------------------------------------------- rows (shared)
@@ -327,32 +526,6 @@ class FigureRow:
         return float(self.ssim_map[5:-5, 5:-5, c].mean())
 
 
-_STRENGTH_PARAMS = {
-    "eps": "ε",
-    "eps1": "ε₁",
-    "eps2": "ε₂",
-    "bound": "bound",
-    "smooth_alpha": "α",
-    "lam": "λ",
-    "c": "c",
-    "overshoot": "overshoot",
-    "target": "target",
-}
-
-
-def _params_text(params: Mapping[str, Any]) -> str:
-    """The strength parameters of a run, short (``ε = 0.03, ε₂ = 0.9``)."""
-    parts = []
-    for key, symbol in _STRENGTH_PARAMS.items():
-        value = params.get(key)
-        if value is None:
-            continue
-        if isinstance(value, float):
-            value = "∞" if math.isinf(value) else f"{value:.3g}"
-        parts.append(f"{symbol} = {value}")
-    return ", ".join(parts[:3])
-
-
 def figure_row(
     result: AttackResult, model: torch.nn.Module, index: int = 0, title: str | None = None
 ) -> FigureRow:
@@ -371,7 +544,7 @@ def figure_row(
         name = result.attack_id
     return FigureRow(
         title=title or name,
-        subtitle=_params_text(result.params),
+        subtitle=run_label(result.attack_id, result.params, with_attack=False),
         adversarial=as_hwc(x_adv),
         original=as_hwc(x),
         ssim_map=smap,
@@ -388,10 +561,6 @@ def row_from_views(
 ) -> FigureRow:
     """A :class:`FigureRow` from one pair's view arrays (no recomputation)."""
     c = views.cams
-
-    def name(i: int) -> str:
-        return labels[i] if labels is not None and 0 <= i < len(labels) else f"class {i}"
-
     return FigureRow(
         title=title or "adversarial",
         subtitle=subtitle,
@@ -399,72 +568,14 @@ def row_from_views(
         original=views.original,
         ssim_map=views.ssim_map,
         cam=c.original,
-        before=name(c.label),
-        after=name(c.adv_label),
+        before=_class_name(c.label, labels),
+        after=_class_name(c.adv_label, labels),
         success=c.label != c.adv_label,
         scores=views.explain["scores"],
     )
 
 
-# ----------------------------------------------------------------------------- plotly grid
-
-
-def grid_figure(rows: Sequence[FigureRow], title: str = "") -> go.Figure:
-    """Interactive seed 000 Fig. 3 grid: rows = attacks; adversarial, SSIM R/G/B, CAM."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    if not rows:
-        raise ValueError("grid_figure needs at least one row.")
-    vmin = _ssim_floor(rows)
-    heads = [
-        "(a) adversarial",
-        "(b) SSIM map R",
-        "(c) SSIM map G",
-        "(d) SSIM map B",
-        "(e) GradCAM++ (original)",
-    ]
-    titles = [h if i == 0 else "" for i, _ in enumerate(rows) for h in heads]
-    fig = make_subplots(
-        rows=len(rows),
-        cols=5,
-        subplot_titles=titles,
-        horizontal_spacing=0.01,
-        vertical_spacing=0.03,
-        row_titles=[f"{r.title}<br>SSIM {r.ssim:.3f}" for r in rows],
-    )
-    for i, row in enumerate(rows, start=1):
-        fig.add_trace(
-            go.Image(z=_uint8(row.adversarial), hovertemplate=f"{row.after}<extra></extra>"), row=i, col=1
-        )
-        for c in range(3):
-            fig.add_trace(
-                go.Heatmap(
-                    z=row.ssim_map[..., c], coloraxis="coloraxis", hovertemplate="%{z:.4f}<extra></extra>"
-                ),
-                row=i,
-                col=c + 2,
-            )
-        fig.add_trace(go.Image(z=_uint8(overlay(row.original, row.cam)), hoverinfo="skip"), row=i, col=5)
-    fig.update_layout(
-        coloraxis={
-            "colorscale": SSIM_COLORSCALE,
-            "cmin": vmin,
-            "cmax": 1.0,
-            "colorbar": {"title": {"text": "SSIM"}, "thickness": 12},
-        }
-    )
-    _square_axes(fig, len(rows), 5)
-    return _layout(fig, title, 60 + 200 * len(rows))
-
-
 # ----------------------------------------------------------------------------- static figure
-
-
-def _ssim_floor(rows: Sequence[FigureRow]) -> float:
-    """One SSIM colour-scale floor for all rows: a tenth at or below the lowest value, ≤ 0.9."""
-    low = min(float(r.ssim_map.min()) for r in rows)
-    return float(max(-1.0, min(0.9, math.floor(low * 10.0) / 10.0)))
 
 
 def render_figure(
@@ -524,7 +635,7 @@ def _save(fig: Any, fh: Any, fmt: str, dpi: int) -> None:
     fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata, facecolor="white")
 
 
-def _static_figure(rows: Sequence[FigureRow], dpi: int, title: str | None, ssim_floor: float | None) -> Any:
+def _static_figure(rows: Sequence[FigureRow], dpi: int, title: str | None, floor: float | None) -> Any:
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
@@ -541,9 +652,9 @@ def _static_figure(rows: Sequence[FigureRow], dpi: int, title: str | None, ssim_
     height = head_h + n * (panel + gap) + cbar_h + 0.35
     fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
-    vmin = _ssim_floor(rows) if ssim_floor is None else float(ssim_floor)
+    vmin = ssim_floor(*(r.ssim_map for r in rows)) if floor is None else float(floor)
     if not -1.0 <= vmin < 1.0:
-        raise ValueError(f"ssim_floor must lie in [-1, 1); got {ssim_floor}.")
+        raise ValueError(f"ssim_floor must lie in [-1, 1); got {floor}.")
     ssim_norm, cam_norm = Normalize(vmin, 1.0), Normalize(0.0, 1.0)
     heads = [
         "(a) adversarial",
@@ -565,7 +676,7 @@ def _static_figure(rows: Sequence[FigureRow], dpi: int, title: str | None, ssim_
         axes[0].imshow(np.clip(row.adversarial, 0, 1), interpolation="nearest")
         for c in range(3):
             axes[c + 1].imshow(
-                row.ssim_map[..., c], cmap=SSIM_COLORSCALE, norm=ssim_norm, interpolation="nearest"
+                row.ssim_map[..., c], cmap=SSIM_PRINT_COLORMAP, norm=ssim_norm, interpolation="nearest"
             )
             axes[c + 1].text(
                 0.04,
@@ -597,7 +708,7 @@ def _static_figure(rows: Sequence[FigureRow], dpi: int, title: str | None, ssim_
     ssim_ax = fig.add_axes([left_b + 0.1 * span, bottom, 0.8 * span, 0.09 / height])
     clipped = min(float(r.ssim_map.min()) for r in rows) < vmin
     bar = fig.colorbar(
-        ScalarMappable(ssim_norm, colormaps[SSIM_COLORSCALE]),
+        ScalarMappable(ssim_norm, colormaps[SSIM_PRINT_COLORMAP]),
         cax=ssim_ax,
         orientation="horizontal",
         extend="min" if clipped else "neither",

@@ -39,6 +39,23 @@ def _slices(h: int, w: int, dy: int, dx: int) -> tuple[tuple[slice, slice], tupl
     return a, b
 
 
+def _add_stencil(
+    out: torch.Tensor,
+    v: torch.Tensor,
+    offsets: tuple[tuple[int, int], ...],
+    weights: tuple[torch.Tensor, ...],
+) -> torch.Tensor:
+    """``out += S v`` in place and return ``out``, for the symmetric stencil ``S`` with one
+    ``N×1×H'×W'`` weight map per offset (each undirected edge stored once, applied both ways);
+    ``v`` and ``out`` are ``N×C×H×W``."""
+    h, w = v.shape[-2:]
+    for (dy, dx), wt in zip(offsets, weights, strict=True):
+        (ay, ax), (by, bx) = _slices(h, w, dy, dx)
+        out[..., ay, ax].addcmul_(wt, v[..., by, bx])
+        out[..., by, bx].addcmul_(wt, v[..., ay, ax])
+    return out
+
+
 @dataclass(frozen=True)
 class ImageGraph:
     """The normalised adjacency ``𝒲 = D^{-1/2} W D^{-1/2}`` of an image graph, as a stencil.
@@ -56,13 +73,7 @@ class ImageGraph:
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``𝒲 v`` for ``v`` of shape ``N×C×H×W`` (channels share the graph)."""
-        out = torch.zeros_like(v)
-        h, w = v.shape[-2:]
-        for (dy, dx), wt in zip(self.offsets, self.weights, strict=True):
-            (ay, ax), (by, bx) = _slices(h, w, dy, dx)
-            out[..., ay, ax].addcmul_(wt, v[..., by, bx])
-            out[..., by, bx].addcmul_(wt, v[..., ay, ax])
-        return out
+        return _add_stencil(torch.zeros_like(v), v, self.offsets, self.weights)
 
     def to(self, dtype: torch.dtype) -> ImageGraph:
         """The same graph with weights in another floating dtype."""
@@ -159,12 +170,7 @@ class _Operator:
 
     def __call__(self, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.mul(v, self.inv, out=out) if out is not None else v * self.inv
-        h, w = v.shape[-2:]
-        for (dy, dx), wt in zip(self.offsets, self.weights, strict=True):
-            (ay, ax), (by, bx) = _slices(h, w, dy, dx)
-            out[..., ay, ax].addcmul_(wt, v[..., by, bx])
-            out[..., by, bx].addcmul_(wt, v[..., ay, ax])
-        return out
+        return _add_stencil(out, v, self.offsets, self.weights)
 
 
 @torch.no_grad()

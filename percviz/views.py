@@ -216,15 +216,20 @@ class ViewArrays:
         """Mean SSIM (5-pixel border excluded, like scikit-image)."""
         return float(self.ssim_map[5:-5, 5:-5].mean())
 
-    def cam_overlay(self, which: str = "original", alpha: float = 0.45) -> np.ndarray:
-        """CAM ``which`` ∈ {original, adversarial, adversarial_original_class} over its image."""
-        cam = getattr(self.cams, which)
+    def cam_overlay(
+        self, which: str = "original", alpha: float = 0.45, *, shared: bool = False
+    ) -> np.ndarray:
+        """CAM ``which`` ∈ {original, adversarial, adversarial_original_class} over its image.
+
+        ``shared=False`` uses the map min–max normalised on its own; ``shared=True`` the raw map on
+        the scale shared by all three (:meth:`PairCams.shared`), so magnitudes stay comparable.
+        """
+        names = ("original", "adversarial", "adversarial_original_class")
+        if which not in names:
+            raise ValueError(f"which must be one of {', '.join(names)}; got {which!r}.")
+        cam = self.cams.shared()[names.index(which)] if shared else getattr(self.cams, which)
         base = self.original if which == "original" else self.adversarial
         return overlay(base, cam, alpha)
-
-    def regions(self) -> np.ndarray:
-        """The N-vs-G comparison image (TP/FP/FN/TN colours)."""
-        return region_colours(self.noise, self.region)
 
 
 def compute_views(

@@ -14,19 +14,29 @@ from percviz.attacks import run_attack
 from percviz.explain import explain_curve, explain_scores, gradcam_plus_plus
 from percviz.figures import (
     FigureRow,
+    cam_figure,
+    curve_figure,
+    diff_figure,
     export_figure,
     figure_row,
     grid_figure,
+    history_figure,
+    magnification_figure,
+    perturbation_figure,
+    regions_figure,
     render_figure,
     render_recipes,
     row_from_views,
-    views_figures,
+    ssim_figure,
+    ssim_floor,
+    ssim_scale,
 )
 from percviz.metrics import ssim
 from percviz.views import (
     REGION_COLOURS,
     abs_diff,
     as_hwc,
+    colourize,
     compute_views,
     nice_gain,
     overlay,
@@ -145,38 +155,91 @@ def test_undefined_precision_is_null_in_explain_json(tiny, photos32, tmp_path):
     assert '"precision": null' in (tmp_path / "explain.json").read_text()
 
 
+def _titles(fig) -> list[str]:
+    return [a.text for a in fig.layout.annotations]
+
+
+def _uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(img, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+
+
 def test_plotly_view_figures(tiny, tiny_result):
     views = compute_views(tiny_result, tiny, 0)
-    figs = views_figures(views, labels=[f"c{i}" for i in range(10)])
-    expected = {
-        "original",
-        "adversarial",
-        "perturbation",
-        "ssim",
-        "diff",
-        "cam_original",
-        "cam_adversarial",
-        "cam_adversarial_original_class",
-        "cam_overlay_original",
-        "cam_overlay_adversarial",
-        "regions",
-        "curve",
-        "cam_shared",
-        "magnification",
+    labels = [f"c{i}" for i in range(10)]
+    figs = {
+        "perturbation": perturbation_figure(views),
+        "perturbation_x10": perturbation_figure(views, 10.0),
+        "ssim": ssim_figure(views),
+        "diff": diff_figure(views),
+        "magnification": magnification_figure(views),
+        "cam": cam_figure(views, labels=labels),
+        "cam_shared": cam_figure(views, shared=True, labels=labels),
+        "regions": regions_figure(views),
+        "curve": curve_figure(views.explain["curve"]),
+        "history": history_figure(tiny_result.history),
     }
-    assert expected <= set(figs)
     for name, fig in figs.items():
         assert fig.to_json(), name
         assert fig.data, name
     np.testing.assert_allclose(np.asarray(figs["ssim"].data[1].z), views.ssim_map[..., 1])
-    np.testing.assert_allclose(np.asarray(figs["cam_original"].data[0].z), views.cams.original)
-    assert f"× {views.perturbation_gain:g}" in figs["perturbation"].layout.title.text
+    assert {(t.zmin, t.zmax) for t in figs["ssim"].data} == {(ssim_floor(views.ssim_map), 1.0)}
+    assert sum(bool(t.showscale) for t in figs["ssim"].data) == 1  # one colour bar for the three maps
+    assert f"× {views.perturbation_gain:g}" in " ".join(_titles(figs["perturbation"]))
+    assert "× 10 " in " ".join(_titles(figs["perturbation_x10"]))
+    np.testing.assert_array_equal(
+        np.asarray(figs["perturbation_x10"].data[1].z),
+        _uint8(perturbation_view(views.original, views.adversarial, 10.0)[0]),
+    )
     assert views.ssim == pytest.approx(float(ssim(tiny_result.x[:1], tiny_result.x_adv[:1])), abs=1e-5)
-    row = row_from_views(views, "FGSM", labels=[f"c{i}" for i in range(10)])
+    row = row_from_views(views, "FGSM", labels=labels)
     np.testing.assert_array_equal(row.cam, views.cams.original)
     assert row.after == f"c{views.cams.adv_label}" and row.scores == views.explain["scores"]
     assert export_figure(views, "pdf", dpi=72).startswith(MAGIC[".pdf"])
     assert export_figure([row, row], ".png", dpi=72).startswith(MAGIC[".png"])
+
+
+def test_cam_figure_min_max_and_shared_scale(tiny, tiny_result):
+    views = compute_views(tiny_result, tiny, 0, magnification=False)
+    c = views.cams
+    own = cam_figure(views, alpha=1.0)  # alpha 1: the panels are the colour-mapped CAMs themselves
+    for i, cam in enumerate((c.original, c.adversarial, c.adversarial_original_class)):
+        np.testing.assert_array_equal(np.asarray(own.data[i].z), _uint8(colourize(cam)))
+    shared = cam_figure(views, alpha=1.0, shared=True)
+    raw = (c.raw_original, c.raw_adversarial, c.raw_adversarial_original_class)
+    top = max(float(m.max()) for m in raw)
+    for i, m in enumerate(raw):
+        np.testing.assert_array_equal(np.asarray(shared.data[i].z), _uint8(colourize(m / top)))
+        assert f"peak {float(m.max()) / top:.2f}" in _titles(shared)[i]
+    bars = [t.marker.colorbar.title.text for f in (own, shared) for t in f.data if t.type == "scatter"]
+    assert bars == ["GradCAM++ (min–max)", "GradCAM++ ÷ common max"]
+    with pytest.raises(ValueError, match="which"):
+        views.cam_overlay("nowhere")
+
+
+def test_regions_and_curve_follow_the_threshold(tiny, tiny_result, photos32):
+    views = compute_views(tiny_result, tiny, 0, magnification=False)
+    for t in (0.0, 0.02, 0.11):
+        fig = regions_figure(views, t)
+        noise = (1.0 - views.ssim_map.astype(np.float64)).mean(-1) > t
+        np.testing.assert_array_equal(np.asarray(fig.data[0].z), _uint8(region_colours(noise, views.region)))
+        scores = explain_scores(views.ssim_map, views.cams.original, t)
+        for key, entry in zip(("tp", "fp", "fn", "tn"), fig.data[1:], strict=True):
+            assert f"({scores[key]} px, " in entry.name, (t, key)
+    still = compute_views((photos32[:1], photos32[:1].clone()), tiny, magnification=False)
+    curve = curve_figure(still.explain["curve"], threshold=0.05)
+    precision = next(d for d in curve.data if d.name == "precision")
+    assert len(precision.y) == len(still.explain["curve"]["thresholds"])
+    assert all(v is None for v in precision.y)  # 0/0 everywhere: gaps, never zeros
+    perturbed = next(d for d in curve.data if d.name == "pixels perturbed")
+    assert list(perturbed.y) == [0.0] * len(perturbed.y)  # defined values stay numbers
+    assert [s.x0 for s in curve.layout.shapes] == [0.11, 0.05]  # Table I's threshold and the chosen one
+
+
+def test_ssim_floor():
+    assert ssim_floor(np.array([0.95, 1.0])) == 0.9
+    assert ssim_floor(np.array([0.42]), np.array([0.97])) == 0.4
+    assert ssim_floor(np.array([-3.0])) == -1.0
+    assert ssim_scale(np.array([0.61])).zmin == 0.6
 
 
 def _rows(tiny, result) -> list[FigureRow]:
@@ -206,8 +269,24 @@ def test_figure_refuses_bad_requests(tiny, tiny_result, tmp_path):
         render_figure(_rows(tiny, tiny_result), tmp_path / "fig.jpg")
     with pytest.raises(ValueError, match="at least one row"):
         render_figure([], tmp_path / "fig.png")
-    fig = grid_figure(_rows(tiny, tiny_result))
+    rows = _rows(tiny, tiny_result)
+    cells = [
+        [
+            ("image", r.adversarial),
+            *[("heat", r.ssim_map[..., c]) for c in range(3)],
+            ("image", overlay(r.original, r.cam)),
+        ]
+        for r in rows
+    ]
+    fig = grid_figure(cells, row_titles=[r.title for r in rows], heat=ssim_scale(*(r.ssim_map for r in rows)))
     assert len(fig.data) == 2 * 5
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert {(t.zmin, t.zmax) for t in heat} == {(ssim_floor(*(r.ssim_map for r in rows)), 1.0)}
+    assert sum(bool(t.showscale) for t in heat) == 1
+    with pytest.raises(ValueError, match="at least one row"):
+        grid_figure([])
+    with pytest.raises(ValueError, match="HeatScale"):
+        grid_figure(cells)
 
 
 def test_render_recipes_runs_each_recipe(tiny, tiny_result, tmp_path, monkeypatch):

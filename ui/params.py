@@ -7,15 +7,18 @@ URL can set them before the widgets are drawn (no widget gets both a default and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 import streamlit as st
 
 from percviz.attacks.base import AttackSpec, Param
-from percviz.errors import ParameterError
+from percviz.errors import ParameterError, PercvizError
+from percviz.hosted import Limits
 from percviz.models.classifier import imagenet_labels
+
+T = TypeVar("T")
 
 
 @st.cache_data(show_spinner=False)
@@ -294,12 +297,23 @@ def around_default(p: Param) -> str:
     return ", ".join(_fmt(v) for v in dict.fromkeys(values))
 
 
-def run_label(attack: str, params: Mapping[str, Any]) -> str:
-    """``pgd eps=0.0157`` — the attack with its strength parameter, for table rows and legends."""
-    from percviz.evaluate import STRENGTH_PARAMS
+def check_sweep_size(count: int, limits: Limits, what: str) -> None:
+    """A sweep of ``count`` attack runs (grid ``cells`` or curve ``runs``) within this server's limit."""
+    if count > limits.max_sweep_cells:
+        raise ParameterError(f"At most {limits.max_sweep_cells} {what}; got {count}.")
 
-    name = STRENGTH_PARAMS.get(attack)
-    if name and name in params:
-        value = params[name]
-        return f"{attack} {name}={_fmt(value) if isinstance(value, float) else value}"
-    return attack
+
+def run_button(label: str, key: str, icon: str, plan: Callable[[], T], *, ready: bool = True) -> T | None:
+    """Check a planned run, then draw its primary button.
+
+    ``plan`` validates the inputs and returns what the run needs; a PercvizError it raises is shown
+    as one error line and disables the button, as does ``ready=False`` (inputs missing, a run in
+    progress). Returns the plan when the button was pressed, else None.
+    """
+    try:
+        planned: T | None = plan()
+    except PercvizError as exc:
+        planned = None
+        st.error(str(exc))
+    pressed = st.button(label, type="primary", key=key, icon=icon, disabled=planned is None or not ready)
+    return planned if pressed else None
