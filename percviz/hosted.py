@@ -3,12 +3,16 @@
 Local use keeps generous limits; hosted mode caps upload size and pixels, image side, iteration
 counts, batch and sweep sizes, and disables server folders and custom models. Every cap can be
 tuned by an environment variable (``PERCVIZ_MAX_STEPS=…``), read once per call of
-:func:`current_limits` so tests can change it.
+:func:`current_limits` so tests can change it. :func:`start_memory_release` keeps a long-running
+server's memory from ratcheting up as sessions come and go (glibc arenas capped, freed pages trimmed).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -16,6 +20,9 @@ from typing import Any
 from percviz.errors import ParameterError
 
 ITERATION_PARAMS = ("steps", "search_steps", "cg_iters", "bisect_iters", "subsets")
+RELEASE_INTERVAL_S = 10.0
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
 @dataclass(frozen=True)
@@ -108,3 +115,43 @@ def check_image_size(height: int, width: int, limits: Limits) -> None:
         raise ParameterError(
             f"Images may have at most {limits.max_pixels / 1e6:.0f} Mpx; got {height * width / 1e6:.1f} Mpx."
         )
+
+
+def release_free_memory() -> bool:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``); False where unavailable.
+
+    Python and PyTorch free memory into glibc's arenas, which keep it: after a burst of sessions
+    the server's RSS stays near its peak although nothing is live any more.
+    """
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas, as ``MALLOC_ARENA_MAX`` would; False where unavailable.
+
+    Every Streamlit rerun and every job runs in a new thread, glibc hands threads up to eight arenas
+    per core, and memory freed into one arena is not reused by the others, so RSS ratchets up after
+    bursts of sessions. Applies to arenas created after the call.
+    """
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, count))
+    except (OSError, AttributeError):
+        return False
+
+
+def start_memory_release(interval_s: float = RELEASE_INTERVAL_S) -> threading.Thread:
+    """Cap the malloc arenas and start a daemon thread calling :func:`release_free_memory` every
+    ``interval_s`` seconds (hosted mode: sessions come and go)."""
+    limit_malloc_arenas()
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            release_free_memory()
+
+    thread = threading.Thread(target=loop, name="percviz-memory-release", daemon=True)
+    thread.start()
+    return thread

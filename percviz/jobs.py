@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
@@ -28,6 +29,12 @@ from percviz.errors import PercvizError
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 ProgressFn = Callable[[dict[str, Any]], bool]
+
+#: Test hook for the fault tests (``scripts/loadtest.py fault``), off unless set: a comma-separated
+#: list of job tickets (``"0"`` = the first job a queue runs) whose first progress report raises
+#: ``torch.cuda.OutOfMemoryError``, as a device running out of memory mid-run would. Read once when
+#: a queue is created.
+INJECT_OOM_ENV = "PERCVIZ_TEST_OOM_TICKETS"
 
 
 class QueueFullError(PercvizError):
@@ -50,6 +57,7 @@ class Job:
         self._work = work
         self._cancel = threading.Event()
         self._done = threading.Event()
+        self._inject_oom = False
 
     def position(self) -> int:
         """0 when running or finished; otherwise how many jobs are ahead in line."""
@@ -73,6 +81,8 @@ class Job:
         return self._done.is_set()
 
     def _progress(self, record: dict[str, Any]) -> bool:
+        if self._inject_oom:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated by {INJECT_OOM_ENV}).")
         self.last_progress = dict(record)
         return not self._cancel.is_set()
 
@@ -110,6 +120,8 @@ class ComputeQueue:
         self._waiting: list[Job] = []
         self._running: set[Job] = set()
         self._tickets = itertools.count()
+        raw = os.environ.get(INJECT_OOM_ENV, "")
+        self._inject_oom = {int(t) for t in raw.split(",") if t.strip()}
 
     def submit(self, work: Callable[[ProgressFn], Any], owner: str = "") -> Job:
         """Queue ``work(progress)``; returns immediately with the job handle."""
@@ -120,6 +132,7 @@ class ComputeQueue:
                     f"You already have {len(mine)} jobs queued or running; wait for one to finish or cancel it."
                 )
             job = Job(self, next(self._tickets), owner, work)
+            job._inject_oom = job.ticket in self._inject_oom
             self._waiting.append(job)
         threading.Thread(
             target=self._serve, args=(job,), name=f"percviz-job-{job.ticket}", daemon=True

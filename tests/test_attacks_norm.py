@@ -237,7 +237,6 @@ def test_deepfool_matches_torchattacks(tiny, photos32) -> None:
     assert ours_l2.median() <= their_l2.median() * 1.05
 
 
-
 def test_cw_matches_torchattacks(tiny, photos32) -> None:
     """Same model, images, c, κ, steps and learning rate: our C&W (with its binary search on c)
     succeeds at least as often as torchattacks' fixed-c C&W, at no larger median L2."""
@@ -253,6 +252,7 @@ def test_cw_matches_torchattacks(tiny, photos32) -> None:
     ours_l2 = (ours.x_adv - x).flatten(1).norm(dim=1)[both]
     their_l2 = (theirs - x).flatten(1).norm(dim=1)[both]
     assert ours_l2.median() <= their_l2.median() * 1.05
+
 
 # --- robustness of the implementation ----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from percviz.errors import PercvizError
-from percviz.hosted import check_image_size, current_limits
+from percviz.hosted import check_image_size, current_limits, start_memory_release
 from percviz.images import SAMPLES, LoadedImage, fit_to_model, load_image, load_sample
 from percviz.jobs import ComputeQueue
 from percviz.models import Classifier, Prediction, all_model_status, load_model
@@ -38,10 +38,20 @@ h1 {font-weight: 700; letter-spacing: -0.01em;}
 def page_setup(title: str, lead: str, icon: str = "🔬") -> None:
     """Page config, shared style, title and a one-line lead (and the render clock's start)."""
     st.session_state["pv_render_start"] = time.perf_counter()
+    _hosted_memory()
     st.set_page_config(page_title=f"{title} · percviz", page_icon=icon, layout="wide")
     st.markdown(_CSS, unsafe_allow_html=True)
     st.title(title)
     st.markdown(f'<div class="pv-lead">{lead}</div>', unsafe_allow_html=True)
+
+
+@st.cache_resource(show_spinner=False)
+def _hosted_memory() -> bool:
+    """Once per process, in hosted mode: fewer malloc arenas, freed memory returned every few seconds."""
+    if not current_limits().hosted:
+        return False
+    start_memory_release()
+    return True
 
 
 @st.cache_resource(show_spinner="Loading the model…")

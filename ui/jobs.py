@@ -2,8 +2,10 @@
 
 The work runs in a queue thread (``percviz.jobs``); the page script polls it with a progress bar.
 Any widget interaction reruns the script and polling resumes; the Cancel button's callback asks
-the job to stop at its next progress report. A finished job's result is handed to ``on_done``
-exactly once; failures become one sentence kept until the next run.
+the job to stop at its next progress report, and so does a session that stops while it waits
+(its browser disconnected: Streamlit stops the script), so a departed user never holds the compute
+slot. A finished job's result is handed to ``on_done`` exactly once; failures become one sentence
+kept until the next run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import StopException
 
 from percviz.jobs import Job, QueueFullError
 from ui.common import compute_queue, session_owner
@@ -86,12 +89,16 @@ def follow(name: str, on_done: Callable[[Any, dict[str, Any]], str | None]) -> N
         job: Job = info["job"]
         if not job.finished:
             box = st.empty()
-            with box.container(border=True):
-                left, right = st.columns([5, 1], vertical_alignment="center")
-                bar = left.progress(0.0, text=_describe(job, info["label"]))
-                right.button("Cancel", key=f"{name}_cancel", on_click=job.cancel, width="stretch")
-                while not job.wait(POLL_S):
-                    bar.progress(_fraction(job.last_progress), text=_describe(job, info["label"]))
+            try:
+                with box.container(border=True):
+                    left, right = st.columns([5, 1], vertical_alignment="center")
+                    bar = left.progress(0.0, text=_describe(job, info["label"]))
+                    right.button("Cancel", key=f"{name}_cancel", on_click=job.cancel, width="stretch")
+                    while not job.wait(POLL_S):
+                        bar.progress(_fraction(job.last_progress), text=_describe(job, info["label"]))
+            except StopException:  # the browser left (or pressed Stop): free the compute slot
+                job.cancel()
+                raise
             box.empty()
         st.session_state.pop(_slot(name), None)
         notice: tuple[str, str] | None = None
