@@ -3,10 +3,9 @@
 import streamlit as st
 
 from ui.common import (
-    cached_model,
     cached_predictions,
     image_input,
-    model_picker,
+    model_choice,
     page_setup,
     prediction_chart,
 )
@@ -20,8 +19,7 @@ page_setup(
 
 left, right = st.columns([1, 1.3], gap="large")
 with left:
-    model_id = model_picker()
-    model = cached_model(model_id) if model_id else None
+    model = model_choice()
     picked = image_input(model.input_size if model else 224, key="home") if model else None
 if model is not None and picked is not None:
     with right:

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from percviz import figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
 from percviz.evaluate import run_label
@@ -10,10 +11,9 @@ from percviz.recipes import Recipe
 from ui import jobs, results, urlstate, views
 from ui.common import (
     ADVERSARIAL,
-    cached_model,
     cached_predictions,
     image_input,
-    model_picker,
+    model_choice,
     one_sentence,
     page_setup,
     prediction_chart,
@@ -36,13 +36,7 @@ elif st.session_state.get(f"{P}_attack") not in attacks:
 
 with st.sidebar:
     st.header("Setup")
-    model_id = model_picker(f"{P}_model")
-    model = None
-    if model_id:
-        try:
-            model = cached_model(model_id)
-        except PercvizError as exc:
-            st.error(str(exc))
+    model = model_choice(f"{P}_model")
     picked = image_input(model.input_size if model else 224, f"{P}_image") if model else None
     attack_id = st.selectbox(
         "Attack",
@@ -95,10 +89,6 @@ if submitted and values is not None and not results.select(P, key):
         results.attack_work(model, picked, recipe, key),
         f"{spec.title} on {picked.name}",
     )
-
-
-def spec_title(attack_id: str) -> str:
-    return attacks[attack_id].title if attack_id in attacks else attack_id
 
 
 def _stored(entry: results.Entry, meta: dict) -> str | None:
@@ -167,16 +157,13 @@ if ok and not entry.png_ok:
         "(use the float .npy to keep it adversarial)."
     )
 
-arrays = entry.views.get("arrays")
+arrays = entry.views["arrays"]
 c1, c2, c3 = st.columns(3, gap="medium")
 c1.image(entry.original, caption=f"original — {b0.label}", width="stretch")
 c2.image(entry.adversarial, caption=f"adversarial — {a0.label}", width="stretch")
-if arrays is not None:
-    c3.image(
-        arrays.perturbation,
-        caption=f"perturbation × {arrays.perturbation_gain:g} (grey = 0)",
-        width="stretch",
-    )
+c3.image(
+    arrays.perturbation, caption=f"perturbation × {arrays.perturbation_gain:g} (grey = 0)", width="stretch"
+)
 c1, c2 = st.columns(2, gap="large")
 with c1:
     views.show((entry.short, "before"), lambda: prediction_chart(entry.before, "original: top-5", height=220))
@@ -210,7 +197,7 @@ with st.expander("All metrics, constraints and diagnostics"):
         hide_index=True,
     )
     if any(isinstance(h.get("loss"), int | float) for h in res.history):
-        views.show((entry.short, "loss"), lambda: views.history_fig(res.history))
+        views.show((entry.short, "loss"), lambda: figures.history_figure(res.history))
     if res.info:
         st.json(entry.report.get("info", {}), expanded=False)
 
@@ -221,8 +208,8 @@ try:
         views.figure_exporter(
             [
                 (
-                    entry.views.get("arrays"),
-                    spec_title(entry.recipe.attack),
+                    arrays,
+                    attacks[entry.recipe.attack].title,
                     run_label(entry.recipe.attack, entry.recipe.params, with_attack=False),
                 )
             ]

@@ -8,7 +8,7 @@ from percviz.errors import PercvizError
 from percviz.evaluate import run_label
 from percviz.hosted import check_params, current_limits
 from ui import jobs, results, views
-from ui.common import cached_model, image_input, model_picker, page_setup, render_done
+from ui.common import image_input, model_choice, page_setup, render_done
 from ui.params import attack_block
 from ui.runs import Comparison, compare_work
 
@@ -22,12 +22,7 @@ attacks = registry()
 
 with st.sidebar:
     st.header("Setup")
-    model_id = model_picker(f"{P}_model")
-    try:
-        model = cached_model(model_id) if model_id else None
-    except PercvizError as exc:
-        model = None
-        st.error(str(exc))
+    model = model_choice(f"{P}_model")
     picked = image_input(model.input_size if model else 224, f"{P}_image") if model else None
     chosen = st.multiselect(
         "Attacks (rows)",

@@ -12,7 +12,7 @@ from percviz.errors import PercvizError
 from percviz.hosted import check_params, current_limits
 from percviz.images import SAMPLES, fit_to_model
 from ui import jobs, views
-from ui.common import cached_model, cached_sample, image_input, model_picker, page_setup, render_done
+from ui.common import cached_sample, image_input, model_choice, page_setup, render_done
 from ui.params import around_default, attack_block, check_sweep_size, numeric_params, parse_values, run_button
 from ui.runs import curve_work, grid_work
 
@@ -27,12 +27,7 @@ limits = current_limits()
 
 with st.sidebar:
     st.header("Setup")
-    model_id = model_picker(f"{P}_model")
-    try:
-        model = cached_model(model_id) if model_id else None
-    except PercvizError as exc:
-        model = None
-        st.error(str(exc))
+    model = model_choice(f"{P}_model")
     seed = st.number_input("Seed", 0, 2**31 - 1, 0, key=f"{P}_seed")
 if model is None:
     st.info("Choose a model in the sidebar.")

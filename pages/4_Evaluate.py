@@ -14,7 +14,7 @@ from percviz.errors import PercvizError
 from percviz.hosted import check_params, current_limits
 from percviz.images import SAMPLES, fit_to_model, load_image
 from ui import jobs, views
-from ui.common import cached_model, cached_sample, model_picker, page_setup, render_done
+from ui.common import cached_sample, model_choice, page_setup, render_done
 from ui.params import attack_block
 from ui.runs import EvalOutcome, evaluate_work
 
@@ -29,12 +29,7 @@ limits = current_limits()
 
 with st.sidebar:
     st.header("Setup")
-    model_id = model_picker(f"{P}_model")
-    try:
-        model = cached_model(model_id) if model_id else None
-    except PercvizError as exc:
-        model = None
-        st.error(str(exc))
+    model = model_choice(f"{P}_model")
     seed = st.number_input("Seed", 0, 2**31 - 1, 0, key=f"{P}_seed")
     batch = st.number_input(
         "Batch (images per pass)", 1, limits.max_batch, min(8, limits.max_batch), key=f"{P}_batch"

@@ -95,6 +95,18 @@ def model_picker(key: str = "model") -> str | None:
     return choice
 
 
+def model_choice(key: str = "model") -> Classifier | None:
+    """The model picker plus loading: the shared cached model, or None with the reason shown."""
+    model_id = model_picker(key)
+    if not model_id:
+        return None
+    try:
+        return cached_model(model_id)
+    except PercvizError as exc:
+        st.error(str(exc))
+        return None
+
+
 @dataclass(frozen=True)
 class PickedImage:
     """The chosen image: a label, the model-size pixels, where it came from, and the crop."""

@@ -21,8 +21,6 @@ from percviz.models.classifier import imagenet_labels
 
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
-history_fig = pv_figures.history_figure  # the Explore page's name for it (that page is edited elsewhere)
-
 
 def precompute(model: Classifier, entry: Any) -> dict[str, Any]:
     """The view arrays of a finished result."""
