@@ -201,6 +201,32 @@ def _scalar(value: Any) -> Any:
 AttackFn = Callable[[AttackContext, torch.Tensor, torch.Tensor, dict[str, Any]], AttackOutput]
 
 
+ConstraintKind = Literal["hard", "soft"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Constraint:
+    """What an attack promises about its output, judged by :func:`run_attack` per image.
+
+    ``distance`` names a value the template re-measures against the *original* image (a key of
+    :attr:`AttackResult.constraints`: ``linf``, ``l2``, ``lp`` (order ``params['p']``), ``l0``,
+    ``s1``, ``s2``, ``ssim``, or one the attack measures itself such as ``lpips_self``).
+    ``relation`` says whether the distance must stay at or below (``"<="``) or at or above
+    (``">="``, similarities such as S2) the limit. The limit is ``params[param]`` unless ``limit``
+    computes it (e.g. ``1 − eps2²``). ``hard`` constraints decide success (fooled **and** within the
+    bound, to ``tolerance``); ``soft`` ones (no budget, or a penalty that may end outside it) are
+    reported but never turn a fooled image into a failure.
+    """
+
+    distance: str
+    kind: ConstraintKind
+    param: str | None = None
+    relation: Literal["<=", ">="] = "<="
+    tolerance: float = 1e-5
+    limit: Callable[[Mapping[str, Any]], float] | None = field(default=None, compare=False)
+    text: str = ""
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttackSpec:
     """A registry entry: identity, paper reference, schema, presets and the function."""
@@ -215,6 +241,10 @@ class AttackSpec:
     fn: AttackFn = field(repr=False, compare=False)
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     bound: str = ""
+    strength: str | None = None
+    iteration_params: tuple[str, ...] = ()
+    cost_params: tuple[str, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:
