@@ -1,0 +1,650 @@
+"""Users' own classifiers (local mode only): a model reference string → network + :class:`ModelSpec`.
+
+A *model reference* is ``BASE[?key=value&key=value…]``:
+
+- ``BASE`` is a zoo id (``efficientnet_lite0``), ``file:PATH`` (a TorchScript archive or an ONNX
+  model, recognised from the file's content, not its name), ``ARCH@PATH`` (a timm or torchvision
+  architecture by name — ``timm:NAME`` / ``torchvision:NAME`` to choose the library — plus a
+  checkpoint: safetensors, or a state dict read with ``torch.load(weights_only=True)``), or
+  ``hf:REPO_ID`` (a Hugging Face image classifier already in the local cache).
+- options: ``labels=FILE`` (class names: one per line, or a JSON list / ``{index: name}``),
+  ``input_size=N``, ``mean=a,b,c``, ``std=a,b,c``, ``cam_layer=NAME`` (GradCAM++ target layer;
+  the only option a zoo model takes).
+
+Nothing here unpickles arbitrary objects: a ``torch.save`` of a whole module is refused with one
+sentence. ONNX graphs are converted to torch by ``onnx2torch`` so gradients flow through them.
+Whatever is not declared is inferred: input size (ONNX graph input, timm config, Hugging Face
+preprocessor config, else 224), mean/std (the library's config, else the ImageNet values), labels
+(ImageNet-1k for 1000 outputs, else ``class 0…C−1``). A probe forward pass checks that the output
+is ``N×C`` logits and picks the GradCAM++ layer and the perceptual feature layers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import torch
+from torch import nn
+
+from percviz.errors import PercvizError
+from percviz.models.zoo import IMAGENET_MEAN, IMAGENET_STD, MODEL_SPECS, ModelSpec
+
+OPTIONS = ("labels", "input_size", "mean", "std", "cam_layer")
+DEFAULT_INPUT_SIZE = 224
+POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+MAX_FEATURE_LAYERS = 5
+OWN_MODELS_HELP = (
+    "file:PATH (TorchScript .pt/.ts or ONNX .onnx), ARCH@PATH (timm or torchvision architecture "
+    "+ safetensors or state-dict checkpoint), hf:REPO_ID (Hugging Face image classifier in the "
+    "local cache); options ?labels=FILE&input_size=N&mean=a,b,c&std=a,b,c&cam_layer=NAME"
+)
+
+
+class ModelFileError(PercvizError, ValueError):
+    """A user's model that cannot be used as is; the message says why and what to do."""
+
+
+# ----------------------------------------------------------------------------- references
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model reference: ``base`` plus sorted ``options``."""
+
+    base: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``"zoo"``, ``"file"``, ``"arch"`` or ``"hf"``."""
+        if self.base.startswith("file:"):
+            return "file"
+        if self.base.startswith("hf:"):
+            return "hf"
+        if "@" in self.base:
+            return "arch"
+        return "zoo"
+
+    @property
+    def custom(self) -> bool:
+        """Whether this is a user's own model (or a zoo model with user files attached)."""
+        return self.kind != "zoo" or any(k != "cam_layer" for k, _ in self.options)
+
+    def option(self, name: str) -> str | None:
+        return dict(self.options).get(name)
+
+    def __str__(self) -> str:
+        return self.base + (f"?{urlencode(self.options, safe='/,:@')}" if self.options else "")
+
+
+def parse_model_ref(text: str) -> ModelRef:
+    """Parse ``BASE[?key=value&…]``; unknown options and malformed values raise ModelFileError."""
+    if not isinstance(text, str) or not text.strip():
+        raise ModelFileError("A model reference must be a non-empty string.")
+    base, _, query = text.strip().partition("?")
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in OPTIONS:
+            raise ModelFileError(f"Unknown model option '{key}'; valid options: {', '.join(OPTIONS)}.")
+        options[key] = value
+    ref = ModelRef(base, tuple(sorted(options.items())))
+    if ref.kind == "zoo" and ref.base not in MODEL_SPECS:
+        from percviz.errors import UnknownIdError
+
+        raise UnknownIdError(
+            f"Unknown model '{ref.base}'; choose one of: {', '.join(MODEL_SPECS)}, or your own: {OWN_MODELS_HELP}."
+        )
+    if ref.kind == "zoo" and ref.custom:
+        raise ModelFileError(f"Zoo model '{ref.base}' takes only the cam_layer option.")
+    for name in ("input_size",):
+        if ref.option(name) is not None:
+            _positive_int(ref.option(name), name)  # type: ignore[arg-type]
+    for name in ("mean", "std"):
+        if ref.option(name) is not None:
+            _triple(ref.option(name), name)  # type: ignore[arg-type]
+    return ref
+
+
+def model_ref(
+    base: str,
+    *,
+    labels: str | None = None,
+    input_size: int | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+    cam_layer: str | None = None,
+) -> str:
+    """Compose a reference from a base and options; file paths become absolute (replayable)."""
+    parsed = parse_model_ref(base)
+    base_text = parsed.base
+    if parsed.kind == "file":
+        base_text = "file:" + str(Path(base_text[5:]).expanduser().resolve())
+    elif parsed.kind == "arch":
+        arch, _, path = base_text.partition("@")
+        base_text = f"{arch}@{Path(path).expanduser().resolve()}"
+    options = dict(parsed.options)
+    given = {"labels": labels, "input_size": input_size, "mean": mean, "std": std, "cam_layer": cam_layer}
+    for key, value in given.items():
+        if value is not None:
+            options[key] = str(Path(value).expanduser().resolve()) if key == "labels" else str(value)
+    composed = ModelRef(base_text, tuple(sorted(options.items())))
+    return str(parse_model_ref(str(composed)))
+
+
+def _positive_int(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ModelFileError(f"Model option {name} must be a whole number; got '{text}'.") from None
+    if not 8 <= value <= 2048:
+        raise ModelFileError(f"Model option {name} must lie in [8, 2048]; got {value}.")
+    return value
+
+
+def _triple(text: str, name: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(v == v and abs(v) < 1e6 for v in values):
+        raise ModelFileError(f"Model option {name} takes three numbers 'a,b,c'; got '{text}'.")
+    if name == "std" and min(values) <= 0:
+        raise ModelFileError(f"Model option std must be positive; got '{text}'.")
+    return values  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- file content
+
+
+def sniff_format(path: Path) -> str:
+    """``"torchscript"``, ``"onnx"``, ``"torch-pickle"``, ``"safetensors"`` or ``"unknown"`` from content."""
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("/data.pkl") for n in names):
+            return "torch-pickle"
+        return "unknown"
+    if head[:1] == b"\x80":
+        return "torch-pickle"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 0 < n < path.stat().st_size:
+            return "safetensors"
+    if head[:1] == b"\x08" and _is_onnx(path):
+        return "onnx"
+    return "unknown"
+
+
+def _is_onnx(path: Path) -> bool:
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return proto.ir_version > 0 and len(proto.graph.node) > 0
+
+
+def _pickle_message(path: Path) -> str:
+    return (
+        f"'{path.name}' is a pickled PyTorch file (torch.save of a whole model), which percviz never "
+        "loads because unpickling can run arbitrary code; export it with torch.jit.script/trace or "
+        "torch.onnx.export and use file:PATH, or save its state_dict and use ARCH@PATH."
+    )
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ModelFileError(f"Model file '{text}' does not exist.")
+    return path
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors or ``torch.load(weights_only=True)``; unwraps common wrappers."""
+    fmt = sniff_format(path)
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+
+        state: Any = load_file(str(path))
+    elif fmt == "torchscript":
+        raise ModelFileError(f"'{path.name}' is a TorchScript model, not a checkpoint; use file:{path}.")
+    elif fmt == "onnx":
+        raise ModelFileError(f"'{path.name}' is an ONNX model, not a checkpoint; use file:{path}.")
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise ModelFileError(_pickle_message(path)) from None
+        except Exception as exc:
+            raise ModelFileError(
+                f"'{path.name}' is not a readable checkpoint ({type(exc).__name__})."
+            ) from None
+    for key in ("state_dict", "model_state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(f"'{path.name}' does not hold a state dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+@dataclass(frozen=True)
+class _Built:
+    net: nn.Module
+    source: str
+    title: str
+    input_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    labels: tuple[str, ...] = ()
+
+
+def _build_file(text: str) -> _Built:
+    path = _existing_file(text)
+    fmt = sniff_format(path)
+    if fmt == "torch-pickle":
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            raise ModelFileError(_pickle_message(path)) from None
+        raise ModelFileError(
+            f"'{path.name}' is a state dict without an architecture; load it as ARCH@{path} "
+            "(e.g. resnet18@PATH)."
+        )
+    if fmt == "safetensors":
+        raise ModelFileError(
+            f"'{path.name}' is a safetensors checkpoint without an architecture; load it as ARCH@{path}."
+        )
+    if fmt == "torchscript":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+                net = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise ModelFileError(f"TorchScript file '{path.name}' cannot be loaded ({exc}).") from None
+        return _Built(net, f"TorchScript file {path}", f"{path.name} (TorchScript)")
+    if fmt == "onnx":
+        return _build_onnx(path)
+    raise ModelFileError(
+        f"'{path.name}' is neither a TorchScript archive nor an ONNX model (checked its content, not its name)."
+    )
+
+
+def _build_onnx(path: Path) -> _Built:
+    import onnx
+
+    try:
+        from onnx2torch import convert
+    except ImportError:
+        raise ModelFileError("ONNX models need the onnx2torch package: pip install onnx2torch.") from None
+    proto = onnx.load(str(path))
+    size = None
+    inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    if len(inputs) != 1:
+        raise ModelFileError(
+            f"ONNX model '{path.name}' has {len(inputs)} inputs; percviz needs one image input."
+        )
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) == 4:
+        if dims[1] not in (0, 3):
+            raise ModelFileError(f"ONNX model '{path.name}' takes {dims[1]} channels; percviz needs N×3×H×W.")
+        if dims[2] > 0 and dims[2] == dims[3]:
+            size = dims[2]
+    try:
+        net = convert(proto)
+    except Exception as exc:
+        raise ModelFileError(f"ONNX model '{path.name}' cannot be converted to torch ({exc}).") from None
+    return _Built(net, f"ONNX file {path} (converted by onnx2torch)", f"{path.name} (ONNX)", size)
+
+
+def _build_arch(text: str) -> _Built:
+    arch, _, path_text = text.partition("@")
+    lib, _, name = arch.rpartition(":")
+    if lib not in ("", "timm", "torchvision", "tv"):
+        raise ModelFileError(f"Architecture library '{lib}' is unknown; use timm:NAME or torchvision:NAME.")
+    path = _existing_file(path_text)
+    state = read_checkpoint(path)
+    classes = _num_classes(state)
+    errors: list[str] = []
+    for library in ("torchvision", "timm") if lib == "" else ("torchvision" if lib == "tv" else lib,):
+        factory = _factory(library, name)
+        if factory is None:
+            errors.append(f"{library} has no architecture '{name}'")
+            continue
+        net = factory(classes)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            errors.append(f"{library} '{name}': {_first_line(exc)}")
+            continue
+        size, mean, std = _library_config(library, net)
+        return _Built(net, f"{library} {name} + {path}", f"{name} ({path.name})", size, mean, std)
+    raise ModelFileError(f"Checkpoint '{path.name}' does not fit: {'; '.join(errors)}.")
+
+
+def _first_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("…" if len(text) > 200 else "")
+
+
+def _num_classes(state: dict[str, torch.Tensor]) -> int:
+    matrices = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return int(matrices[-1].shape[0]) if matrices else 1000
+
+
+def _factory(library: str, name: str) -> Callable[[int], nn.Module] | None:
+    if library == "timm":
+        import timm
+
+        if name not in timm.list_models():
+            return None
+        return lambda c: timm.create_model(name, pretrained=False, num_classes=c)
+    import torchvision.models as tvm
+
+    if name not in tvm.list_models():
+        return None
+    return lambda c: tvm.get_model(name, weights=None, num_classes=c)
+
+
+def _library_config(library: str, net: nn.Module) -> tuple[int | None, Any, Any]:
+    cfg = getattr(net, "pretrained_cfg", None) if library == "timm" else None
+    if not cfg:
+        return None, IMAGENET_MEAN, IMAGENET_STD
+    size = cfg.get("input_size", (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE))
+    return int(size[-1]), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache folder (``HF_HUB_CACHE``, else ``HF_HOME/hub``)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    return Path(home) / "hub"
+
+
+class _LogitsOnly(nn.Module):
+    """A Hugging Face classifier returning the ``logits`` tensor of its output object."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(pixel_values=x).logits
+
+
+def _build_hf(repo: str) -> _Built:
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = hf_cache_dir()
+    config_path = try_to_load_from_cache(repo, "config.json", cache_dir=cache)
+    if not isinstance(config_path, str):
+        raise ModelFileError(
+            f"Hugging Face model '{repo}' is not in the local cache '{cache}'; download it on a "
+            f"networked machine (hf download {repo}) and copy the cache folder here."
+        )
+    try:
+        from transformers import AutoModelForImageClassification
+    except ImportError:
+        raise ModelFileError(
+            "Hugging Face models need the transformers package (pip install transformers)."
+        ) from None
+    config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    id2label = config.get("id2label") or {}
+    labels = tuple(str(id2label[k]) for k in sorted(id2label, key=int)) if id2label else ()
+    size, mean, std = None, None, None
+    pre = try_to_load_from_cache(repo, "preprocessor_config.json", cache_dir=cache)
+    if isinstance(pre, str):
+        prep = json.loads(Path(pre).read_text(encoding="utf-8"))
+        raw = prep.get("crop_size") or prep.get("size")
+        side = raw.get("height") or raw.get("shortest_edge") if isinstance(raw, dict) else raw
+        size = int(side) if side else None
+        mean = tuple(prep["image_mean"]) if "image_mean" in prep else None
+        std = tuple(prep["image_std"]) if "image_std" in prep else None
+    try:
+        net = AutoModelForImageClassification.from_pretrained(repo, cache_dir=cache, local_files_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"Hugging Face model '{repo}' cannot be loaded ({_first_line(exc)}).") from None
+    return _Built(_LogitsOnly(net), f"Hugging Face {repo} (local cache)", repo, size, mean, std, labels)
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one forward pass on a ``2×3×S×S`` input revealed.
+
+    Attributes:
+        classes: C of the ``N×C`` output.
+        maps: ``(name, (C, h, w))`` of every once-called, non-pooling module with a 4-D output
+            with h, w > 1, in execution order (containers after their children).
+        tokens_after: whether a module produced ``N×T×D`` tokens after the last of those maps.
+        scripted: TorchScript (no hooks: no layer information).
+    """
+
+    classes: int
+    maps: tuple[tuple[str, tuple[int, int, int]], ...]
+    tokens_after: bool
+    scripted: bool
+
+
+def probe(net: nn.Module, size: int) -> Probe:
+    """Run ``net`` once on a grey ``2×3×size×size`` batch (hooks on a private, unshared net)."""
+    scripted = isinstance(net, torch.jit.ScriptModule)
+    records: list[tuple[str, nn.Module, tuple[int, ...]]] = []
+    calls: dict[str, int] = {}
+    handles = []
+    if not scripted:
+        for name, module in net.named_modules():
+            if not name:
+                continue
+
+            def hook(mod: nn.Module, _inp: Any, out: Any, name: str = name) -> None:
+                calls[name] = calls.get(name, 0) + 1
+                if isinstance(out, torch.Tensor):
+                    records.append((name, mod, tuple(out.shape)))
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            out = net(torch.full((2, 3, size, size), 0.5))
+    except Exception as exc:
+        raise ModelFileError(
+            f"The model fails on a 2×3×{size}×{size} input ({_first_line(exc)}); set input_size."
+        ) from None
+    finally:
+        for h in handles:
+            h.remove()
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2 or out.shape[1] < 2:
+        shape = "×".join(map(str, out.shape)) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelFileError(
+            f"The model's output for a 2×3×{size}×{size} batch is {shape}, not N×C class logits; "
+            "percviz attacks classifiers."
+        )
+    maps = tuple(
+        (name, shape[1:])  # type: ignore[misc]
+        for name, mod, shape in records
+        if len(shape) == 4
+        and shape[2] > 1
+        and shape[3] > 1
+        and calls[name] == 1
+        and not isinstance(mod, POOLING)
+    )
+    last = max((i for i, (n, _, s) in enumerate(records) if maps and n == maps[-1][0]), default=-1)
+    tokens = any(len(s) == 3 for _, _, s in records[last + 1 :])
+    return Probe(
+        int(out.shape[1]), maps, tokens or (not maps and any(len(s) == 3 for *_, s in records)), scripted
+    )
+
+
+def choose_cam_layer(found: Probe) -> tuple[str, str]:
+    """``(layer, note)``: the last feature-map module of a CNN, or ``""`` and why there is none."""
+    if found.scripted:
+        return "", (
+            "GradCAM++ needs hooks on a layer, which a loaded TorchScript model does not allow; "
+            "export to ONNX or load the architecture with ARCH@PATH to get GradCAM++."
+        )
+    if found.tokens_after:
+        return "", (
+            "GradCAM++ needs N×C×h×w feature maps, but this model ends in tokens (N×T×D, as a vision "
+            "transformer does), which need a reshape percviz does not guess; choose a convolutional "
+            "layer with cam_layer=NAME."
+        )
+    if not found.maps:
+        return "", "GradCAM++ found no layer with N×C×h×w feature maps in this model."
+    return found.maps[-1][0], ""
+
+
+def choose_feature_layers(found: Probe) -> tuple[str, ...]:
+    """Stage outputs: the last feature-map module at each spatial size (at most the last five)."""
+    last_at: dict[tuple[int, int], str] = {}
+    for name, (_, h, w) in found.maps:
+        last_at.pop((h, w), None)
+        last_at[(h, w)] = name
+    return tuple(last_at.values())[-MAX_FEATURE_LAYERS:]
+
+
+def check_cam_layer(net: nn.Module, found: Probe, layer: str) -> None:
+    """Refuse a layer name that does not exist or whose output is not ``N×C×h×w``."""
+    names = dict(net.named_modules())
+    if layer not in names or not layer:
+        options = ", ".join(n for n, _ in found.maps[-8:]) or "none found"
+        raise ModelFileError(f"Layer '{layer}' does not exist in this model; feature-map layers: {options}.")
+    if found.scripted:
+        raise ModelFileError(choose_cam_layer(found)[1])
+    if layer not in dict(found.maps):
+        raise ModelFileError(
+            f"Layer '{layer}' does not produce N×C×h×w feature maps (called once), which GradCAM++ needs."
+        )
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def read_labels(path_text: str, classes: int) -> tuple[str, ...]:
+    """Class names from a text file (one per line), a JSON list, or a JSON ``{index: name}``."""
+    path = Path(path_text).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"Labels file '{path_text}' cannot be read ({type(exc).__name__}).") from None
+    names: Sequence[Any]
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise ModelFileError(f"Labels file '{path_text}' is not valid JSON.") from None
+        if isinstance(data, dict):
+            try:
+                names = [data[k] for k in sorted(data, key=int)]
+            except ValueError:
+                raise ModelFileError(f"Labels file '{path_text}': keys must be class indices.") from None
+        elif isinstance(data, list):
+            names = data
+        else:
+            raise ModelFileError(f"Labels file '{path_text}' must hold a list or an {{index: name}} map.")
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) != classes:
+        raise ModelFileError(
+            f"Labels file '{path_text}' has {len(names)} names but the model has {classes} classes."
+        )
+    return tuple(str(n) for n in names)
+
+
+def default_labels(classes: int) -> tuple[str, ...]:
+    """Empty (= ImageNet-1k) for 1000 classes, else ``class 0…C−1``."""
+    return () if classes == 1000 else tuple(f"class {i}" for i in range(classes))
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def build_custom(ref: ModelRef) -> tuple[nn.Module, ModelSpec]:
+    """Build a user's model (frozen, eval, CPU) and its spec; every failure is a ModelFileError."""
+    kind = ref.kind
+    if kind == "file":
+        built = _build_file(ref.base[5:])
+    elif kind == "arch":
+        built = _build_arch(ref.base)
+    elif kind == "hf":
+        built = _build_hf(ref.base[3:])
+    else:
+        raise ModelFileError(f"'{ref}' is a zoo model, not an own model.")
+    net = built.net.eval()
+    freeze(net)
+    given = ref.option("input_size")
+    size = _positive_int(given, "input_size") if given else built.input_size or DEFAULT_INPUT_SIZE
+    found = probe(net, size)
+    layer, note = choose_cam_layer(found)
+    if ref.option("cam_layer"):
+        layer, note = ref.option("cam_layer"), ""  # type: ignore[assignment]
+        check_cam_layer(net, found, layer)
+    labels_file = ref.option("labels")
+    labels = read_labels(labels_file, found.classes) if labels_file else built.labels
+    if labels and len(labels) != found.classes:
+        labels = ()
+    mean = _triple(ref.option("mean"), "mean") if ref.option("mean") else built.mean or IMAGENET_MEAN
+    std = _triple(ref.option("std"), "std") if ref.option("std") else built.std or IMAGENET_STD
+    spec = ModelSpec(
+        id=str(ref),
+        title=built.title,
+        source=built.source,
+        input_size=size,
+        mean=tuple(float(m) for m in mean),  # type: ignore[arg-type]
+        std=tuple(float(s) for s in std),  # type: ignore[arg-type]
+        weight_file=None,
+        feature_layers=_working_feature_layers(net, found, size),
+        cam_layer=layer,
+        labels=labels or default_labels(found.classes),
+        num_classes=found.classes,
+        cam_note=note,
+    )
+    return net, spec
+
+
+def with_cam_layer(net: nn.Module, spec: ModelSpec, layer: str) -> ModelSpec:
+    """A zoo spec with a user-chosen GradCAM++ layer (checked against a probe of ``net``)."""
+    found = probe(net, spec.input_size)
+    check_cam_layer(net, found, layer)
+    return replace(spec, id=str(ModelRef(spec.id, (("cam_layer", layer),))), cam_layer=layer, cam_note="")
+
+
+def freeze(net: nn.Module) -> None:
+    """No parameter requires grad (works for TorchScript modules too, which lack requires_grad_)."""
+    for param in net.parameters():
+        param.requires_grad_(False)
+
+
+def _working_feature_layers(net: nn.Module, found: Probe, size: int) -> tuple[str, ...]:
+    """Stage outputs that a torch.fx feature extractor can return (empty when it cannot trace)."""
+    layers = choose_feature_layers(found)
+    if not layers or found.scripted:
+        return ()
+    try:
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        extractor = create_feature_extractor(net, return_nodes={n: n for n in layers})
+        with torch.no_grad():
+            extractor(torch.full((1, 3, size, size), 0.5))
+    except Exception:
+        return ()
+    return layers
