@@ -1,4 +1,4 @@
-"""Attack speed vs the floor, and our PGD vs torchattacks' PGD (SPEC §8), in one run on CPU.
+"""Attack speed vs the floor, and our PGD vs torchattacks' PGD, in one run on CPU.
 
 The floor of a gradient attack is one forward + one backward of the model per iteration. For each
 iterative gradient attack the time per iteration is measured by differencing two runs with

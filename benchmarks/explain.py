@@ -1,9 +1,9 @@
-"""Explainability benchmark (SPEC §8, seed 000 §V-B Table I), measured in one run.
+"""Explainability benchmark (Pochimireddy et al. §V-B Table I), measured in one run.
 
 1. GradCAM++ cost: percviz (backward stops at the target layer) vs the grad-cam package run the
    usual way on a frozen model (the input requires grad, so the backward pass reaches the input);
    the maps must be identical.
-2. Seed 000 Table I on the bundled photos: precision / recall / IOU-outside / fraction perturbed
+2. Pochimireddy et al. Table I on the bundled photos: precision / recall / IOU-outside / fraction perturbed
    at noise threshold 0.11 for FPGAP vs PGD vs FGSM (where registered).
 
     python benchmarks/explain.py [--model efficientnet_lite0] [--images chelsea coffee ...]
@@ -27,7 +27,7 @@ from percviz.models import Classifier, load_model
 from percviz.views import ssim_maps
 
 ATTACKS: list[tuple[str, dict[str, float]]] = [
-    ("fpgap", {"eps2": 0.005, "steps": 50}),  # seed 000 ImageNet preset
+    ("fpgap", {"eps2": 0.005, "steps": 50}),  # Pochimireddy et al. ImageNet preset
     ("fpgap", {"eps2": 0.01, "steps": 50}),
     ("pgd", {"eps": 0.03, "steps": 10, "step_size": 0.003}),  # Table I "PGD (0.03)"
     ("fgsm", {"eps": 0.03}),
@@ -76,7 +76,7 @@ def bench_table(model, names: list[str]) -> None:
     available = registry()
     x = torch.cat([to_tensor(fit_to_model(load_sample(n).pixels, model.input_size)) for n in names])
     print(
-        f"\nSeed 000 Table I (CAM > 0.75; mean over images where each ratio is defined) on {', '.join(names)}:"
+        f"\nPochimireddy et al. Table I (CAM > 0.75; mean over images where each ratio is defined) on {', '.join(names)}:"
     )
     print(
         f"{'attack':8} {'params':38} {'fooled':>6} {'SSIM':>6} {'thr':>5} {'precision (defined)':>15} {'recall':>7} "

@@ -1,4 +1,4 @@
-"""Per-step cost of the seed-001 perceptual attacks against the forward+backward floor (SPEC §8).
+"""Per-step cost of the perceptual attacks (Laidlaw et al. 2021) against the forward+backward floor.
 
 EfficientNet-Lite0, self-bounded, the three bundled photos at 224×224 in one batch, CPU (or the
 best device). The floor is one forward+backward of the classifier on the batch (what one PGD

@@ -1,4 +1,4 @@
-"""PGAP's QCQP (seed 000 (8) with the box): dedicated exact solver vs cvxpy/Clarabel (SPEC §8).
+"""PGAP's QCQP (Pochimireddy et al. eq. 8 with the box): dedicated exact solver vs cvxpy/Clarabel.
 
 Targets: exact ≥ 100× faster than cvxpy at 64×64 with the objective within 1e-4 relative, and
 under 0.1 s per solve at 224×224 on CPU. Inputs are the sample photos (the size the solve sees)

@@ -1,4 +1,4 @@
-"""One-run performance table for SPEC §8, on this machine, ending with ONE JSON line of all figures.
+"""One-run performance table, on this machine, ending with ONE JSON line of all figures.
 
     python benchmarks/run.py            # full run (CPU: a few minutes; must stay under 10)
     python benchmarks/run.py --quick    # smaller images / fewer repetitions (used by the tests)
@@ -20,7 +20,13 @@ through the ratios. Rows:
 - a cached app rerun (Streamlit ``AppTest`` of the Explore page; full run only);
 - peak RSS of one 224×224 attack, measured in a fresh subprocess with ``resource.getrusage``
   (tracemalloc does not see torch's CPU allocations);
-- on CUDA only: images/s at batch 64, 224×224, for FPGAP, PGD and LPA.
+- on CUDA only: images/s at batch 64, 224×224, for FPGAP, PGD and LPA;
+- ours vs the peer libraries (``benchmarks/peers.py``: torchattacks, adv_lib, perceptual-advex;
+  install the last two with ``bash benchmarks/install_peers.sh``) at each ``--batches`` size, with
+  both sides' success and distortion; ``--quick`` runs only the PGD row on 32×32 images;
+- the interactivity budget (``benchmarks/interactive.py``): Run → finished Explore result with
+  every view, for FGSM, FPGAP and PGD-10 at 224×224 (full run only);
+- ``targets``: each ratio of the performance targets beside its limit and whether it is met.
 
 Measuring functions of the other benchmark scripts are imported, not copied; a row that fails is
 reported as ``null`` or an ``error`` with the reason, never guessed.
@@ -46,6 +52,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from benchmarks import interactive, peers  # noqa: E402
 from benchmarks.attacks import ITERATIVE, floor_pass, per_iteration  # noqa: E402
 from benchmarks.smoothing import measure as measure_smoothing  # noqa: E402
 from percviz import qcqp  # noqa: E402
@@ -302,6 +309,49 @@ def cuda_throughput(batch: int = 64) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- targets
+
+
+def _target(value: float | None, limit: float, **beside: Any) -> dict[str, Any]:
+    met = None if value is None else value <= limit
+    return {"value": value, "limit": limit, "met": met, **beside}
+
+
+def targets(
+    peer_summary: dict[str, Any], marginal: dict[str, float], budget: dict[str, Any]
+) -> dict[str, Any]:
+    """Each performance target's measured ratio (or seconds), its limit, and the quality beside it."""
+    out: dict[str, Any] = {}
+    for key, row in peer_summary.items():
+        if "error" in row:
+            out[key] = {"error": row["error"]}
+            continue
+        name, batch = key.split("@")
+        quality = row.get("quality")
+        if name == "pgd_linf":
+            out[f"pgd_end_to_end_over_fastest_peer@{batch}"] = _target(
+                row.get("percviz_over_fastest_peer"), 0.9, fastest=row.get("fastest_peer"), quality=quality
+            )
+        elif name in ("ppgd", "lpa", "fast_lpa"):
+            out[f"{name}_per_step_over_perceptual_advex@{batch}"] = _target(
+                row.get("percviz_over_perceptual_advex"), 0.8, quality=quality
+            )
+        elif name == "cw_l2":
+            q = quality or {}
+            ours_l2 = (q.get("percviz") or {}).get("median_l2")
+            their_l2 = (q.get("adv_lib") or {}).get("median_l2")
+            entry = _target(row.get("percviz_over_adv_lib"), 1.0, quality=quality)
+            if ours_l2 is not None and their_l2 is not None and entry["met"] is not None:
+                entry["met"] = entry["met"] and ours_l2 <= their_l2
+            out[f"cw_l2_over_adv_lib@{batch}"] = entry
+    for name, ratio in (marginal or {}).items():
+        out[f"marginal_per_iter_over_floor:{name}"] = _target(ratio, 1.05)
+    fpgap = budget.get("fpgap") if isinstance(budget, dict) else None
+    if isinstance(fpgap, dict):
+        out["interactive_fpgap_s"] = _target(fpgap.get("total_s"), 1.5)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -336,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--attacks", default=None, help="comma-separated attack ids (default: every registered one)"
     )
+    ap.add_argument("--batches", default="1,8", help="batch sizes of the peer rows (full run)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the peer rows")
+    ap.add_argument("--no-peers", action="store_true", help="skip the comparison with peer libraries")
+    ap.add_argument("--slow", action="store_true", help="also run the all-class DeepFool peers")
     args = ap.parse_args(argv)
     quick = args.quick
     size = 32 if quick else 224
@@ -392,6 +446,21 @@ def main(argv: list[str] | None = None) -> int:
     gpu = cuda_throughput()
     if gpu:
         print("CUDA images/s (batch 64, 224×224):", json.dumps(gpu))
+    peer_rows: dict[str, Any] = {}
+    if not args.no_peers:
+        peer_rows = peers.run_rows(
+            size,
+            [1] if quick else [int(b) for b in args.batches.split(",")],
+            1 if quick else args.rounds,
+            args.slow,
+            steps,
+            {"pgd_linf"} if quick else None,
+        )
+    peer_summary = peers.summary(peer_rows)
+    section("peers")
+    budget = {"skipped": "--quick"} if quick else interactive.measure(list(interactive.SETTINGS), reps)
+    print("interactivity (Run → every Explore view):", json.dumps(budget))
+    section("interactive")
 
     ok_rows = [r for r in rows if "error" not in r]
     figures = {
@@ -414,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb_one_attack": mem.get("peak_rss_mb"),
         "memory": mem,
         "cuda_images_per_s": gpu or None,
+        "cuda": "measured" if gpu else "unmeasured: no CUDA device in this run",
+        "peers": peer_summary,
+        "interactive": budget,
+        "targets": targets(peer_summary, marginal, budget),
         "notes": NOTES,
         "section_s": SECTIONS,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

@@ -1,4 +1,4 @@
-"""Smoothing and magnification benchmark (SPEC §8, §4.3, §5), measured in one run on this machine.
+"""Smoothing and magnification benchmark, measured in one run on this machine.
 
     python benchmarks/smoothing.py [--size 224] [--reps 7] [--threads 2]
 
