@@ -1,6 +1,6 @@
-"""Projections onto the perceptual ball ``d(x̃', x) ≤ ε`` (seed 001 App. A.4, Algorithms 4–5).
+"""Projections onto the perceptual ball ``d(x̃', x) ≤ ε`` (Laidlaw et al. 2021 App. A.4, Algorithms 4–5).
 
-Both work for any feature map ``φ`` (``x -> N×D``, seed 001 §3) with ``d(a, b) = |φ(a) − φ(b)|₂``,
+Both work for any feature map ``φ`` (``x -> N×D``, Laidlaw et al. 2021 §3) with ``d(a, b) = |φ(a) − φ(b)|₂``,
 batched per image, and count every network pass on a ``counter`` (an
 :class:`~percviz.attacks.base.AttackContext` or anything with ``forward_passes`` /
 ``backward_passes``), so attack pass counts stay exact.
@@ -73,7 +73,7 @@ def bisection(
     counter: PassCounter,
     distance: torch.Tensor | None = None,
 ) -> Projection:
-    """Seed 001 App. A.4 Algorithm 5: ``x̃' = x + α*(x̃ − x)`` with ``α*`` found by ``n`` bisections.
+    """Laidlaw et al. 2021 App. A.4 Algorithm 5: ``x̃' = x + α*(x̃ − x)`` with ``α*`` found by ``n`` bisections.
 
     Cost: ``n + 1`` counted forwards (one to measure ``d(x̃, x)`` unless ``distance`` is given, then
     ``n`` midpoints), the paper's count with ``φ(x)`` passed in. The bisection always runs on the
@@ -112,7 +112,7 @@ def newton(
     max_iters: int = 10,
     bisect_iters: int = 10,
 ) -> Projection:
-    """Seed 001 App. A.4 Algorithm 4: ``x̃'ᵢ₊₁ = x̃'ᵢ − ∇r⁺ (r + s)``, ``r = d(x̃'ᵢ, x) − ε``.
+    """Laidlaw et al. 2021 App. A.4 Algorithm 4: ``x̃'ᵢ₊₁ = x̃'ᵢ − ∇r⁺ (r + s)``, ``r = d(x̃'ᵢ, x) − ε``.
 
     ``∇r⁺ = ∇r / |∇r|²`` (the pseudoinverse of a row vector). Each test of ``r`` is one counted
     forward; each step one counted backward; iterates are clipped to [0, 1]. Stops when every image

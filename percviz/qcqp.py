@@ -1,4 +1,4 @@
-"""The SSIM-constrained linear program of seed 000 (8), App. A — exact solver and cvxpy formulation.
+"""The SSIM-constrained linear program (8) of Pochimireddy et al. 2021, App. A: exact and cvxpy solvers.
 
 Per row (one image, or one colour channel with ``scope=channel``) of ``n`` values ``x`` with mean
 ``μ`` and centred ``X = x − μ``, and a linearised objective ``g``::
@@ -8,8 +8,8 @@ Per row (one image, or one colour channel with ``scope=channel``) of ``n`` value
                ‖Y − η2 X‖² ≤ (η2² − 1) ‖X‖² + n η2 ε2² c2        (S2 ≥ 1 − ε2², constraint 2)
                0 ≤ y ≤ 1,    Y = y − μ_y,   ηk = 1/(1 − εk²)
 
-The radii are the corrected ones of SPEC §4.1 (App. A prints ``η2²‖X‖² + c2 η2 ε2²``, which is
-wrong). Constraint 1 is a pair of linear bounds ``lo ≤ mean(y) ≤ hi``.
+The radii are corrected: App. A prints ``η2²‖X‖² + c2 η2 ε2²``, which is wrong (docs/REFERENCES.md,
+errata). Constraint 1 is a pair of linear bounds ``lo ≤ mean(y) ≤ hi``.
 
 **Exact solver** (:func:`solve_exact`). With the mean as a variable ``m`` and multipliers ``λ``
 (norm) and ``ν`` (mean), the KKT conditions give ``y = clip(t + η2 X + s g, 0, 1)`` with
@@ -23,7 +23,7 @@ not the box is active. Rows are solved together (batched tensors, any device). W
 only the mean can move (``Y = X``), which is solved directly.
 
 **cvxpy** (:func:`solve_cvxpy`): the same problem with the mean as an auxiliary scalar variable
-(SPEC §4.1: a dense centring matrix does not finish), Clarabel by default, SCS as fallback.
+(a dense centring matrix does not finish), Clarabel by default, SCS as fallback.
 
 Duals are reported for the unit-norm objective ``g/‖g‖`` (the argmax does not depend on the
 scale): ``dual_norm`` is ``λ`` of constraint 2 in the squared form above, ``dual_mean`` the
@@ -74,7 +74,7 @@ class QCQPSolution:
 
     @property
     def dual_ratio(self) -> torch.Tensor:
-        """``dual_norm / |dual_mean|`` (the comparison of seed 000 §IV; ``inf`` if the mean is free)."""
+        """``dual_norm / |dual_mean|`` (the comparison of Pochimireddy et al. 2021 §IV; ``inf`` if the mean is free)."""
         return self.dual_norm / self.dual_mean.abs()
 
 
@@ -86,7 +86,7 @@ def eta(eps: float) -> float:
 
 
 def s2_radius2(x_centred: torch.Tensor, eps2: float) -> torch.Tensor:
-    """Corrected radius² of constraint 2: ``(η2² − 1)‖X‖² + n η2 ε2² c2`` per row (SPEC §4.1)."""
+    """Corrected radius² of constraint 2: ``(η2² − 1)‖X‖² + n η2 ε2² c2`` per row (docs/REFERENCES.md, errata)."""
     e = eta(eps2)
     n = x_centred.shape[-1]
     return (e * e - 1.0) * x_centred.pow(2).sum(-1) + n * e * eps2 * eps2 * C2
@@ -109,7 +109,7 @@ def make_bounds(x: torch.Tensor, eps1: float, eps2: float) -> Bounds:
 
 
 def closed_form(x: torch.Tensor, g: torch.Tensor, eps2: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """FPGAP (10) with the corrected radius: ``y = μ + η2 X + r ĝ`` per row (seed 000 App. B).
+    """FPGAP (10) with the corrected radius: ``y = μ + η2 X + r ĝ`` per row (Pochimireddy et al. 2021 App. B).
 
     ``ĝ`` is the unit zero-mean gradient, ``r² = (η2² − 1)‖X‖² + n η2 ε2² c2``. Returns ``(y, r)``
     in float64, unclipped: ``y`` lies exactly on ``S2 = 1 − ε2²`` and keeps the mean. A zero
@@ -314,9 +314,31 @@ def solve_exact(
         status=status,
         iterations=iters,
         seconds=time.perf_counter() - start,
-        duality_gap=torch.full_like(s, math.nan),
+        duality_gap=lagrangian_dual(g, bd, lam, dual_mean) - (g * y).sum(-1),
         solver="exact",
     )
+
+
+def lagrangian_dual(
+    g: torch.Tensor, bd: Bounds, dual_norm: torch.Tensor, dual_mean: torch.Tensor
+) -> torch.Tensor:
+    """Dual function of (8) at the multipliers, with the box ``[0, 1]ⁿ`` kept as the domain; ``(B,)``.
+
+    ``D(λ, ν) = max_{y∈[0,1]ⁿ} gᵀy − λ(‖Py − a‖² − r²) − ν₊(ȳ − hi) − ν₋(lo − ȳ)`` with ``P`` the
+    centring, ``ν = dual_mean`` (+: upper bound, −: lower). Writing ``‖Py − a‖² = min_c ‖y − c − a‖²``
+    makes the inner problem separable for fixed ``c``: ``y = clip(c + a + (g − ν/n)/(2λ))`` with
+    ``c = mean(y)`` (one shift solve); ``λ = 0`` leaves a linear program over the box. By weak
+    duality ``D − gᵀy ≥ 0`` for any feasible ``y``: the duality gap the exact solver reports.
+    """
+    n = g.shape[-1]
+    shifted = g - (dual_mean / n)[:, None]
+    consts = dual_mean.clamp_min(0) * bd.hi - (-dual_mean).clamp_min(0) * bd.lo
+    lam = dual_norm
+    s = 0.5 / lam.clamp_min(1e-300)
+    c, y, _ = _solve_shift(bd.a + s[:, None] * shifted, 1.0, torch.zeros_like(lam), bd.mu)
+    quad = (shifted * y).sum(-1) - lam * ((y - c[:, None] - bd.a).pow(2).sum(-1) - bd.r2)
+    linear = shifted.clamp_min(0).sum(-1)
+    return torch.where(lam > 0, quad, linear) + consts
 
 
 def _solve_rigid(x: torch.Tensor, g: torch.Tensor, bd: Bounds, start: float) -> QCQPSolution:

@@ -1,16 +1,16 @@
-"""Graph Laplacian smoothing guided by an image (seed 002 §3, eq. 5–9).
+"""Graph Laplacian smoothing guided by an image (Zhang et al. 2020 §3, eq. 5–9).
 
 A sparse graph over the pixels of a guide image ``x_o`` (``N×3×H×W``): each pixel is linked to its
 4 or 8 nearest neighbours with weight ``w_ij = k_f(x_i, x_j) k_s(p_i, p_j)`` (eq. 5), where the
 feature kernel ``k_f`` is Laplacian ``exp(−‖x_i − x_j‖ / h)`` or Gaussian ``exp(−‖x_i − x_j‖² / h²)``
 on the Euclidean colour distance of the guide. The graph is stored as a *stencil*: one weight map
-per neighbour offset, applied with shifted slices (faster than sparse matrices, SPEC §4.3).
+per neighbour offset, applied with shifted slices (faster than sparse matrices).
 
 With ``D = diag(W1)`` and ``𝒲 = D^{-1/2} W D^{-1/2}``, the regularised Laplacian is
 ``L_α = (I − α𝒲)/(1 − α)`` (§3.3), the smoothing ``s_α(z) = L_α^{-1} z`` (eq. 8) is solved by batched
 conjugate gradient, one system per image and channel, and the normalised smoothing is
 ``ŝ_α(z) = diag(s_α(1))^{-1} s_α(z)`` (eq. 9). Both are differentiable: ``L_α`` is symmetric, so the
-backward pass applies the same solve to the incoming gradient (seed 002 eq. 19).
+backward pass applies the same solve to the incoming gradient (Zhang et al. 2020 eq. 19).
 
 Jacobi preconditioning is offered but is exactly a no-op here: ``𝒲`` has a zero diagonal, so the
 diagonal of ``L_α`` is the constant ``1/(1 − α)`` and CG is invariant to a scalar preconditioner.
@@ -90,7 +90,7 @@ def image_graph(
     bandwidth: float = 0.05,
     spatial_sigma: float = 1.0,
 ) -> ImageGraph:
-    """Build the graph of seed 002 eq. 5 over the pixels of ``guide`` (``N×C×H×W``, [0, 1]).
+    """Build the graph of Zhang et al. 2020 eq. 5 over the pixels of ``guide`` (``N×C×H×W``, [0, 1]).
 
     Args:
         guide: the image whose smoothness the graph encodes (detached; no gradient flows to it).
@@ -133,7 +133,7 @@ def image_graph(
 
 
 def regularized_laplacian(graph: ImageGraph, v: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``L_α v = (v − α𝒲v)/(1 − α)`` (seed 002 §3.3)."""
+    """``L_α v = (v − α𝒲v)/(1 − α)`` (Zhang et al. 2020 §3.3)."""
     return (v - alpha * graph.matvec(v)) / (1.0 - alpha)
 
 
@@ -300,15 +300,15 @@ class LaplacianSmoother:
         return float(self._worst) if self._worst is not None else 0.0
 
     def smooth(self, z: torch.Tensor) -> torch.Tensor:
-        """``s_α(z) = L_α^{-1} z`` (seed 002 eq. 8), differentiable in ``z``."""
+        """``s_α(z) = L_α^{-1} z`` (Zhang et al. 2020 eq. 8), differentiable in ``z``."""
         return _Solve.apply(z, self)
 
     def normalized(self, z: torch.Tensor) -> torch.Tensor:
-        """``ŝ_α(z) = diag(s_α(1))^{-1} s_α(z)`` (seed 002 eq. 9), differentiable in ``z``."""
+        """``ŝ_α(z) = diag(s_α(1))^{-1} s_α(z)`` (Zhang et al. 2020 eq. 9), differentiable in ``z``."""
         return self.smooth(z) / self.scale.to(z.dtype)
 
     def normalized_transpose(self, g: torch.Tensor) -> torch.Tensor:
-        """``J_ŝᵀ g = L_α^{-1} diag(s_α(1))^{-1} g`` — the gradient map of seed 002 eq. 19."""
+        """``J_ŝᵀ g = L_α^{-1} diag(s_α(1))^{-1} g`` — the gradient map of Zhang et al. 2020 eq. 19."""
         with torch.no_grad():
             return self.solve(g / self.scale.to(g.dtype))
 

@@ -292,7 +292,7 @@ def test_zero_gradients_give_no_nan(photos32, attack: str, params: dict) -> None
         ("gnm", {"p": "-inf"}),
         ("gnm", {"p": "nan"}),
         ("gnm", {"eps": -1}),
-        ("balda_iter", {"p": "3"}),
+        ("balda_iter", {"p": "0.5"}),  # any p ≥ 1 is valid since the registry issue
         ("balda_iter", {"dither": -0.1}),
         ("balda_iter", {"steps": 0}),
         ("deepfool", {"p": "1"}),

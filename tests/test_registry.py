@@ -1,4 +1,4 @@
-"""The attack registry, its parameter schemas and the run template (SPEC §2)."""
+"""The attack registry, its parameter schemas and the run template."""
 
 from __future__ import annotations
 
@@ -11,36 +11,6 @@ from percviz.attacks import get_attack, registry, run_attack
 from percviz.attacks.base import Param
 from percviz.attacks.losses import best_other, cross_entropy, margin
 from percviz.errors import ParameterError, UnknownIdError
-
-SPEC_PARAM_NAMES = {
-    "eps",
-    "p",
-    "steps",
-    "step_size",
-    "random_start",
-    "loss",
-    "kappa",
-    "target",
-    "candidates",
-    "eps1",
-    "eps2",
-    "anchor",
-    "scope",
-    "solver",
-    "bound",
-    "distance_net",
-    "projection",
-    "cg_iters",
-    "bisect_iters",
-    "lam",
-    "c",
-    "search_steps",
-    "overshoot",
-    "smooth_alpha",
-    "dither",
-    "subsets",
-    "subset_size",
-}
 
 
 def test_registry_entries_are_complete() -> None:
@@ -56,9 +26,15 @@ def test_registry_entries_are_complete() -> None:
             spec.validate(preset)
 
 
-def test_parameter_names_follow_the_shared_vocabulary() -> None:
-    extra = {p.name for s in registry().values() for p in s.params} - SPEC_PARAM_NAMES
-    assert not extra, f"parameter names outside SPEC §7: {extra}"
+def test_shared_parameter_names_mean_the_same_thing() -> None:
+    """A name used by several attacks keeps one kind (``p``: a choice or any float ≥ 1)."""
+    kinds: dict[str, set[str]] = {}
+    for spec in registry().values():
+        for p in spec.params:
+            assert p.name.isidentifier() and p.name.islower(), f"{spec.id}.{p.name}"
+            kinds.setdefault(p.name, set()).add(p.kind)
+    mixed = {n: k for n, k in kinds.items() if len(k) > 1 and not (n == "p" and k <= {"choice", "float"})}
+    assert not mixed, f"one name, several kinds: {mixed}"
 
 
 def test_unknown_attack_and_parameter() -> None:

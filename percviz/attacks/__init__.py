@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 
 from percviz.attacks.base import (
     AttackContext,
@@ -23,17 +24,25 @@ from percviz.attacks.base import (
 
 _INFRASTRUCTURE = {"base", "checks", "losses", "params"}
 _loaded = False
+_load_lock = threading.RLock()
 
 
 def load_all() -> None:
-    """Import every attack module once (they register themselves)."""
+    """Import every attack module once (they register themselves); safe from many threads.
+
+    The first caller imports under a lock while the others wait for it; the flag is set only
+    after every module registered, so no caller ever sees a partial registry.
+    """
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name not in _INFRASTRUCTURE and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    with _load_lock:
+        if _loaded:
+            return
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+            if info.name not in _INFRASTRUCTURE and not info.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{info.name}")
+        _loaded = True
 
 
 __all__ = [

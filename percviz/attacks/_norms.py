@@ -1,6 +1,6 @@
-"""ℓp helpers shared by the norm-bounded and perturbation-analysis attacks (seed 003 §II).
+"""ℓp helpers shared by the norm-bounded and perturbation-analysis attacks (Balda et al. 2019 §II).
 
-- :func:`steepest_step`: the closed-form maximiser of ``ηᵀg`` over ``‖η‖_p ≤ r`` (seed 003 eq. 5–6
+- :func:`steepest_step`: the closed-form maximiser of ``ηᵀg`` over ``‖η‖_p ≤ r`` (Balda et al. 2019 eq. 5–6
   with the sign flipped, because percviz objectives are maximised).
 - :func:`pairwise_gradients`: ``∇(f_l − f_k)`` for the top-k candidate classes ``l`` of every image,
   batched into one replicated pass (DeepFool, Proposition 1 and ρ₂ need one gradient per class).
@@ -12,6 +12,7 @@ step, never NaN.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ CANDIDATES = Param(
     high=999,
     help="How many other classes (the largest logits of the clean image) are linearised; each "
     "costs one replicated image in the batched gradient pass.",
-    source="seed 003 §VI (DeepFool restricted to the top classes)",
+    source="Balda et al. 2019 §VI (DeepFool restricted to the top classes)",
 )
 OVERSHOOT = Param(
     name="overshoot",
@@ -72,7 +73,7 @@ def lp_norm(v: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def steepest_step(g: torch.Tensor, p: float, radius: torch.Tensor | float) -> torch.Tensor:
-    """``argmax_η ηᵀg`` s.t. ``‖η‖_p ≤ radius`` per image (seed 003 Theorem 2, eq. 5–6).
+    """``argmax_η ηᵀg`` s.t. ``‖η‖_p ≤ radius`` per image (Balda et al. 2019 Theorem 2, eq. 5–6).
 
     ``η = r · sign(g) ⊙ |g|^(q−1) / ‖g‖_q^(q−1)`` with ``q = p/(p−1)``; ``p = ∞`` gives
     ``r·sign(g)``, ``p = 2`` the normalised gradient, ``p = 1`` one coordinate (the largest
@@ -123,6 +124,12 @@ def project(x: torch.Tensor, x_adv: torch.Tensor, p: float, eps: float) -> torch
     return (x + delta).clamp(0.0, 1.0)
 
 
+def measure_lp(_model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, params: Any) -> torch.Tensor:
+    """``‖x_adv − x‖_p`` per image with ``p = params['p']`` (a :class:`~percviz.attacks.base.Constraint`
+    measure for attacks whose norm is a parameter)."""
+    return lp_norm(x_adv.double() - x.double(), parse_p(params["p"]))
+
+
 def random_in_ball(ctx: AttackContext, shape: torch.Size, p: float, radius: float) -> torch.Tensor:
     """A seeded random point of ℓp norm ``radius·u`` (Gaussian direction, ``u ~ U[0,1)`` per image)."""
     z = ctx.randn(shape)
@@ -145,7 +152,8 @@ def pairwise_gradients(
 
     The batch is replicated ``k`` times (image-major) and differentiated in counted
     :meth:`AttackContext.gradient` calls of at most :data:`CHUNK` rows, so the per-class gradients
-    cost a few batched passes rather than ``k`` separate ones.
+    cost a few batched passes rather than ``k`` separate ones. A cancel is honoured between two
+    calls (:meth:`AttackContext.check_cancel` raises), so a step over many classes stops early.
 
     Returns ``(diff N×k, grads N×k×3×H×W, logits N×C)`` with ``logits`` those of ``x`` itself.
     """
@@ -155,6 +163,7 @@ def pairwise_gradients(
     cls = cand.reshape(-1)
     diffs, grads, logits = [], [], []
     for start in range(0, n * k, CHUNK):
+        ctx.check_cancel()
         sl = slice(start, start + CHUNK)
         c, y = cls[sl], lab[sl]
 
@@ -174,7 +183,7 @@ def pairwise_gradients(
 def closest_boundary(
     ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, cand: torch.Tensor, q: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The candidate ``l̂`` minimising ``(f_k − f_l)/‖∇(f_l − f_k)‖_q`` (seed 003 Theorem 1).
+    """The candidate ``l̂`` minimising ``(f_k − f_l)/‖∇(f_l − f_k)‖_q`` (Balda et al. 2019 Theorem 1).
 
     Returns ``(L, w, ‖w‖_q, logits)`` per image with ``L = f_k − f_l̂`` (≥ 0 while the image is
     classified ``k``), ``w = ∇ₓ(f_l̂ − f_k)`` (the ascent direction towards ``l̂``) and the

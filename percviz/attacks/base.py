@@ -1,4 +1,4 @@
-"""The attack contract (SPEC §2): parameter schemas, the registry, the run template, the result.
+"""The attack contract: parameter schemas, the registry, the run template, the result.
 
 An attack is one function ``fn(ctx, x, labels, params) -> AttackOutput`` plus an
 :class:`AttackSpec` naming its parameters. :func:`run_attack` is the only way attacks are run:
@@ -9,15 +9,17 @@ constraints against the original image, so every attack reports the same honest 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
-from percviz.errors import ParameterError, UnknownIdError
+from percviz.errors import ParameterError, PercvizError, UnknownIdError
 
 ParamKind = Literal["float", "int", "bool", "choice", "class"]
 ParamValue = float | int | bool | str | None
@@ -44,9 +46,14 @@ class Param:
     log: bool = False
     allow_inf: bool = False
     label: str = ""
+    symbol: str = ""
 
     def display_label(self) -> str:
         return self.label or self.name
+
+    def display_symbol(self) -> str:
+        """How legends and run labels write the name (``ε``, ``κ``…; the name when none is set)."""
+        return self.symbol or self.name
 
     def validate(self, value: Any) -> ParamValue:
         """Coerce and check one value (strings from the CLI are accepted); raise ParameterError."""
@@ -97,6 +104,9 @@ class Param:
             "unit": self.unit,
             "help": self.help,
             "source": self.source,
+            "label": self.display_label(),
+            "symbol": self.display_symbol(),
+            "log": self.log,
         }
 
 
@@ -133,6 +143,27 @@ class AttackOutput:
 
 
 ProgressCallback = Callable[[dict[str, Any]], bool | None]
+StopCheck = Callable[[], bool]
+
+_STOP_CHECK: ContextVar[StopCheck | None] = ContextVar("percviz_stop_check", default=None)
+
+
+class AttackCancelled(PercvizError):
+    """Raised by :meth:`AttackContext.check_cancel` inside a step; :func:`run_attack` catches it."""
+
+
+@contextlib.contextmanager
+def stop_when(check: StopCheck) -> Iterator[None]:
+    """Attacks started in this block (this thread) also stop as soon as ``check()`` is True.
+
+    The compute queue wraps each job in it (cancel button, time limit, shutdown), so a run stops
+    between the passes of one step (:meth:`AttackContext.check_cancel`), not only between steps.
+    """
+    token = _STOP_CHECK.set(check)
+    try:
+        yield
+    finally:
+        _STOP_CHECK.reset(token)
 
 
 class AttackContext:
@@ -151,6 +182,7 @@ class AttackContext:
         self.backward_passes = 0
         self.history: list[dict[str, Any]] = []
         self.cancelled = False
+        self._stop_check = _STOP_CHECK.get()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Forward pass without gradient (counted)."""
@@ -189,7 +221,19 @@ class AttackContext:
         self.history.append(record)
         if self.progress is not None and self.progress(record) is False:
             self.cancelled = True
+        return self.stop_requested()
+
+    def stop_requested(self) -> bool:
+        """True once the run was cancelled (progress returned False, or :func:`stop_when`'s check)."""
+        if not self.cancelled and self._stop_check is not None and self._stop_check():
+            self.cancelled = True
         return self.cancelled
+
+    def check_cancel(self) -> None:
+        """Raise :class:`AttackCancelled` if the run must stop; for loops inside one step (e.g. one
+        gradient per candidate class), so a long step is not finished after a cancel."""
+        if self.stop_requested():
+            raise AttackCancelled("The run was cancelled.")
 
 
 def _scalar(value: Any) -> Any:
@@ -202,20 +246,31 @@ AttackFn = Callable[[AttackContext, torch.Tensor, torch.Tensor, dict[str, Any]],
 
 
 ConstraintKind = Literal["hard", "soft"]
+Measure = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Mapping[str, Any]], torch.Tensor]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Constraint:
     """What an attack promises about its output, judged by :func:`run_attack` per image.
 
-    ``distance`` names a value the template re-measures against the *original* image (a key of
-    :attr:`AttackResult.constraints`: ``linf``, ``l2``, ``lp`` (order ``params['p']``), ``l0``,
-    ``s1``, ``s2``, ``ssim``, or one the attack measures itself such as ``lpips_self``).
+    ``distance`` names a value measured against the *original* image after clipping: a key of
+    :attr:`AttackResult.constraints` that the template always measures (``linf``, ``l2``, ``l0``
+    in pixels, ``s1``, ``s2``, ``ssim``), or one that ``measure(model, x, x_adv, params) → (N,)``
+    re-measures (``lp`` of order ``params['p']``, ``s2_scope``, ``lpips_self``…); the template
+    stores that value under the name, replacing what the attack reported. ``{name}`` fields are
+    filled from the parameters (``lpips_{distance_net}`` → ``lpips_alexnet``).
+
     ``relation`` says whether the distance must stay at or below (``"<="``) or at or above
-    (``">="``, similarities such as S2) the limit. The limit is ``params[param]`` unless ``limit``
-    computes it (e.g. ``1 − eps2²``). ``hard`` constraints decide success (fooled **and** within the
-    bound, to ``tolerance``); ``soft`` ones (no budget, or a penalty that may end outside it) are
-    reported but never turn a fooled image into a failure.
+    (``">="``, similarities such as S2) the limit: ``params[param]``, or ``limit(params)`` when
+    given (e.g. ``1 − eps2²``; ``text`` then says so). No limit at all (``param`` and ``limit``
+    both ``None``): the distance is only reported. Within means ``value ≤ limit + tol`` (``≥ limit
+    − tol``) with ``tol = tolerance · max(1, |limit|)``.
+
+    ``hard`` constraints decide success (fooled **and** within every hard bound); ``soft`` ones
+    (no budget, or a penalty that may end outside it) are reported with their excess and flagged
+    soft but never turn a fooled image into a failure. ``when`` restricts the constraint to runs
+    whose parameters equal the given values (e.g. FPGAP's bound holds only with
+    ``anchor=original``).
     """
 
     distance: str
@@ -225,6 +280,60 @@ class Constraint:
     tolerance: float = 1e-5
     limit: Callable[[Mapping[str, Any]], float] | None = field(default=None, compare=False)
     text: str = ""
+    when: Mapping[str, ParamValue] = field(default_factory=dict)
+    measure: Measure | None = field(default=None, compare=False)
+
+    def applies(self, params: Mapping[str, Any]) -> bool:
+        """Whether this constraint holds for a run with these (validated) parameters."""
+        return all(params.get(k) == v for k, v in self.when.items())
+
+    def key(self, params: Mapping[str, Any]) -> str:
+        """The name the distance is reported under for these parameters."""
+        return self.distance.format(**params) if "{" in self.distance else self.distance
+
+    def bound(self, params: Mapping[str, Any]) -> float | None:
+        """The limit for these parameters (``None``: report only)."""
+        if self.limit is not None:
+            return float(self.limit(params))
+        if self.param is None or params.get(self.param) is None:
+            return None
+        return float(params[self.param])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "distance": self.distance,
+            "kind": self.kind,
+            "relation": self.relation,
+            "param": self.param,
+            "limit": self.param if self.limit is None else "computed (see text)",
+            "tolerance": self.tolerance,
+            "when": {k: _jsonable(v) for k, v in self.when.items()},
+            "text": self.text,
+        }
+
+
+def judge(constraint: Constraint, params: Mapping[str, Any], values: torch.Tensor) -> dict[str, Any]:
+    """One constraint judged per image: ``values``, ``excess`` (≥ 0; 0 within) and ``within``."""
+    limit = constraint.bound(params)
+    v = values.detach().double().cpu()
+    if limit is None:
+        excess = torch.zeros_like(v)
+        tol = 0.0
+    else:
+        tol = constraint.tolerance * max(1.0, abs(limit))
+        excess = (v - limit if constraint.relation == "<=" else limit - v).clamp_min(0.0)
+    within = (excess <= tol) & torch.isfinite(v)
+    return {
+        "distance": constraint.key(params),
+        "kind": constraint.kind,
+        "relation": constraint.relation,
+        "limit": limit,
+        "tolerance": tol,
+        "text": constraint.text,
+        "values": v.tolist(),
+        "excess": excess.tolist(),
+        "within": within.tolist(),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,6 +354,7 @@ class AttackSpec:
     iteration_params: tuple[str, ...] = ()
     cost_params: tuple[str, ...] = ()
     constraints: tuple[Constraint, ...] = ()
+    task: Literal["classification", "regression"] = "classification"
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -274,9 +384,17 @@ class AttackSpec:
             "family": self.family,
             "source": self.source,
             "summary": self.summary,
+            "formula": self.formula,
             "bound": self.bound,
             "params": [p.as_dict() for p in self.params],
-            "presets": {k: dict(v) for k, v in self.presets.items()},
+            "presets": {
+                k: {n: _jsonable(v) for n, v in preset.items()} for k, preset in self.presets.items()
+            },
+            "strength": self.strength,
+            "iteration_params": list(self.iteration_params),
+            "cost_params": list(self.cost_params),
+            "constraints": [c.as_dict() for c in self.constraints],
+            "task": self.task,
         }
 
 
@@ -292,18 +410,24 @@ def register(spec: AttackSpec) -> AttackSpec:
         raise ValueError(f"Attack '{spec.id}' repeats a parameter name.")
     for p in spec.params:
         p.validate(p.default)
+    declared = [spec.strength, *spec.iteration_params, *spec.cost_params]
+    declared += [n for c in spec.constraints for n in (c.param, *c.when)]
+    unknown = {n for n in declared if n is not None} - set(names)
+    if unknown:
+        raise ValueError(f"Attack '{spec.id}' declares unknown parameter(s) {sorted(unknown)}.")
     for preset in spec.presets.values():
         spec.validate(preset)
     _REGISTRY[spec.id] = spec
     return spec
 
 
-def registry() -> dict[str, AttackSpec]:
-    """All registered attacks by id (importing every attack module on first use)."""
+def registry(task: Literal["classification", "regression"] | None = None) -> dict[str, AttackSpec]:
+    """Registered attacks by id (importing every attack module on first use); only those of
+    ``task`` when given (the classifier pages ask for ``"classification"``)."""
     from percviz.attacks import load_all
 
     load_all()
-    return dict(_REGISTRY)
+    return {k: s for k, s in _REGISTRY.items() if task is None or s.task == task}
 
 
 def get_attack(attack_id: str) -> AttackSpec:
@@ -320,6 +444,11 @@ class AttackResult:
     Per-image tensors have length ``N``; ``constraints`` maps a name to ``N`` floats measured
     against the *original* image after clipping (``linf``, ``l2``, ``ssim``, ``s1``, ``s2`` always,
     plus the attack's own, e.g. ``lpips_self``).
+
+    ``fooled``: the prediction left the label (or reached the target). ``within_bound``: every hard
+    constraint of the attack holds (``True`` where it has none). ``success = fooled & within_bound``.
+    ``bounds`` lists each applicable constraint judged (:func:`judge`: distance, kind, limit,
+    values, excess, within); ``violation`` maps each judged distance to its per-image excess.
     """
 
     attack_id: str
@@ -338,6 +467,10 @@ class AttackResult:
     info: dict[str, Any]
     cancelled: bool
     device: str
+    fooled: torch.Tensor
+    within_bound: torch.Tensor
+    bounds: list[dict[str, Any]]
+    violation: dict[str, list[float]]
 
     @property
     def success_rate(self) -> float:
@@ -372,13 +505,22 @@ def run_attack(
     """Run one registered attack on a batch ``x`` (``N×3×H×W`` in [0, 1]) — the template.
 
     ``labels`` default to the model's own predictions (untargeted attacks move away from what
-    the model says, as in the seed papers). With ``params['target']`` set, success means the
-    prediction equals the target class. The input tensor is never modified.
+    the model says, as in the papers). With ``params['target']`` set, fooled means the
+    prediction equals the target class. ``success`` is fooled **and** within every hard bound of
+    the attack's :attr:`AttackSpec.constraints`, judged on distances re-measured against the
+    original image (:func:`judge_bounds`). The input tensor is never modified.
     """
     from percviz.attacks.checks import measure_constraints
+    from percviz.hosted import enforce
 
     spec = get_attack(attack_id)
+    if spec.task != "classification":
+        raise ParameterError(
+            f"Attack '{attack_id}' attacks regression models; run it with "
+            "percviz.attacks.regression.run_regression_attack on a regressor."
+        )
     values = spec.validate(params)
+    enforce(spec, values)
     validate_batch(x)
     ctx = AttackContext(model, seed, progress)
     x0 = x.detach().to(ctx.device, torch.float32).clone()
@@ -386,7 +528,15 @@ def run_attack(
     if labels is None:
         labels = ctx.logits(x0).argmax(1)
     labels = labels.to(ctx.device)
-    output = spec.fn(ctx, x0.clone(), labels, values)
+    target = values.get("target")
+    if target is not None and x0.shape[0] == 1 and int(labels[0]) == target:
+        raise ParameterError(
+            f"The image is already classified as the target class {target}; choose another target."
+        )
+    try:
+        output = spec.fn(ctx, x0.clone(), labels, values)
+    except AttackCancelled:  # stopped inside a step: nothing computed so far is kept
+        output = AttackOutput(x0.clone(), info={"cancelled_inside_step": True})
     x_adv = output.x_adv.detach().clamp(0.0, 1.0)
     if not torch.isfinite(x_adv).all():
         raise RuntimeError(f"Attack '{attack_id}' produced non-finite values.")
@@ -394,10 +544,17 @@ def run_attack(
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     wall = time.perf_counter() - start
-    target = values.get("target")
-    success = adv_labels == target if target is not None else adv_labels != labels
+    fooled = (adv_labels == target if target is not None else adv_labels != labels).cpu()
+    info = dict(output.info)
+    if target is not None:  # as foolbox does, an image already of the target class counts as reached
+        info["already_target"] = (labels == target).cpu().tolist()
     constraints = measure_constraints(x0, x_adv)
     constraints.update({k: v.detach().double().cpu().tolist() for k, v in output.constraints.items()})
+    bounds = judge_bounds(spec, values, model, x0, x_adv, constraints)
+    within = torch.ones_like(fooled)
+    for check in bounds:
+        if check["kind"] == "hard":
+            within &= torch.tensor(check["within"], dtype=torch.bool)
     return AttackResult(
         attack_id=attack_id,
         params=values,
@@ -406,13 +563,45 @@ def run_attack(
         x_adv=x_adv.cpu(),
         labels=labels.cpu(),
         adv_labels=adv_labels.cpu(),
-        success=success.cpu(),
+        success=fooled & within,
         history=ctx.history,
         forward_passes=ctx.forward_passes,
         backward_passes=ctx.backward_passes,
         wall_time=wall,
         constraints=constraints,
-        info=output.info,
+        info=info,
         cancelled=ctx.cancelled,
         device=str(ctx.device),
+        fooled=fooled,
+        within_bound=within,
+        bounds=bounds,
+        violation={check["distance"]: check["excess"] for check in bounds},
     )
+
+
+def judge_bounds(
+    spec: AttackSpec,
+    params: Mapping[str, Any],
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    constraints: dict[str, list[float]],
+) -> list[dict[str, Any]]:
+    """Judge every applicable constraint of ``spec`` (see :class:`Constraint`), in order.
+
+    Distances with a ``measure`` are re-measured here on ``x`` and the clipped ``x_adv`` and
+    written into ``constraints`` (replacing the attack's own value); the others must already be
+    there. Returns one :func:`judge` record per constraint.
+    """
+    out = []
+    for c in spec.constraints:
+        if not c.applies(params):
+            continue
+        key = c.key(params)
+        if c.measure is not None:
+            with torch.no_grad():
+                constraints[key] = c.measure(model, x, x_adv, params).detach().double().cpu().tolist()
+        if key not in constraints:
+            raise RuntimeError(f"Attack '{spec.id}' declares constraint '{key}' but nothing measured it.")
+        out.append(judge(c, params, torch.tensor(constraints[key], dtype=torch.float64)))
+    return out

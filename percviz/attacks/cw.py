@@ -1,4 +1,4 @@
-"""Carlini–Wagner L2 (seed 002 §2.1.3 eq. 3–4) and the Lagrangian search it shares with sC&W.
+"""Carlini–Wagner L2 (Zhang et al. 2020 §2.1.3 eq. 3–4) and the Lagrangian search it shares with sC&W.
 
 Both attacks minimise, per image and by Adam over a latent variable ``v``,
 
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Param, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
 from percviz.attacks.losses import best_other
 from percviz.attacks.params import KAPPA, STEP_SIZE, STEPS, TARGET, with_default
 
@@ -32,7 +32,7 @@ C_INIT = Param(
     help="Initial C&W constant c = 1/λ weighting the classification loss against ‖r‖²; the binary "
     "search adapts it per image.",
     label="c (initial)",
-    source="seed 002 eq. 4",
+    source="Zhang et al. 2020 eq. 4",
 )
 SEARCH_STEPS = Param(
     name="search_steps",
@@ -42,24 +42,25 @@ SEARCH_STEPS = Param(
     high=20,
     help="Binary-search rounds over c (each round restarts Adam from the initial point).",
     label="search steps",
-    source="seed 002 §2.1.3",
+    source="Zhang et al. 2020 §2.1.3",
 )
 CW_STEPS = with_default(STEPS, 50, help="Adam iterations per search round.")
 CW_STEP_SIZE = with_default(
     STEP_SIZE, 0.01, high=10.0, unit="latent units per step", help="Adam learning rate η."
 )
 MARGIN = with_default(KAPPA, 0.0, help="Margin m (κ) of loss (3): the loss vanishes once beaten by m.")
-# Not in the schema yet: SPEC §7 lists no name for it and tests/test_registry.py enforces that list.
-# cw_l2 reads params.get("box", "tanh"); add BOX to its params once the name is accepted.
 BOX = Param(
     name="box",
     kind="choice",
     default="tanh",
-    choices=("tanh", "clip"),
-    help="How the [0,1] box is kept: C&W's change of variable x = (tanh(w) + 1)/2, or x = clip(x_o + r) "
-    "with r free (eq. 13).",
+    choices=("tanh", "sigmoid", "clip"),
+    help="How the [0,1] box is kept: tanh = Carlini & Wagner's x = (tanh(w) + 1)/2; sigmoid = the "
+    "smooth-attacks paper's x = σ(w) (its eq. 4; tanh at step η moves like sigmoid at 2η, since "
+    "(tanh(w) + 1)/2 = σ(2w)); clip = x = clip(x_o + r) with r free (its eq. 13).",
     label="box constraint",
+    source="Carlini & Wagner 2017 §V; Zhang et al. 2020 eq. 4, 13",
 )
+SOFT_L2 = Constraint(distance="l2", kind="soft", text="minimises ‖x_adv − x‖₂ (no budget)")
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor, target: int | None, kappa: float) -> torch.Tensor:
@@ -115,8 +116,26 @@ class TanhBox:
 
 
 @dataclass
+class SigmoidBox:
+    """The smooth-attacks paper's change of variable ``x = σ(w)``, ``w_0 = logit(x_o)`` (Zhang et
+    al. 2020 eq. 4); the same image as :class:`TanhBox` at ``w/2``."""
+
+    x0: torch.Tensor
+
+    def init(self) -> torch.Tensor:
+        return torch.logit(self.x0.clamp(1e-6, 1 - 1e-6))
+
+    def image(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(v)
+
+    def gradient(self, v: torch.Tensor, grad_x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        x = torch.sigmoid(v)
+        return (2 * (x - self.x0) + c * grad_x) * x * (1 - x)
+
+
+@dataclass
 class ClipBox:
-    """Free perturbation ``r``, image ``c(x_o + r)`` clipped to [0, 1] (seed 002 eq. 13)."""
+    """Free perturbation ``r``, image ``c(x_o + r)`` clipped to [0, 1] (Zhang et al. 2020 eq. 13)."""
 
     x0: torch.Tensor
 
@@ -142,7 +161,7 @@ def lagrangian_search(
     params: dict[str, Any],
     param: Parametrization,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The C&W outer loop (seed 002 §2.1.3): binary search on ``c``, Adam inside, keep the best.
+    """The C&W outer loop (Zhang et al. 2020 §2.1.3): binary search on ``c``, Adam inside, keep the best.
 
     Returns the least-distortion successful image per image (the original where none succeeded)
     and ``info`` with the final ``c``, the best L2 and whether each image was fooled.
@@ -205,11 +224,17 @@ def lagrangian_search(
     return best_x, info
 
 
+BOXES = {"tanh": TanhBox, "sigmoid": SigmoidBox, "clip": ClipBox}
+
+
 def cw_l2(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """Carlini–Wagner L2 (seed 002 §2.1.3, eq. 3–4): Adam on ``‖x(w) − x_o‖² + c ℓ`` with a binary
-    search on ``c`` keeping the least-distortion success per image."""
-    box = params.get("box", "tanh")  # `box` is not in the SPEC §7 vocabulary yet: tanh by default
-    param: Parametrization = TanhBox(x) if box == "tanh" else ClipBox(x)
+    """Carlini–Wagner L2 (Zhang et al. 2020 §2.1.3, eq. 3–4): Adam on ``‖x(w) − x_o‖² + c ℓ`` with
+    a binary search on ``c`` keeping the least-distortion success per image.
+
+    ``box``: ``tanh`` (Carlini & Wagner's, the default), ``sigmoid`` (the smooth-attacks paper's
+    eq. 4, used by its presets) or ``clip``.
+    """
+    param: Parametrization = BOXES[params["box"]](x)
     x_adv, info = lagrangian_search(ctx, x, labels, params, param)
     return AttackOutput(x_adv, info=info)
 
@@ -221,20 +246,34 @@ register(
         id="cw_l2",
         title="Carlini–Wagner (L2)",
         family="optimality",
-        source="Carlini & Wagner 2017; seed 002 §2.1.3 eq. 3–4",
+        source="Carlini & Wagner 2017; Zhang et al. 2020 §2.1.3 eq. 3–4",
         summary="Looks for the smallest L2 perturbation that fools the network: Adam minimises the "
-        "squared distortion plus c times a margin loss, in a tanh change of variable that keeps the "
-        "image in [0, 1]. A binary search over c (= 1/λ) trades distortion against success per image, "
+        "squared distortion plus c times a margin loss, in a tanh (Carlini & Wagner) or sigmoid "
+        "(the smooth-attacks paper) change of variable that keeps the image in [0, 1]. A binary search "
+        "over c (= 1/λ) trades distortion against success per image, "
         "and among every successful iterate the one with the least distortion is kept.",
         formula=r"\min_{w}\ \|\sigma(w) - x_o\|_2^2 + c\,[\,y_t - \max_{i\neq t} y_i + m\,]_+,"
-        r"\quad y = f(\sigma(w)),\ \sigma(w) = \tfrac{1}{2}(\tanh w + 1)",
-        params=SEARCH_PARAMS,
+        r"\quad y = f(\sigma(w)),\ \sigma(w) = \tfrac{1}{1+e^{-w}}\ \text{or}\ \tfrac{1}{2}(\tanh w + 1)",
+        params=(*SEARCH_PARAMS, BOX),
         fn=cw_l2,
         presets={
-            "paper ImageNet (m = 0, η = 0.1, c = 100)": {"kappa": 0.0, "step_size": 0.1, "c": 100.0},
-            "paper MNIST (m = 1, η = 0.1, c = 15)": {"kappa": 1.0, "step_size": 0.1, "c": 15.0},
+            "paper ImageNet (sigmoid box, m = 0, η = 0.1, c = 100)": {
+                "box": "sigmoid",
+                "kappa": 0.0,
+                "step_size": 0.1,
+                "c": 100.0,
+            },
+            "paper MNIST (sigmoid box, m = 1, η = 0.1, c = 15)": {
+                "box": "sigmoid",
+                "kappa": 1.0,
+                "step_size": 0.1,
+                "c": 15.0,
+            },
             "quick (30 steps × 3 rounds)": {"steps": 30, "search_steps": 3},
         },
         bound="minimises ‖x_adv − x‖₂ (no fixed budget)",
+        strength="kappa",
+        iteration_params=("steps", "search_steps"),
+        constraints=(SOFT_L2,),
     )
 )

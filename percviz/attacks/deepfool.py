@@ -1,9 +1,9 @@
-"""DeepFool in L2 and L∞, restricted to the top-k classes (seed 003 §VI; Moosavi-Dezfooli 2016).
+"""DeepFool in L2 and L∞, restricted to the top-k classes (Balda et al. 2019 §VI; Moosavi-Dezfooli 2016).
 
 Each iteration linearises ``f_l − f_k`` for every candidate class ``l`` (one batched, replicated
 gradient pass), picks the class with the closest linearised boundary
 ``l̂ = argmin_l |f_l − f_k| / ‖∇(f_l − f_k)‖_q`` and takes the minimum-ℓp step onto it
-(seed 003 Proposition 1 for that pair). Images stop as soon as they are misclassified; the sum of
+(Balda et al. 2019 Proposition 1 for that pair). Images stop as soon as they are misclassified; the sum of
 steps is scaled by ``1 + overshoot``; each step is added to the clipped iterate it was computed
 at (as torchattacks does), so clipping never leaves a stale accumulated step behind.
 """
@@ -22,10 +22,19 @@ from percviz.attacks._norms import (
     closest_boundary,
     dual,
     lp_norm,
+    measure_lp,
     parse_p,
     steepest_step,
 )
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Param, register
+from percviz.attacks.base import (
+    AttackCancelled,
+    AttackContext,
+    AttackOutput,
+    AttackSpec,
+    Constraint,
+    Param,
+    register,
+)
 from percviz.attacks.losses import margin
 from percviz.attacks.params import STEPS, TARGET, with_default
 
@@ -41,7 +50,7 @@ P_DEEPFOOL = Param(
 def deepfool(
     ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]
 ) -> AttackOutput:
-    """DeepFool (seed 003 §VI; 003 Proposition 1 / eq. 7–8 applied per class pair, iterated).
+    """DeepFool (Balda et al. 2019 §VI; Proposition 1 / eq. 7–8 applied per class pair, iterated).
 
     ``r = (|f_l̂ − f_k| + 10⁻⁴) / ‖w_l̂‖_q · u_p(w_l̂)`` with ``u_p`` the unit-ℓp steepest direction
     (``w/‖w‖₂`` for p = 2, ``sign(w)`` for p = ∞); ``x_{t+1} = clip(x_t + (1 + overshoot)·r_t)``.
@@ -63,7 +72,10 @@ def deepfool(
         xa, ya = x_adv[idx], labels[idx]
         rows += idx.numel() * (cand.shape[1] if cand is not None else 1)
         if cand is not None:
-            f, w, wq, logits = closest_boundary(ctx, xa, ya, cand[idx], q)
+            try:
+                f, w, wq, logits = closest_boundary(ctx, xa, ya, cand[idx], q)
+            except AttackCancelled:  # cancelled between class gradients: keep the last full step
+                break
             f, fooled = f.abs(), logits.argmax(1) != ya
         else:
             w, m, logits = ctx.gradient(xa, lambda z, _x, ya=ya: margin(z, ya, target))
@@ -85,14 +97,14 @@ register(
         id="deepfool",
         title="DeepFool (L2 / L∞)",
         family="minimum-norm",
-        source="Moosavi-Dezfooli et al. 2016; seed 003 §VI and Proposition 1 (eq. 7–8)",
+        source="Moosavi-Dezfooli et al. 2016; Balda et al. 2019 §VI and Proposition 1 (eq. 7–8)",
         summary="Finds a small perturbation by repeatedly linearising the classifier: for each of the "
         "top candidate classes it computes the distance to the linearised decision boundary, steps "
         "onto the closest one, and stops once the label changes. No budget: the norm it reaches "
         "is the result (a robustness estimate). Restricted to the top-k classes and batched per class "
         "so it stays fast on ImageNet's 1000 classes.",
-        formula=r"\hat l = \arg\min_{l \in \mathcal{C}} \frac{|f_l - f_k|}{\|\nabla f_l - \nabla f_k\|_q},\quad"
-        r"r_t = \frac{|f_{\hat l} - f_k|}{\|w_{\hat l}\|_q^{q}}\,\mathrm{sign}(w_{\hat l})\odot|w_{\hat l}|^{q-1},\quad"
+        formula=r"\hat l = \arg\min_{l \in \mathcal{C}} \frac{|f_l - f_k|}{\|\nabla f_l - \nabla f_k\|_q},\quad "
+        r"r_t = \frac{|f_{\hat l} - f_k|}{\|w_{\hat l}\|_q^{q}}\,\mathrm{sign}(w_{\hat l})\odot|w_{\hat l}|^{q-1},\quad "
         r"x_{t+1} = \mathrm{clip}_{[0,1]}\big(x_t + (1+\text{overshoot})\,r_t\big)",
         params=(
             P_DEEPFOOL,
@@ -109,8 +121,21 @@ register(
                 "overshoot": 0.02,
                 "candidates": 10,
             },
-            "seed 003 §VI (L∞, 50 steps)": {"p": "inf", "steps": 50, "overshoot": 0.02, "candidates": 10},
+            "Balda et al. 2019 §VI (L∞, 50 steps)": {
+                "p": "inf",
+                "steps": 50,
+                "overshoot": 0.02,
+                "candidates": 10,
+            },
         },
         bound="none (minimum-norm: the norm reached is reported)",
+        strength="overshoot",
+        iteration_params=("steps",),
+        cost_params=("candidates",),
+        constraints=(
+            Constraint(
+                distance="lp", kind="soft", measure=measure_lp, text="‖x_adv − x‖_p reached (no budget)"
+            ),
+        ),
     )
 )

@@ -1,4 +1,4 @@
-"""L∞ gradient-sign attacks: FGSM and PGD/BIM (seed 000 §III & §V, seed 003 eq. 6)."""
+"""L∞ gradient-sign attacks: FGSM and PGD/BIM (Pochimireddy et al. 2021 §III & §V, Balda et al. 2019 eq. 6)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from typing import Any
 
 import torch
 
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, register
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import EPS_LINF, KAPPA, LOSS, RANDOM_START, STEP_SIZE, STEPS, TARGET
 
 
 def fgsm(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """FGSM: ``x_adv = clip(x + ε·sign(∇ₓ L(x, y)))`` — one gradient, one step (seed 003 eq. 6)."""
+    """FGSM: ``x_adv = clip(x + ε·sign(∇ₓ L(x, y)))`` — one gradient, one step (Balda et al. 2019 eq. 6)."""
     obj = objective(params["loss"], labels, params["target"], params["kappa"])
     grad, value, _ = ctx.gradient(x, obj)
     x_adv = (x + params["eps"] * grad.sign()).clamp(0.0, 1.0)
@@ -21,7 +21,7 @@ def fgsm(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict
 
 
 def pgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """PGD / BIM in L∞ (Madry et al.; seed 000 §V, seed 003 Table II).
+    """PGD / BIM in L∞ (Madry et al.; Pochimireddy et al. 2021 §V, Balda et al. 2019 Table II).
 
     ``x_{t+1} = Π_{B∞(x, ε) ∩ [0,1]}(x_t + step_size · sign(∇ L(x_t)))``, optional uniform random
     start in the ball. All ``steps`` iterations run (the usual protocol); the last iterate is
@@ -44,13 +44,14 @@ def pgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[
 
 
 COMMON = (LOSS, KAPPA, TARGET)
+LINF_BOUND = Constraint(distance="linf", kind="hard", param="eps", text="‖x_adv − x‖∞ ≤ eps")
 
 register(
     AttackSpec(
         id="fgsm",
         title="FGSM (L∞)",
         family="norm-bounded",
-        source="Goodfellow et al. 2015; seed 000 §III, seed 003 eq. 6",
+        source="Goodfellow et al. 2015; Pochimireddy et al. 2021 §III, Balda et al. 2019 eq. 6",
         summary="One step of size ε along the sign of the loss gradient: the L∞-optimal step of the "
         "linearised loss.",
         formula=r"x_{adv} = \mathrm{clip}_{[0,1]}\big(x + \varepsilon\,\mathrm{sign}(\nabla_x \mathcal{L}(x, y))\big)",
@@ -58,6 +59,8 @@ register(
         fn=fgsm,
         presets={"paper ImageNet (ε = 4/255)": {"eps": 4 / 255}, "strong (ε = 8/255)": {"eps": 8 / 255}},
         bound="‖x_adv − x‖∞ ≤ ε",
+        strength="eps",
+        constraints=(LINF_BOUND,),
     )
 )
 
@@ -66,7 +69,7 @@ register(
         id="pgd",
         title="PGD / BIM (L∞)",
         family="norm-bounded",
-        source="Madry et al. 2018; seed 000 §V, seed 003 Table II",
+        source="Madry et al. 2018; Pochimireddy et al. 2021 §V, Balda et al. 2019 Table II",
         summary="Repeated signed-gradient steps, each followed by projection back onto the L∞ ball "
         "of radius ε around the image and onto [0, 1].",
         formula=r"x_{t+1} = \Pi_{\|x'-x\|_\infty\le\varepsilon}\big(x_t + a\,\mathrm{sign}(\nabla_x \mathcal{L}(x_t, y))\big)",
@@ -82,5 +85,8 @@ register(
             },
         },
         bound="‖x_adv − x‖∞ ≤ ε",
+        strength="eps",
+        iteration_params=("steps",),
+        constraints=(LINF_BOUND,),
     )
 )

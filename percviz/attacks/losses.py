@@ -1,9 +1,9 @@
 """Attack objectives on logits, all per image and all to be *maximised* by the attacker.
 
 - cross-entropy: untargeted ``CE(z, y)``; targeted ``−CE(z, t)``.
-- CW margin (Carlini–Wagner, seed 002 eq. 4 / seed 000 supplementary): untargeted
+- CW margin (Carlini–Wagner, Zhang et al. 2020 eq. 4 / Pochimireddy et al. 2021 supplementary): untargeted
   ``min(max_{i≠y} z_i − z_y, κ)``; targeted ``min(z_t − max_{i≠t} z_i, κ)``.
-- seed 003 loss ``L = f_k − max_{l≠k} f_l`` (to be driven below 0) is ``−margin`` with κ = ∞.
+- Balda et al. 2019 loss ``L = f_k − max_{l≠k} f_l`` (to be driven below 0) is ``−margin`` with κ = ∞.
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ def margin(
     else:
         t = torch.full_like(labels, target)
         value = logits.gather(1, t[:, None])[:, 0] - best_other(logits, t)
+    return value.clamp(max=kappa) if kappa != float("inf") else value
+
+
+def pair_margin(
+    logits: torch.Tensor, labels: torch.Tensor, target: int, kappa: float = float("inf")
+) -> torch.Tensor:
+    """Balda et al.'s targeted loss (their eq. 23) to maximise: ``z_t − z_k`` (k = ``labels``),
+    clipped at ``kappa``; ``(N,)``. Positive once the target beats the label (not necessarily
+    every other class)."""
+    t = torch.full_like(labels, target)
+    value = logits.gather(1, t[:, None])[:, 0] - logits.gather(1, labels[:, None])[:, 0]
     return value.clamp(max=kappa) if kappa != float("inf") else value
 
 

@@ -1,4 +1,4 @@
-"""L2 gradient attacks: FGM (seed 000 eq. 11) and PGD in L2 (seed 000 §V, Madry et al.)."""
+"""L2 gradient attacks: FGM and PGD in L2 (Pochimireddy et al. 2021 eq. 11, §V; Madry et al. 2018)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from percviz.attacks._norms import lp_norm, project, random_in_ball, steepest_step
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, register
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import EPS_L2, KAPPA, LOSS, RANDOM_START, STEP_SIZE, STEPS, TARGET, with_default
 
@@ -19,12 +19,14 @@ L2_STEP = with_default(
     help="L2 length of each step (the normalised gradient times step_size).",
 )
 COMMON = (LOSS, KAPPA, TARGET)
+L2_BOUND = Constraint(distance="l2", kind="hard", param="eps", text="‖x_adv − x‖₂ ≤ eps")
 
 
 def fgm(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """FGM: ``x_adv = clip(x + ε·∇L/‖∇L‖₂)`` — one normalised-gradient step (seed 000 eq. 11).
+    """FGM: ``x_adv = clip(x + ε·∇L/‖∇L‖₂)``, one normalised-gradient step (Pochimireddy et al.
+    2021 eq. 11).
 
-    It is seed 003 eq. 5 with ``p = 2``; a zero gradient gives no step.
+    It is Balda et al. 2019 eq. 5 with ``p = 2``; a zero gradient gives no step.
     """
     obj = objective(params["loss"], labels, params["target"], params["kappa"])
     grad, value, _ = ctx.gradient(x, obj)
@@ -34,7 +36,7 @@ def fgm(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[
 
 
 def pgd_l2(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """PGD in L2 (seed 000 §V; Madry et al. 2018).
+    """PGD in L2 (Pochimireddy et al. 2021 §V; Madry et al. 2018).
 
     ``x_{t+1} = Π_{B₂(x, ε) ∩ [0,1]}(x_t + a·∇L(x_t)/‖∇L(x_t)‖₂)``; the optional random start is a
     Gaussian direction with a uniform radius in ``[0, ε)``. All ``steps`` run; the last iterate is
@@ -60,7 +62,7 @@ register(
         id="fgm",
         title="FGM (L2)",
         family="norm-bounded",
-        source="Miyato et al. / Goodfellow et al.; seed 000 eq. 11, seed 003 eq. 5 (p = 2)",
+        source="Miyato et al. / Goodfellow et al.; Pochimireddy et al. 2021 eq. 11, Balda et al. 2019 eq. 5 (p = 2)",
         summary="One step of L2 length ε along the normalised loss gradient: the L2-optimal step of "
         "the linearised loss. Unlike FGSM it moves pixels in proportion to their gradient, so the "
         "change concentrates where the model is sensitive.",
@@ -70,6 +72,8 @@ register(
         fn=fgm,
         presets={"ImageNet (ε = 1)": {"eps": 1.0}, "strong (ε = 3)": {"eps": 3.0}},
         bound="‖x_adv − x‖₂ ≤ ε",
+        strength="eps",
+        constraints=(L2_BOUND,),
     )
 )
 
@@ -78,7 +82,7 @@ register(
         id="pgd_l2",
         title="PGD (L2)",
         family="norm-bounded",
-        source="Madry et al. 2018; seed 000 §V",
+        source="Madry et al. 2018; Pochimireddy et al. 2021 §V",
         summary="Repeated normalised-gradient steps of L2 length a, each followed by projection back "
         "onto the L2 ball of radius ε around the image and onto [0, 1].",
         formula=r"x_{t+1} = \Pi_{\|x'-x\|_2\le\varepsilon}\Big(x_t + a\,\frac{\nabla_x \mathcal{L}(x_t, y)}"
@@ -95,6 +99,9 @@ register(
             },
         },
         bound="‖x_adv − x‖₂ ≤ ε",
+        strength="eps",
+        iteration_params=("steps",),
+        constraints=(L2_BOUND,),
     )
 )
 

@@ -1,4 +1,4 @@
-"""Parameter definitions shared by several attacks (SPEC §7 names), so each is written once."""
+"""Parameter definitions shared by several attacks (the shared parameter names), so each is written once."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ EPS_LINF = Param(
     unit="[0,1] pixel units",
     help="L∞ budget: no pixel value moves by more than eps (4/255 ≈ 0.0157).",
     label="ε (L∞)",
+    symbol="ε",
 )
 EPS_L2 = Param(
     name="eps",
@@ -26,6 +27,7 @@ EPS_L2 = Param(
     unit="L2 over the whole image, [0,1] units",
     help="L2 budget of the whole perturbation in [0,1] pixel units.",
     label="ε (L2)",
+    symbol="ε",
 )
 STEPS = Param(name="steps", kind="int", default=10, low=1, high=1000, help="Number of iterations.")
 STEP_SIZE = Param(
@@ -56,6 +58,7 @@ KAPPA = Param(
     high=1000.0,
     help="Confidence κ of the CW margin: the margin objective saturates at κ.",
     label="κ (confidence)",
+    symbol="κ",
 )
 TARGET = Param(
     name="target",

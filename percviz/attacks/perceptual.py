@@ -1,4 +1,4 @@
-"""Perceptual attacks bounded by the seed-001 distance: PPGD, LPA and Fast-LPA (seed 001 §4, App. A).
+"""PPGD, LPA and Fast-LPA, bounded by the neural perceptual distance (Laidlaw et al. 2021 §3–5, App. A).
 
 The threat model is ``d(x̃, x) = |φ(x̃) − φ(x)|₂ ≤ ε`` (§3, eq. 3) with ``φ`` the channel-normalised,
 size-scaled activations of a *distance network* (:func:`percviz.metrics.perceptual_features`):
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Param, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
 from percviz.attacks.losses import cross_entropy, is_adversarial, margin
 from percviz.attacks.params import KAPPA, LOSS, RANDOM_START, STEPS, TARGET, with_default
 from percviz.errors import ParameterError
@@ -105,7 +105,7 @@ def fast_lpa_passes(steps: int, external: bool = False) -> tuple[int, int]:
 def paper_passes(
     attack: str, steps: int, *, cg_iters: int = 5, search_steps: int = 5, bisect_iters: int = 10
 ) -> tuple[int, int]:
-    """The self-bounded (forward, backward) counts exactly as printed in seed 001 App. A.1–A.3."""
+    """The self-bounded (forward, backward) counts exactly as printed in Laidlaw et al. 2021 App. A.1–A.3."""
     t, k, n, s = steps, cg_iters, bisect_iters, search_steps
     if attack == "ppgd":
         return t * (k + n + 4), t * (k + n + 3)
@@ -164,7 +164,7 @@ class _Acts:
 
 
 class DistanceNet:
-    """φ of seed 001 §3 for the bound, with every pass counted on the attack context.
+    """φ of Laidlaw et al. 2021 §3 for the bound, with every pass counted on the attack context.
 
     ``name='self'`` uses the attacked classifier (needs ``.features``); other names load that
     zoo model with :func:`percviz.models.load_model`, which raises ModelUnavailableError naming
@@ -347,7 +347,7 @@ def _ppgd_gradient(
 
 
 def ppgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """Perceptual PGD (seed 001 §4, App. A.1 Algorithm 1, Lemma 1 / eq. 11–12).
+    """Perceptual PGD (Laidlaw et al. 2021 §4, App. A.1 Algorithm 1, Lemma 1 / eq. 11–12).
 
     Per step: ``δ ≈ (JᵀJ)⁻¹∇f̂`` by ``cg_iters`` CG iterations, ``m = |φ(x̃+hδ) − φ(x̃)|/h``
     (h = 1e-3), ``x̃ ← clip(x̃ + (η/m) δ)`` (line 16 with the erratum fixed), then the projection
@@ -431,7 +431,7 @@ def _lagrangian_step(
 
 
 def lpa(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """Lagrangian Perceptual Attack (seed 001 §4 eq. 5, App. A.2 Algorithm 2).
+    """Lagrangian Perceptual Attack (Laidlaw et al. 2021 §4 eq. 5, App. A.2 Algorithm 2).
 
     λ starts at ``lam`` per image and is multiplied by 10 after each of the ``search_steps`` rounds
     that ends outside the bound; each round runs ``steps`` steps with ``η = bound·0.1^(t/T)``
@@ -480,7 +480,7 @@ def lpa(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[
 def fast_lpa(
     ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]
 ) -> AttackOutput:
-    """Fast-LPA (seed 001 §5, App. A.3 Algorithm 3): λ = 10^(t/T), one round, no projection.
+    """Fast-LPA (Laidlaw et al. 2021 §5, App. A.3 Algorithm 3): λ = 10^(t/T), one round, no projection.
 
     Meant for adversarial training, not evaluation: the result can lie outside the bound. The
     final distance is measured on the returned image and reported as ``lpips_<net>`` together
@@ -508,7 +508,7 @@ def fast_lpa(
             "bound": bound,
             "projection": "none",
             "outside_bound": outside.tolist(),
-            "warning": "Fast-LPA does not project: results may lie outside the bound (seed 001 App. A.3)."
+            "warning": "Fast-LPA does not project: results may lie outside the bound (Laidlaw et al. 2021 App. A.3)."
             if bool(outside.any())
             else "",
         },
@@ -528,7 +528,7 @@ BOUND = Param(
     unit="perceptual distance |φ(x̃) − φ(x)|₂",
     help="Perceptual bound ε on d(x̃, x). Table 4: small/medium/large = 0.25/0.5/1.0 with AlexNet; "
     "about half that self-bounded (0.125/0.25/0.5).",
-    source="seed 001 eq. 3, App. D Table 4",
+    source="Laidlaw et al. 2021 eq. 3, App. D Table 4",
     label="ε (perceptual)",
 )
 DISTANCE_NET = Param(
@@ -538,7 +538,7 @@ DISTANCE_NET = Param(
     choices=DISTANCE_NETS,
     help="Network whose normalised activations define d: 'self' = the attacked classifier "
     "(self-bounded, offline); alexnet/vgg16/resnet50 need their ImageNet weights on this machine.",
-    source="seed 001 §4, App. H.1",
+    source="Laidlaw et al. 2021 §4, App. H.1",
     label="distance network",
 )
 PROJECTION = Param(
@@ -547,7 +547,7 @@ PROJECTION = Param(
     default="bisection",
     choices=("bisection", "newton"),
     help="Projection onto the bound: bisection along x→x̃ (Alg. 5) or Newton's method (Alg. 4).",
-    source="seed 001 App. A.4",
+    source="Laidlaw et al. 2021 App. A.4",
 )
 BISECT_ITERS = Param(
     name="bisect_iters",
@@ -556,7 +556,7 @@ BISECT_ITERS = Param(
     low=1,
     high=50,
     help="Bisection iterations n of the projection (also Newton's fallback).",
-    source="seed 001 App. A.4 Alg. 5",
+    source="Laidlaw et al. 2021 App. A.4 Alg. 5",
     label="bisection iterations",
 )
 OVERSHOOT = Param(
@@ -567,7 +567,7 @@ OVERSHOOT = Param(
     high=1.0,
     unit="perceptual distance",
     help="Newton projection overshoot s (only with projection=newton).",
-    source="seed 001 App. A.4 Alg. 4",
+    source="Laidlaw et al. 2021 App. A.4 Alg. 4",
 )
 CG_ITERS = Param(
     name="cg_iters",
@@ -576,7 +576,7 @@ CG_ITERS = Param(
     low=1,
     high=50,
     help="Conjugate-gradient iterations K per PPGD step.",
-    source="seed 001 App. A.1",
+    source="Laidlaw et al. 2021 App. A.1",
     label="CG iterations",
 )
 PPGD_STEP = Param(
@@ -587,7 +587,7 @@ PPGD_STEP = Param(
     high=10.0,
     unit="perceptual distance",
     help="PPGD step η in perceptual distance; 0 = 2·bound/steps.",
-    source="seed 001 App. A.1",
+    source="Laidlaw et al. 2021 App. A.1",
     label="step η",
 )
 LAM = Param(
@@ -598,8 +598,9 @@ LAM = Param(
     high=1e6,
     log=True,
     help="Initial λ of the Lagrangian; ×10 after each round ending outside the bound.",
-    source="seed 001 App. A.2",
+    source="Laidlaw et al. 2021 App. A.2",
     label="initial λ",
+    symbol="λ",
 )
 SEARCH_STEPS = Param(
     name="search_steps",
@@ -608,7 +609,7 @@ SEARCH_STEPS = Param(
     low=1,
     high=20,
     help="Rounds S of the λ search.",
-    source="seed 001 App. A.2",
+    source="Laidlaw et al. 2021 App. A.2",
     label="λ rounds",
 )
 INIT = with_default(
@@ -616,12 +617,45 @@ INIT = with_default(
     True,
     help="Start from x + 0.01·N(0, 1) as the paper does (off: start at x). Self-bounded on "
     "EfficientNet-Lite0 that noise alone is at d ≈ 0.5–1, above the small and medium bounds.",
-    source="seed 001 App. A, Algorithms 1–3 line 2",
+    source="Laidlaw et al. 2021 App. A, Algorithms 1–3 line 2",
 )
 MARGIN_LOSS = with_default(LOSS, "cw")
 KAPPA_1 = with_default(KAPPA, 1.0)
+KAPPA_FAST = with_default(
+    KAPPA,
+    float("inf"),
+    high=None,
+    allow_inf=True,
+    help="Confidence κ of the margin loss; inf (unclipped) as the authors' code runs Fast-LPA "
+    "(PPGD and LPA use κ = 1).",
+    source="Laidlaw et al. 2021, App. A.3 and their released code",
+)
 COMMON = (BOUND, DISTANCE_NET, INIT)
+BOUND_TEXT = "d(x̃, x) = |φ(x̃) − φ(x)|₂ ≤ bound"
 OBJECTIVE = (MARGIN_LOSS, KAPPA_1, TARGET)
+
+
+def measure_perceptual(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, params: Any) -> torch.Tensor:
+    """``d(x_adv, x) = |φ(x_adv) − φ(x)|₂`` per image with φ of ``params['distance_net']`` (two
+    forwards of the distance network; a :class:`~percviz.attacks.base.Constraint` measure)."""
+    name = params["distance_net"]
+    if name == "self":
+        net: Any = model
+    else:
+        from percviz.models import load_model
+
+        net = load_model(name, x.device)
+    return (perceptual_features(net, x_adv) - perceptual_features(net, x)).norm(dim=1)
+
+
+def _perceptual_bound(kind: str) -> Constraint:
+    return Constraint(
+        distance="lpips_{distance_net}",
+        kind=kind,  # type: ignore[arg-type]
+        param="bound",
+        measure=measure_perceptual,
+        text=BOUND_TEXT if kind == "hard" else BOUND_TEXT + " (not enforced: no projection)",
+    )
 
 
 def _presets() -> dict[str, dict[str, Any]]:
@@ -639,14 +673,12 @@ def _presets() -> dict[str, dict[str, Any]]:
     return out
 
 
-BOUND_TEXT = "d(x̃, x) = |φ(x̃) − φ(x)|₂ ≤ bound"
-
 register(
     AttackSpec(
         id="ppgd",
         title="Perceptual PGD",
         family="perceptual",
-        source="Laidlaw et al. 2021; seed 001 §4, App. A.1 Algorithm 1 (Lemma 1, eq. 11–12), App. A.4",
+        source="Laidlaw et al. 2021, §4, App. A.1 Algorithm 1 (Lemma 1, eq. 11–12), App. A.4",
         summary="Projected gradient ascent in the perceptual metric: each step solves the linearised "
         "problem max ∇f̂ᵀδ s.t. |Jδ| ≤ η with a few conjugate-gradient iterations on JᵀJδ = ∇f̂ "
         "(J = Jacobian of the normalised features φ), scales the step to perceptual length η, then "
@@ -666,6 +698,10 @@ register(
         fn=ppgd,
         presets=_presets(),
         bound=BOUND_TEXT,
+        strength="bound",
+        iteration_params=("steps",),
+        cost_params=("cg_iters", "bisect_iters"),
+        constraints=(_perceptual_bound("hard"),),
     )
 )
 
@@ -674,7 +710,7 @@ register(
         id="lpa",
         title="Lagrangian Perceptual Attack",
         family="perceptual",
-        source="Laidlaw et al. 2021; seed 001 §4 eq. 5, App. A.2 Algorithm 2, App. A.4",
+        source="Laidlaw et al. 2021, §4 eq. 5, App. A.2 Algorithm 2, App. A.4",
         summary="Gradient ascent on the Lagrangian L(f(x̃), y) − λ·max(0, d(x̃, x) − ε) with steps "
         "of perceptual length η (decaying from ε to ε/10); λ grows ×10 after every round that ends "
         "outside the bound, and a final projection enforces d(x̃, x) ≤ ε.",
@@ -692,6 +728,10 @@ register(
         fn=lpa,
         presets=_presets(),
         bound=BOUND_TEXT,
+        strength="bound",
+        iteration_params=("steps", "search_steps"),
+        cost_params=("bisect_iters",),
+        constraints=(_perceptual_bound("hard"),),
     )
 )
 
@@ -700,15 +740,18 @@ register(
         id="fast_lpa",
         title="Fast-LPA (no projection)",
         family="perceptual",
-        source="Laidlaw et al. 2021; seed 001 §5, App. A.3 Algorithm 3",
+        source="Laidlaw et al. 2021, §5, App. A.3 Algorithm 3",
         summary="LPA without the λ search (λ = 10^(t/T) rises from 1 to 10 during the T steps) and "
         "without the final projection — the cheap attack of perceptual adversarial training. It can "
         "end outside the bound; the reported distance and 'outside_bound' say so.",
         formula=r"\lambda_t = 10^{t/T},\quad \tilde x \leftarrow \tilde x + \tfrac{\eta_t}{m}\hat\Delta,"
         r"\quad \eta_t = \varepsilon\,0.1^{t/T}",
-        params=(*COMMON, with_default(STEPS, 10), *OBJECTIVE),
+        params=(*COMMON, with_default(STEPS, 10), MARGIN_LOSS, KAPPA_FAST, TARGET),
         fn=fast_lpa,
         presets=_presets(),
         bound="soft: " + BOUND_TEXT + " (not enforced)",
+        strength="bound",
+        iteration_params=("steps",),
+        constraints=(_perceptual_bound("soft"),),
     )
 )

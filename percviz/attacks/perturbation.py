@@ -1,6 +1,6 @@
-"""Perturbation-analysis attacks of Balda et al. (seed 003): GNM, Proposition 1, Algorithm 1-T, subsets.
+"""Perturbation-analysis attacks of Balda et al. 2019: GNM, Proposition 1, Algorithm 1-T, subsets.
 
-All linearise the seed 003 classification loss ``L(x, η) = f_k(x+η) − max_{l≠k} f_l(x+η)``
+All linearise the Balda et al. 2019 classification loss ``L(x, η) = f_k(x+η) − max_{l≠k} f_l(x+η)``
 (k = the label, by default the prediction), which percviz writes as the CW margin to *maximise*
 with κ = ∞ (``loss='cw'``, ``kappa=inf``, the default here); cross-entropy is offered too.
 
@@ -28,16 +28,25 @@ from percviz.attacks._norms import (
     closest_boundary,
     dual,
     lp_norm,
+    measure_lp,
     parse_p,
     project,
     random_in_ball,
     steepest_step,
 )
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Param, register, validate_batch
-from percviz.attacks.losses import is_adversarial, margin, objective
+from percviz.attacks.base import (
+    AttackContext,
+    AttackOutput,
+    AttackSpec,
+    Constraint,
+    Param,
+    register,
+    validate_batch,
+)
+from percviz.attacks.losses import is_adversarial, objective, pair_margin
 from percviz.attacks.params import EPS_LINF, KAPPA, LOSS, STEPS, TARGET, with_default
 
-SOURCE = "Balda et al., perturbation analysis (seed 003)"
+SOURCE = "Balda et al. 2019, Perturbation Analysis of Learning Algorithms"
 
 P_ANY = Param(
     name="p",
@@ -47,7 +56,7 @@ P_ANY = Param(
     allow_inf=True,
     help="Norm of the budget: any p ≥ 1 or inf (inf: sign step = FGSM; 2: normalised gradient; "
     "1: a single coordinate).",
-    source="seed 003 Theorem 2, eq. 5–6",
+    source="Balda et al. 2019 Theorem 2, eq. 5–6",
 )
 P_CHOICE = Param(
     name="p",
@@ -55,7 +64,7 @@ P_CHOICE = Param(
     default="inf",
     choices=("1", "2", "inf"),
     help="Norm of the perturbation: 1, 2 or inf.",
-    source="seed 003 eq. 5–8",
+    source="Balda et al. 2019 eq. 5–8",
 )
 EPS_P = Param(
     name="eps",
@@ -66,11 +75,12 @@ EPS_P = Param(
     unit="ℓp norm of the whole perturbation, [0,1] units",
     help="Budget ‖η‖_p ≤ eps in the chosen norm (4/255 ≈ 0.0157 for L∞; L2 budgets of ~1 suit 224×224).",
     label="ε (ℓp)",
+    symbol="ε",
 )
 LOSS_003 = with_default(
     LOSS,
     "cw",
-    help="Objective: cw = seed 003 loss max_{l≠k} f_l − f_k (clipped at κ; κ = inf is the paper's), "
+    help="Objective: cw = Balda et al. 2019 loss max_{l≠k} f_l − f_k (clipped at κ; κ = inf is the paper's), "
     "or cross-entropy (ce).",
 )
 KAPPA_INF = with_default(
@@ -78,7 +88,7 @@ KAPPA_INF = with_default(
     math.inf,
     high=None,
     allow_inf=True,
-    help="Confidence κ of the CW margin (inf = the unclipped seed 003 loss).",
+    help="Confidence κ of the CW margin (inf = the unclipped Balda et al. 2019 loss).",
 )
 DITHER = Param(
     name="dither",
@@ -89,7 +99,27 @@ DITHER = Param(
     unit="ℓp norm, [0,1] units",
     help="Dithering radius ε̃: each step linearises the loss at a random point within ε̃ of the "
     "current iterate (0 = no dithering). It only moves where the gradient is taken, never the output.",
-    source="seed 003 §III-C eq. 9, Algorithm 1",
+    source="Balda et al. 2019 §III-C eq. 9, Algorithm 1",
+)
+DITHER_SCHEDULE = Param(
+    name="dither_schedule",
+    kind="choice",
+    default="constant",
+    choices=("constant", "first", "linear"),
+    help="Radius ε̃_t per step: constant = ε̃ every step; first = ε̃ at step 1, then 0 (with ε̃ = ε "
+    "the paper's 'PGD as a special case'); linear = ε̃·(T − t + 1)/T, decaying to ε̃/T.",
+    source="Balda et al., Algorithm 1 (ε̃_1, …, ε̃_T); §III-C",
+    label="dithering schedule",
+)
+SUBSET_SCORE = Param(
+    name="subset_score",
+    kind="choice",
+    default="box",
+    choices=("box", "abs"),
+    help="How subsets are ranked: abs = Σ|∇L| over the subset (the paper's eq. 22); box = the "
+    "linearised gain Σ ∇L·(clip(x + ε·sign ∇L) − x), which skips values already at 0 or 1.",
+    source="Balda et al. eq. 22",
+    label="subset ranking",
 )
 SUBSETS = Param(
     name="subsets",
@@ -98,7 +128,7 @@ SUBSETS = Param(
     low=1,
     high=100000,
     help="How many subsets (pixels or blocks) may change: one per round, each round one gradient.",
-    source="seed 003 §V (multiple subset attack)",
+    source="Balda et al. 2019 §V (multiple subset attack)",
 )
 SUBSET_SIZE = Param(
     name="subset_size",
@@ -108,18 +138,28 @@ SUBSET_SIZE = Param(
     high=64,
     unit="pixels",
     help="Side of the square blocks forming the subsets (1 = single pixels, 3 values each).",
-    source="seed 003 §IV (partition into subsets)",
+    source="Balda et al. 2019 §IV (partition into subsets)",
 )
 LOSS_PARAMS = (LOSS_003, KAPPA_INF, TARGET)
+LP_BOUND = Constraint(distance="lp", kind="hard", param="eps", measure=measure_lp, text="‖x_adv − x‖_p ≤ eps")
+
+
+def balda_objective(params: dict[str, Any], labels: torch.Tensor):
+    """The objective to maximise: untargeted as :func:`~percviz.attacks.losses.objective`;
+    targeted with ``loss='cw'`` the paper's eq. 23, ``f_t − f_k`` (= −L), clipped at κ."""
+    target = params["target"]
+    if target is not None and params["loss"] == "cw":
+        return lambda z, _x: pair_margin(z, labels, target, params["kappa"])
+    return objective(params["loss"], labels, target, params["kappa"])
 
 
 def gnm(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """GNM, seed 003 Theorem 2 (eq. 4–6): ``η = ε·sign(∇L)⊙|∇L|^{q−1}/‖∇L‖_q^{q−1}``.
+    """GNM, Balda et al. 2019 Theorem 2 (eq. 4–6): ``η = ε·sign(∇L)⊙|∇L|^{q−1}/‖∇L‖_q^{q−1}``.
 
     One gradient; the step has ℓp norm exactly ε before clipping to [0, 1] (which only shrinks it).
     """
     p, eps = params["p"], params["eps"]
-    obj = objective(params["loss"], labels, params["target"], params["kappa"])
+    obj = balda_objective(params, labels)
     grad, value, _ = ctx.gradient(x, obj)
     x_adv = project(x, x + steepest_step(grad, p, eps), p, eps)
     ctx.step(1, 1, loss=value.mean())
@@ -129,26 +169,28 @@ def gnm(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[
 def _loss_and_gradient(
     ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, target: int | None, candidates: int, q: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(L, w, ‖w‖_q)``: seed 003 loss at ``η = 0`` and the ascent direction that lowers it.
+    """``(L, w, ‖w‖_q)``: Balda et al. 2019 loss at ``η = 0`` and the ascent direction that lowers it.
 
     Untargeted: the closest of the top-``candidates`` class pairs (``candidates = 1`` is exactly
-    ``L = f_k − max_{l≠k} f_l``). Targeted: ``L = max_{l≠t} f_l − f_t``.
+    ``L = f_k − max_{l≠k} f_l``). Targeted: the paper's eq. 23, ``L = f_k − f_t``.
     """
     if target is None:
         cand = candidate_classes(ctx.logits(x), labels, candidates)
         loss, w, wq, _ = closest_boundary(ctx, x, labels, cand, q)
         return loss, w, wq
-    w, m, _ = ctx.gradient(x, lambda z, _x: margin(z, labels, target))
+    w, m, _ = ctx.gradient(x, lambda z, _x: pair_margin(z, labels, target))
     return -m.double(), w, lp_norm(w, q)
 
 
 def minnorm(
     ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]
 ) -> AttackOutput:
-    """Proposition 1 (seed 003 eq. 7–8): ``η = −L/‖∇L‖_q^q · sign(∇L)⊙|∇L|^{q−1}`` (ℓp norm L/‖∇L‖_q).
+    """Proposition 1 (Balda et al. 2019 eq. 7–8): ``η = −L/‖∇L‖_q^q · sign(∇L)⊙|∇L|^{q−1}``.
+
+    The step's ℓp norm is ``L/‖∇L‖_q``.
 
     The step is scaled by ``1 + overshoot`` to cross the boundary, not just reach it. Also reports
-    ``rho_2 = L(x,0)/‖∇L(x,0)‖_q`` per image (Theorem 1's robustness estimate, seed 003 §II-B).
+    ``rho_2 = L(x,0)/‖∇L(x,0)‖_q`` per image (Theorem 1's robustness estimate, Balda et al. 2019 §II-B).
     """
     p = parse_p(params["p"])
     q = dual(p)
@@ -168,7 +210,7 @@ def robustness_rho(
     p: float | str = 2,
     candidates: int = 10,
 ) -> torch.Tensor:
-    """``ρ₂ = L(x,0)/‖∇L(x,0)‖_q`` per image (seed 003 Theorem 1 / §II-B), as an ``(N,)`` CPU tensor.
+    """``ρ₂ = L(x,0)/‖∇L(x,0)‖_q`` per image (Balda et al. 2019 Theorem 1 / §II-B), as an ``(N,)`` CPU tensor.
 
     The linearised ℓp distance to the closest decision boundary among the top-``candidates``
     other classes (``candidates = 1``: the runner-up only, the paper's ``max_{l≠k}``). Negative
@@ -190,25 +232,37 @@ def robustness_rho(
 def balda_iter(
     ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]
 ) -> AttackOutput:
-    """Algorithm 1-T (seed 003 §V): ``η_{t+1} = η_t + argmax_{‖η‖_p ≤ ε/T} ηᵀ∇L(x, η̃_t)``.
+    """Algorithm 1-T (Balda et al. §V): ``η_{t+1} = η_t + argmax_{‖η‖_p ≤ ε/T} ηᵀ∇L(x, η̃_t)``.
 
-    ``η̃_t = η_t + random(ε̃)`` with ``ε̃ = dither`` (eq. 9); each step is the closed form of eq. 5.
-    The T steps sum to at most ε in ℓp (clipping to [0, 1] only shrinks coordinates).
+    ``η̃_t = η_t + random(ε̃_t)`` (eq. 9) with ``ε̃_t`` from ``dither`` and ``dither_schedule``
+    (:func:`dither_radius`); each step is the closed form of eq. 5 for any p ≥ 1. The T steps sum
+    to at most ε in ℓp (clipping to [0, 1] only shrinks coordinates).
     """
     p, eps, steps, dither = parse_p(params["p"]), params["eps"], params["steps"], params["dither"]
     target = params["target"]
-    obj = objective(params["loss"], labels, target, params["kappa"])
+    obj = balda_objective(params, labels)
     x_adv = x.clone()
     for t in range(steps):
         x_eval = x_adv
-        if dither > 0:
-            x_eval = (x_adv + random_in_ball(ctx, x.shape, p, dither)).clamp(0.0, 1.0)
+        radius = dither_radius(dither, params["dither_schedule"], t + 1, steps)
+        if radius > 0:
+            x_eval = (x_adv + random_in_ball(ctx, x.shape, p, radius)).clamp(0.0, 1.0)
         grad, value, logits = ctx.gradient(x_eval, obj)
         x_adv = project(x, x_adv + steepest_step(grad, p, eps / steps), p, eps)
         fooled = is_adversarial(logits, labels, target).float().mean()
         if ctx.step(t + 1, steps, loss=value.mean(), fooled_at_eval_point=fooled):
             break
     return AttackOutput(x_adv, constraints={"lp": lp_norm(x_adv - x, p)})
+
+
+def dither_radius(dither: float, schedule: str, t: int, steps: int) -> float:
+    """``ε̃_t`` of Algorithm 1 at step ``t`` (1-based) of ``steps``: constant, first step only, or
+    linearly decaying from ``dither`` to ``dither/T``."""
+    if schedule == "first":
+        return dither if t == 1 else 0.0
+    if schedule == "linear":
+        return dither * (steps - t + 1) / steps
+    return dither
 
 
 def _block_sums(values: torch.Tensor, size: int) -> torch.Tensor:
@@ -227,25 +281,35 @@ def _block_mask(chosen: torch.Tensor, size: int, h: int, w: int) -> torch.Tensor
 
 
 def subset(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """Single / multiple subset attack (seed 003 eq. 21–22, §IV-B and §V).
+    """Single / multiple subset attack (Balda et al. eq. 21–22, §IV-B and §V).
 
-    Each round takes ``g = ∇L`` at the current iterate and, among the subsets not yet used, picks
-    ``s* = argmax_s Σ_{i∈S_s} g_i·(clip(x_i + ε·sign g_i) − x_i)`` — eq. 22's ``Σ|g_i|`` with the
-    [0, 1] box taken into account — and sets that subset to ``clip(x + ε·sign(g))``. At most
-    ``subsets`` rounds; images stop once misclassified (or when no subset can still help).
+    Each round takes ``g = ∇L(x, η̃)`` at a point ``η̃`` dithered within ``dither`` (ℓ∞) of the
+    current iterate (eq. 21; 0 = at the iterate) and, among the subsets not yet used, picks the
+    best by ``subset_score``: ``abs`` = ``argmax_s Σ_{i∈S_s} |g_i|`` (the paper's eq. 22), ``box``
+    (default) = ``argmax_s Σ_{i∈S_s} g_i·(clip(x_i + ε·sign g_i) − x_i)``, eq. 22 with the [0, 1]
+    box taken into account. That subset is set to ``clip(x + ε·sign(g))``. At most ``subsets``
+    rounds; images stop once misclassified (or when no subset can still help). With dithering,
+    whether an image is fooled costs one extra forward at the iterate per round.
     """
     eps, rounds, size, target = params["eps"], params["subsets"], params["subset_size"], params["target"]
-    obj = objective(params["loss"], labels, target, params["kappa"])
+    dither = params["dither"]
+    obj = balda_objective(params, labels)
     n, _, h, w = x.shape
     rows = torch.arange(n, device=x.device)
     x_adv = x.clone()
     used = torch.zeros(n, (-(-h // size)) * (-(-w // size)), dtype=torch.bool, device=x.device)
     active = torch.ones(n, dtype=torch.bool, device=x.device)
     for t in range(rounds):
-        grad, value, logits = ctx.gradient(x_adv, obj)
+        x_eval = x_adv
+        if dither > 0:
+            x_eval = (x_adv + random_in_ball(ctx, x.shape, float("inf"), dither)).clamp(0.0, 1.0)
+        grad, value, logits = ctx.gradient(x_eval, obj)
+        if dither > 0:
+            logits = ctx.logits(x_adv)
         active &= ~is_adversarial(logits, labels, target)
         moved = (x + eps * grad.sign()).clamp(0.0, 1.0)
-        score = _block_sums((grad * (moved - x_adv)).sum(dim=1), size).masked_fill(used, float("-inf"))
+        gain = grad.abs() if params["subset_score"] == "abs" else grad * (moved - x_adv)
+        score = _block_sums(gain.sum(dim=1), size).masked_fill(used, float("-inf"))
         best = score.argmax(dim=1)
         pick = active & (score[rows, best] > 0)
         chosen = torch.zeros_like(used)
@@ -277,6 +341,8 @@ register(
             "L1.5 (ε = 3)": {"p": "1.5", "eps": 3.0},
         },
         bound="‖x_adv − x‖_p ≤ ε",
+        strength="eps",
+        constraints=(LP_BOUND,),
     )
 )
 
@@ -303,6 +369,13 @@ register(
             "L∞, 10 classes, overshoot 0.5": {"p": "inf", "candidates": 10, "overshoot": 0.5},
         },
         bound="none (minimum-norm; rho_2 is the linearised distance)",
+        strength="overshoot",
+        cost_params=("candidates",),
+        constraints=(
+            Constraint(
+                distance="lp", kind="soft", measure=measure_lp, text="‖x_adv − x‖_p reached (no budget)"
+            ),
+        ),
     )
 )
 
@@ -317,10 +390,17 @@ register(
         "Dithering radius 0 is BIM/PGD with the paper's loss.",
         formula=r"\tilde\eta_t = \eta_t + \mathrm{random}(\tilde\varepsilon),\quad"
         r"\eta_{t+1} = \eta_t + \arg\max_{\|\eta\|_p\le\varepsilon/T} \eta^\top \nabla L(x, \tilde\eta_t)",
-        params=(P_CHOICE, EPS_P, with_default(STEPS, 5), DITHER, *LOSS_PARAMS),
+        params=(P_ANY, EPS_P, with_default(STEPS, 5), DITHER, DITHER_SCHEDULE, *LOSS_PARAMS),
         fn=balda_iter,
         presets={
             "paper Algorithm 1-5 (L∞, ε = 4/255, T = 5)": {"p": "inf", "eps": 4 / 255, "steps": 5},
+            "paper: PGD as a special case (L∞, ε̃₁ = ε, then 0, T = 10)": {
+                "p": "inf",
+                "eps": 4 / 255,
+                "steps": 10,
+                "dither": 4 / 255,
+                "dither_schedule": "first",
+            },
             "L∞ T = 10 with dithering (ε̃ = ε/2)": {
                 "p": "inf",
                 "eps": 4 / 255,
@@ -330,6 +410,9 @@ register(
             "L2 (ε = 1, T = 10)": {"p": "2", "eps": 1.0, "steps": 10},
         },
         bound="‖x_adv − x‖_p ≤ ε",
+        strength="eps",
+        iteration_params=("steps",),
+        constraints=(LP_BOUND,),
     )
 )
 
@@ -349,14 +432,32 @@ register(
             with_default(EPS_LINF, 1.0, help="L∞ change of the values in a chosen subset."),
             SUBSETS,
             SUBSET_SIZE,
+            SUBSET_SCORE,
+            with_default(DITHER, 0.0, unit="ℓ∞, [0,1] units", source="Balda et al. eq. 21"),
             *LOSS_PARAMS,
         ),
         fn=subset,
         presets={
-            "paper linear-pixel-100 (ε = 1)": {"eps": 1.0, "subsets": 100, "subset_size": 1},
+            "paper linear-pixel-100 (ε = 1, Σ|∇L| ranking)": {
+                "eps": 1.0,
+                "subsets": 100,
+                "subset_size": 1,
+                "subset_score": "abs",
+            },
             "single pixel (ε = 1)": {"eps": 1.0, "subsets": 1, "subset_size": 1},
             "20 blocks of 4×4 (ε = 0.5)": {"eps": 0.5, "subsets": 20, "subset_size": 4},
         },
         bound="at most subsets·subset_size² pixels change, each value by ≤ ε",
+        strength="subsets",
+        iteration_params=("subsets",),
+        constraints=(
+            Constraint(distance="linf", kind="hard", param="eps", text="‖x_adv − x‖∞ ≤ eps"),
+            Constraint(
+                distance="l0",
+                kind="hard",
+                limit=lambda p: p["subsets"] * p["subset_size"] ** 2,
+                text="changed pixels ≤ subsets · subset_size²",
+            ),
+        ),
     )
 )

@@ -1,4 +1,4 @@
-"""Smooth adversarial examples (seed 002 §4): qPGD₂ (§4.1.1 eq. 12) and sC&W (§4.2 eq. 16–19).
+"""Smooth adversarial examples (Zhang et al. 2020 §4): qPGD₂ (§4.1.1 eq. 12) and sC&W (§4.2 eq. 16–19).
 
 Both shape the perturbation with the Laplacian smoothing ``ŝ_α`` guided by the original image
 (:mod:`percviz.smoothing`), so it is smooth wherever the image is and may be sharp across its
@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Param, register
-from percviz.attacks.cw import SEARCH_PARAMS, lagrangian_search
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
+from percviz.attacks.cw import SEARCH_PARAMS, SOFT_L2, lagrangian_search
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import EPS_L2, KAPPA, LOSS, STEP_SIZE, STEPS, TARGET, with_default
 from percviz.smoothing import LaplacianSmoother, laplacian_energy
@@ -27,7 +27,8 @@ SMOOTH_ALPHA = Param(
     help="Smoothing strength α of L_α = (I − α𝒲)/(1 − α): 0 = no smoothing; 0.95 on MNIST-like "
     "images, 0.997 on ImageNet in the paper.",
     label="α (smoothing)",
-    source="seed 002 §3.3, §5.2.4",
+    symbol="α",
+    source="Zhang et al. 2020 §3.3, §5.2.4",
 )
 CG_ITERS = Param(
     name="cg_iters",
@@ -38,7 +39,7 @@ CG_ITERS = Param(
     help="Conjugate-gradient iterations per smoothing solve (50 in the paper; more for a converged "
     "solve — the residual reached is reported).",
     label="CG iterations",
-    source="seed 002 §4.2.3",
+    source="Zhang et al. 2020 §4.2.3",
 )
 
 
@@ -64,7 +65,7 @@ def _smooth_constraints(
 def qpgd_l2(
     ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]
 ) -> AttackOutput:
-    """qPGD₂ (seed 002 §4.1.1 eq. 12): ``x ← Π(x + a · ŝ_α(g)/‖ŝ_α(g)‖₂)`` with ``g`` the loss
+    """qPGD₂ (Zhang et al. 2020 §4.1.1 eq. 12): ``x ← Π(x + a · ŝ_α(g)/‖ŝ_α(g)‖₂)`` with ``g`` the loss
     gradient, projected onto the L2 ball of radius ε and [0, 1]; the last iterate is returned."""
     eps, step, steps = float(params["eps"]), float(params["step_size"]), int(params["steps"])
     target = params["target"]
@@ -109,7 +110,7 @@ class SmoothLatent:
 
 
 def scw_l2(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """sC&W (seed 002 §4.2 eq. 18): ``min_z ‖ŝ_α(z)‖² + c ℓ(f(c(x_o + ŝ_α(z))), t)`` by Adam from
+    """sC&W (Zhang et al. 2020 §4.2 eq. 18): ``min_z ‖ŝ_α(z)‖² + c ℓ(f(c(x_o + ŝ_α(z))), t)`` by Adam from
     ``z = 0``, with the C&W binary search on ``c`` and the least-distortion success kept."""
     sm = _smoother(x, params)
     x_adv, info = lagrangian_search(ctx, x, labels, params, SmoothLatent(x, sm))
@@ -122,7 +123,7 @@ register(
         id="qpgd_l2",
         title="qPGD₂ — quick-and-dirty smooth PGD (L2)",
         family="smooth",
-        source="Zhang et al. 2020, Smooth adversarial examples; seed 002 §4.1.1 eq. 12",
+        source="Zhang et al. 2020, Smooth adversarial examples, §4.1.1 eq. 12",
         summary="PGD in L2 where each gradient is first smoothed by the Laplacian smoothing guided by "
         "the original image, then normalised: the perturbation stays smooth wherever the image is "
         "smooth. Simple, but the smoothed direction can be weakly correlated with the gradient, so it "
@@ -142,10 +143,26 @@ register(
         ),
         fn=qpgd_l2,
         presets={
-            "paper ImageNet (ε = 5, a = 3, α = 0.997)": {"eps": 5.0, "step_size": 3.0, "smooth_alpha": 0.997},
-            "paper MNIST (ε = 5, a = 3, α = 0.95)": {"eps": 5.0, "step_size": 3.0, "smooth_alpha": 0.95},
+            "paper ImageNet (ε = 5, a = 3, α = 0.997, margin loss κ = 0)": {
+                "eps": 5.0,
+                "step_size": 3.0,
+                "smooth_alpha": 0.997,
+                "loss": "cw",
+                "kappa": 0.0,
+            },
+            "paper MNIST (ε = 5, a = 3, α = 0.95, margin loss κ = 0)": {
+                "eps": 5.0,
+                "step_size": 3.0,
+                "smooth_alpha": 0.95,
+                "loss": "cw",
+                "kappa": 0.0,
+            },
         },
         bound="‖x_adv − x‖₂ ≤ ε",
+        strength="eps",
+        iteration_params=("steps",),
+        cost_params=("cg_iters",),
+        constraints=(Constraint(distance="l2", kind="hard", param="eps", text="‖x_adv − x‖₂ ≤ eps"),),
     )
 )
 
@@ -154,7 +171,7 @@ register(
         id="scw_l2",
         title="sC&W — smooth Carlini–Wagner (L2)",
         family="smooth",
-        source="Zhang et al. 2020, Smooth adversarial examples; seed 002 §4.2 eq. 16–19",
+        source="Zhang et al. 2020, Smooth adversarial examples, §4.2 eq. 16–19",
         summary="Carlini–Wagner where the perturbation is constrained to be smooth like the original "
         "image: it is written r = ŝ_α(z), the Laplacian smoothing (guided by the image) of a free "
         "latent z optimised by Adam from 0. Gradients reach z through the same smoothing. A binary "
@@ -178,5 +195,9 @@ register(
             },
         },
         bound="minimises ‖x_adv − x‖₂ with r smooth like x (no fixed budget)",
+        strength="kappa",
+        iteration_params=("steps", "search_steps"),
+        cost_params=("cg_iters",),
+        constraints=(SOFT_L2,),
     )
 )

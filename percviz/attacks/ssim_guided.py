@@ -1,8 +1,7 @@
-"""SSIM-guided attacks of seed 000 §IV: PGAP (QCQP (8), Algorithm 1) and FPGAP ((10), Algorithm 2).
+"""SSIM-guided attacks of Pochimireddy et al. 2021 §IV: PGAP (QCQP (8), Algorithm 1) and FPGAP ((10), Algorithm 2).
 
 Both maximise the linearised loss ``gᵀy`` under the moment-form SSIM constraints
-``S1(x, y) ≥ 1 − ε1²`` and ``S2(x, y) ≥ 1 − ε2²`` (§III-A eq. 3, 6; App. A), with the corrected
-radii of SPEC §4.1. The gradient is that of the CW margin with κ = 50 (App. C, supplementary) by
+``S1(x, y) ≥ 1 − ε1²`` and ``S2(x, y) ≥ 1 − ε2²`` (§III-A eq. 3, 6; App. A), with the corrected radii (docs/REFERENCES.md, errata). The gradient is that of the CW margin with κ = 50 (App. C, supplementary) by
 default. With ``scope=channel`` the same construction is applied to each RGB channel on its own.
 The solvers live in :mod:`percviz.qcqp`.
 """
@@ -14,7 +13,7 @@ from typing import Any
 import torch
 
 from percviz import qcqp
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Param, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import KAPPA, LOSS, STEPS, TARGET, with_default
 from percviz.metrics import s1_s2
@@ -26,8 +25,9 @@ EPS1 = Param(
     low=0.0,
     high=0.5,
     help="Luminance tolerance: S1(x, x_adv) ≥ 1 − eps1² (0 keeps the mean exactly).",
-    source="seed 000 (8), App. A constraint 1",
+    source="Pochimireddy et al. 2021 (8), App. A constraint 1",
     label="ε1 (luminance)",
+    symbol="ε₁",
 )
 EPS2 = Param(
     name="eps2",
@@ -36,8 +36,9 @@ EPS2 = Param(
     low=0.0,
     high=0.5,
     help="Structure tolerance: S2(x, x_adv) ≥ 1 − eps2² (global moment form).",
-    source="seed 000 (8), App. A constraint 2",
+    source="Pochimireddy et al. 2021 (8), App. A constraint 2",
     label="ε2 (structure)",
+    symbol="ε₂",
 )
 ANCHOR = Param(
     name="anchor",
@@ -138,7 +139,7 @@ def _final_report(x: torch.Tensor, x_adv: torch.Tensor, eps2: float, scope: str)
 
 
 def fpgap(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """FPGAP: Algorithm 2 with the closed form (10) and the corrected radius (seed 000 §IV-B, App. B).
+    """FPGAP: Algorithm 2 with the closed form (10) and the corrected radius (Pochimireddy et al. 2021 §IV-B, App. B).
 
     ``x_adv = μ + η2 X + r ĝ`` (``ĝ`` the unit zero-mean gradient, ``r² = (η2² − 1)‖X‖² +
     N η2 ε2² c2``) lands exactly on ``S2 = 1 − ε2²`` around its anchor and keeps the mean. Each
@@ -181,11 +182,13 @@ def fpgap(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dic
 
 
 def pgap(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:
-    """PGAP: Algorithm 1 — the QCQP (8) with the box, re-linearised each step (seed 000 §IV-A, App. A).
+    """PGAP: Algorithm 1 — the QCQP (8) with the box, re-linearised each step (Pochimireddy et al. 2021 §IV-A, App. A).
 
     Every step maximises ``gᵀy`` (``g`` the gradient at the current iterate) subject to both SSIM
     constraints around the *original* image and ``0 ≤ y ≤ 1``; images stop at their first success.
-    ``solver`` picks the exact multiplier solver or cvxpy (:mod:`percviz.qcqp`).
+    ``solver`` picks the exact multiplier solver or cvxpy (:mod:`percviz.qcqp`). ``info['duality_gap']``
+    is cvxpy's own, or for the exact solver the dual function at its multipliers minus the objective
+    (:func:`percviz.qcqp.lagrangian_dual`), both for the unit-norm gradient.
     """
     eps1, eps2, steps, scope = params["eps1"], params["eps2"], params["steps"], params["scope"]
     n = x.shape[0]
@@ -242,14 +245,37 @@ def pgap(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict
     return AttackOutput(x_adv, constraints=constraints, info=info)
 
 
+def _measure_s1(_model: Any, x: torch.Tensor, x_adv: torch.Tensor, params: Any) -> torch.Tensor:
+    """S1 against the original in the attack's scope (worst channel for ``scope=channel``)."""
+    return _scope_s1_s2(x, x_adv, params["scope"])[0]
+
+
+def _measure_s2(_model: Any, x: torch.Tensor, x_adv: torch.Tensor, params: Any) -> torch.Tensor:
+    """S2 against the original in the attack's scope (worst channel for ``scope=channel``)."""
+    return _scope_s1_s2(x, x_adv, params["scope"])[1]
+
+
+def _s_bound(term: str, eps: str, kind: str = "hard", **when: Any) -> Constraint:
+    return Constraint(
+        distance=f"{term}_scope",
+        kind=kind,  # type: ignore[arg-type]
+        relation=">=",
+        param=eps,
+        limit=lambda p: 1.0 - p[eps] ** 2,
+        measure=_measure_s1 if term == "s1" else _measure_s2,
+        text=f"{term.upper()}(x, x_adv) ≥ 1 − {eps}² (in scope, against the original)",
+        when=when,
+    )
+
+
 _FORMULA_PGAP = (
-    r"\max_{y\in[0,1]^N} y^\top\nabla_x\mathcal{L}\ \ \text{s.t.}\ "
-    r"(\mu_y-\eta_1\mu_x)^2\le(\eta_1^2-1)\mu_x^2+\eta_1\epsilon_1^2c_1,\ "
+    r"\max_{y\in[0,1]^N} y^\top\nabla_x\mathcal{L}\quad \text{s.t.}\ "
+    r"(\mu_y-\eta_1\mu_x)^2\le(\eta_1^2-1)\mu_x^2+\eta_1\epsilon_1^2c_1,\quad "
     r"\|Y-\eta_2X\|^2\le(\eta_2^2-1)\|X\|^2+N\eta_2\epsilon_2^2c_2"
 )
 _FORMULA_FPGAP = (
     r"x_{adv}=\mu_x\mathbf{1}+\eta_2X+\sqrt{(\eta_2^2-1)\|X\|^2+N\eta_2\epsilon_2^2c_2}\;"
-    r"\frac{G}{\|G\|},\ \ G=\nabla_x\mathcal{L}-\overline{\nabla_x\mathcal{L}},\ \eta_2=\frac{1}{1-\epsilon_2^2}"
+    r"\frac{G}{\|G\|},\quad G=\nabla_x\mathcal{L}-\overline{\nabla_x\mathcal{L}},\quad \eta_2=\frac{1}{1-\epsilon_2^2}"
 )
 
 register(
@@ -257,7 +283,7 @@ register(
         id="pgap",
         title="PGAP (SSIM-constrained QCQP)",
         family="perceptual (SSIM)",
-        source="seed 000 §IV-A eq. (8)/(9), Algorithm 1, App. A (radii corrected, SPEC §4.1)",
+        source="Pochimireddy et al. 2021 §IV-A eq. (8)/(9), Algorithm 1, App. A (radii corrected, see docs/REFERENCES.md)",
         summary="Perceptually guided adversarial perturbation: each step maximises the linearised "
         "loss over all images whose global luminance term S1 and structure term S2 stay above "
         "1 − ε1² and 1 − ε2² against the original, inside [0, 1] — a convex QCQP solved exactly — "
@@ -270,6 +296,9 @@ register(
             "mean kept (ε1 = 0, ε2 = 0.01)": {"eps1": 0.0, "eps2": 0.01},
         },
         bound="S1 ≥ 1 − ε1², S2 ≥ 1 − ε2² (global, against the original)",
+        strength="eps2",
+        iteration_params=("steps",),
+        constraints=(_s_bound("s1", "eps1"), _s_bound("s2", "eps2")),
     )
 )
 
@@ -278,7 +307,7 @@ register(
         id="fpgap",
         title="FPGAP (closed-form SSIM step)",
         family="perceptual (SSIM)",
-        source="seed 000 §IV-B eq. (10), Algorithm 2, App. B (radius corrected, SPEC §4.1)",
+        source="Pochimireddy et al. 2021 §IV-B eq. (10), Algorithm 2, App. B (radius corrected, see docs/REFERENCES.md)",
         summary="Fast PGAP: drops the box and solves the mean-preserving S2 constraint in closed "
         "form — the centre η2·X around the mean plus the zero-mean gradient scaled to the sphere's "
         "radius, landing exactly on S2 = 1 − ε2². Repeated (Algorithm 2) until the model is fooled; "
@@ -291,5 +320,11 @@ register(
             "bound against original (ε2 = 0.01)": {"eps2": 0.01, "anchor": "original"},
         },
         bound="S2 ≥ 1 − ε2² per step (against the original with anchor=original)",
+        strength="eps2",
+        iteration_params=("steps",),
+        constraints=(
+            _s_bound("s2", "eps2", anchor="original"),
+            _s_bound("s2", "eps2", "soft", anchor="moving"),
+        ),
     )
 )
