@@ -1,4 +1,4 @@
-"""Command line (SPEC §7): ``percviz models | attacks | predict | attack | figure | evaluate``.
+"""Command line: ``percviz models | attacks | predict | attack | figure | evaluate``.
 
 Bad input exits non-zero with one line on stderr (``percviz: error: …``); set
 ``PERCVIZ_DEBUG=1`` to see tracebacks instead.
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -20,10 +21,22 @@ from percviz.errors import ParameterError, PercvizError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
+MAX_SEED = 2**63 - 1
+
+
+class _UsageError(PercvizError):
+    """A command line argparse refused (unknown flag, missing value, not an integer…)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one sentence (exit 2), not usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see `{self.prog} --help`).")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="percviz", description="Perceptually guided adversarial examples: models, attacks, analysis."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         help="sweep a parameter (NAME or ATTACK.NAME)",
     )
     ev.add_argument("--match", default=None, metavar="ssim=V|psnr=V", help="matched-quality mode (bisection)")
-    ev.add_argument("--model", default="efficientnet_lite0", help="model id (default efficientnet_lite0)")
+    ev.add_argument("--model", default="efficientnet_lite0", help=MODEL_HELP)
+    _add_own_model_options(ev, labels_flags=("--class-names",))
     ev.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ev.add_argument("--batch", type=int, default=8, help="images per pass (default 8)")
     ev.add_argument(
@@ -88,17 +102,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted by name)")
     ev.add_argument("--no-explain", action="store_true", help="skip GradCAM++ explainability scores")
+    ev.add_argument(
+        "--transfer-to",
+        default=None,
+        metavar="M1,M2",
+        help="also write the transfer matrix (fooling rate of examples made on each of --model, M1, M2… "
+        "when classified by each of them) to OUT/transfer-ATTACK.json and .csv",
+    )
+    ev.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: work units spread over Ray workers (same rows)",
+    )
+    ev.add_argument(
+        "--address",
+        default=None,
+        help="with --engine ray: cluster address (auto, ray://HOST:10001); default: a local runtime",
+    )
+    ev.add_argument("--workers", type=int, default=2, help="with --engine ray: worker actors (default 2)")
+    ev.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="with --engine ray: GPUs per worker (default 0)"
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.add_argument("--out", required=True, help="output folder")
     return parser
 
 
+MODEL_HELP = (
+    "zoo id (default efficientnet_lite0; see `percviz models`), file:PATH (TorchScript or ONNX), "
+    "ARCH@PATH (timm/torchvision architecture + checkpoint) or hf:REPO_ID (Hugging Face cache)"
+)
+
+
 def _add_model_image(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument(
-        "--model",
-        default=None if not required else "efficientnet_lite0",
-        help="model id (default efficientnet_lite0)",
-    )
+    p.add_argument("--model", default=None if not required else "efficientnet_lite0", help=MODEL_HELP)
+    _add_own_model_options(p, labels_flags=("--labels", "--class-names"))
     p.add_argument("--image", required=required, help="image file, or sample:NAME (e.g. sample:chelsea)")
     p.add_argument(
         "--crop", type=float, default=1.0, help="central crop fraction before resizing (default 1)"
@@ -106,9 +145,41 @@ def _add_model_image(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
 
 
+def _add_own_model_options(p: argparse.ArgumentParser, labels_flags: tuple[str, ...]) -> None:
+    p.add_argument(
+        *labels_flags,
+        dest="class_names",
+        default=None,
+        metavar="FILE",
+        help="class names of your own model (one per line, or JSON); default ImageNet-1k for 1000 outputs",
+    )
+    p.add_argument("--input-size", type=int, default=None, help="your model's input side in pixels")
+    p.add_argument("--mean", default=None, metavar="A,B,C", help="your model's input mean (default ImageNet)")
+    p.add_argument("--std", default=None, metavar="A,B,C", help="your model's input std (default ImageNet)")
+    p.add_argument("--cam-layer", default=None, metavar="NAME", help="GradCAM++ target layer (dotted name)")
+
+
+def model_arg(args: argparse.Namespace, default: str | None = None) -> str | None:
+    """The model reference from ``--model`` plus ``--labels/--input-size/--mean/--std/--cam-layer``."""
+    from percviz.models.custom import model_ref
+
+    base = args.model or default
+    if base is None:
+        return None
+    return model_ref(
+        base,
+        labels=getattr(args, "class_names", None),
+        input_size=getattr(args, "input_size", None),
+        mean=getattr(args, "mean", None),
+        std=getattr(args, "std", None),
+        cam_layer=getattr(args, "cam_layer", None),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
+        check_args(args)
         return _COMMANDS[args.command](args)
     except PercvizError as exc:
         return _fail(str(exc), EXIT_USER_ERROR)
@@ -118,6 +189,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("PERCVIZ_DEBUG") == "1":
             raise
         return _fail(f"{type(exc).__name__}: {exc}", EXIT_INTERNAL_ERROR)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse out-of-range common options before anything is loaded or written (ParameterError)."""
+    crop = getattr(args, "crop", None)
+    if crop is not None and not (math.isfinite(crop) and 0.1 <= crop <= 1.0):
+        raise ParameterError(f"--crop must be a central fraction in [0.1, 1]; got {crop}.")
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise ParameterError(f"--seed must be an integer in [0, 2^63 − 1]; got {seed}.")
+    top = getattr(args, "top", None)
+    if top is not None and not 1 <= top <= 1000:
+        raise ParameterError(f"--top must lie in [1, 1000]; got {top}.")
+    for flag in ("batch", "limit"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ParameterError(f"--{flag} must be at least 1; got {value}.")
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+
+
+def check_device(text: str) -> None:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps``, and present on this machine (ParameterError)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ParameterError(f"--device must be cpu, cuda, cuda:N or mps; got '{text}'.")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ParameterError(f"--device {text}: no CUDA device is available on this machine.")
+        if device.index is not None and device.index >= count:
+            raise ParameterError(f"--device {text}: this machine has {count} CUDA device(s), 0–{count - 1}.")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ParameterError(f"--device {text}: Apple MPS is not available on this machine.")
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse an ``--out`` that exists and is not a folder, before any work (nothing is created)."""
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out '{out}' exists and is not a folder.")
+
+
+def make_out_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PercvizError(f"Cannot create output folder '{out}': {exc.strerror or exc}.") from None
 
 
 def _fail(message: str, code: int) -> int:
@@ -145,10 +269,38 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     for s in rows:
         state = "available" if s.available else "UNAVAILABLE"
-        print(f"{s.spec.id:20s} {state:12s} {s.spec.title}")
+        print(f"{s.spec.id:20s} {state:12s} {s.spec.title} (input {s.spec.input_size}×{s.spec.input_size})")
         if not s.available:
             print(f"{'':20s} to enable: {s.how_to_enable}")
+    from percviz.cli_regression import regression_models_help
+
+    print()
+    for line in regression_models_help():
+        print(line)
+    print()
+    for line in own_models_help():
+        print(line)
     return 0
+
+
+def own_models_help() -> list[str]:
+    """How to use your own model, as printed by ``percviz models``."""
+    from percviz.hosted import current_limits
+
+    if not current_limits().allow_custom_models:
+        return ["Own models are turned off on this server (hosted mode)."]
+    return [
+        "Your own model (--model):",
+        "  file:PATH              TorchScript (.pt/.ts) or ONNX (.onnx), recognised from the content",
+        "  ARCH@PATH              timm or torchvision architecture + safetensors or state-dict checkpoint",
+        "                         (timm:NAME@PATH / torchvision:NAME@PATH to choose the library)",
+        "  hf:REPO_ID             Hugging Face image classifier already in the local cache",
+        "  --labels FILE          class names (default ImageNet-1k for 1000 outputs, else 'class i')",
+        "  --input-size N         input side (inferred from ONNX / timm / Hugging Face, else 224)",
+        "  --mean A,B,C --std A,B,C   input normalisation (default ImageNet; 0,0,0 and 1,1,1 = none)",
+        "  --cam-layer NAME       GradCAM++ layer (default: the last layer with feature maps)",
+        "Pickled whole-model files (torch.save(model)) are refused: unpickling can run code.",
+    ]
 
 
 def cmd_attacks(args: argparse.Namespace) -> int:
@@ -160,6 +312,9 @@ def cmd_attacks(args: argparse.Namespace) -> int:
         return 0
     for spec in specs.values():
         print(f"{spec.id:12s} {spec.title} — {spec.source}")
+        bounds = "; ".join(f"{c.kind}: {c.text or c.distance}" for c in spec.constraints) or "none"
+        loops = ", ".join((*spec.iteration_params, *spec.cost_params)) or "none"
+        print(f"{'':14s}strength={spec.strength} iterations/cost={loops} bound: {bounds}")
         for p in spec.params:
             rng = f"[{p.low}, {p.high}]" if p.low is not None or p.high is not None else ""
             choices = f"{{{', '.join(p.choices)}}}" if p.choices else ""
@@ -173,7 +328,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from percviz.pipeline import load_ref, prepare
     from percviz.recipes import ImageRef
 
-    model = load_model(args.model, args.device)
+    model = load_model(model_arg(args) or "", args.device)
     image = prepare(load_ref(ImageRef.parse(args.image)), model.input_size, args.crop)
     preds = predict(model, image.tensor(model.device), args.top)[0]
     payload = {
@@ -199,7 +354,7 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
 
 def _recipe_from_args(args: argparse.Namespace) -> Any:
     from percviz.attacks import get_attack
-    from percviz.models import DEFAULT_MODEL, get_spec
+    from percviz.models import DEFAULT_MODEL
     from percviz.recipes import ImageRef, Recipe
 
     overrides = parse_params(args.param)
@@ -212,7 +367,7 @@ def _recipe_from_args(args: argparse.Namespace) -> Any:
             else (spec.validate(overrides))
         )
         return Recipe(
-            model=args.model or base.model,
+            model=model_arg(args) or base.model,
             image=ImageRef.parse(args.image) if args.image else base.image,
             attack=spec.id,
             params=params,
@@ -224,8 +379,7 @@ def _recipe_from_args(args: argparse.Namespace) -> Any:
     if missing:
         raise ParameterError(f"attack needs {' and '.join(missing)} (or --recipe).")
     spec = get_attack(args.attack)
-    model_id = args.model or DEFAULT_MODEL
-    get_spec(model_id)
+    model_id = model_arg(args, DEFAULT_MODEL) or DEFAULT_MODEL
     return Recipe(
         model=model_id,
         image=ImageRef.parse(args.image),
@@ -238,16 +392,17 @@ def _recipe_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
+    from percviz import cli_regression
     from percviz.images import encode_png, to_numpy
     from percviz.pipeline import build_report, run_recipe
 
+    if cli_regression.routes_to_regression(args):
+        return cli_regression.cmd_attack(args)
     recipe = _recipe_from_args(args)
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PercvizError(f"Cannot create output folder '{out}': {exc.strerror or exc}.") from None
+    check_out_folder(out)
     outcome = run_recipe(recipe, check_hash=bool(args.recipe))
+    make_out_folder(out)  # only once the model, image and attack all worked
     original = to_numpy(outcome.result.x)[0]
     adversarial = to_numpy(outcome.result.x_adv)[0]
     (out / "original.png").write_bytes(encode_png(original))
@@ -262,7 +417,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     (out / "result.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     before = report["prediction_before"][0]["label"]
     after = report["prediction_after"][0]["label"]
-    verdict = "fooled" if report["success"] else "not fooled"
+    verdict = "fooled" if report["fooled"] else "not fooled"
+    if any(b["kind"] == "hard" for b in report["bounds"]):
+        verdict += ", within bound" if report["within_bound"] else ", OUTSIDE its bound: not a success"
     print(
         f"{recipe.attack}: {before} → {after} ({verdict}); SSIM {report['metrics']['ssim']:.4f}; wrote {out}"
     )
@@ -296,7 +453,11 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from percviz import cli_regression
     from percviz import evaluate as ev
+
+    if any(cli_regression.is_regression_attack(a) for a in args.attack):
+        return cli_regression.cmd_evaluate(args)
     from percviz.attacks import get_attack
     from percviz.models import load_model
 
@@ -317,7 +478,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ev.strength_param(attack)
     if args.batch < 1:
         raise ParameterError(f"--batch must be at least 1; got {args.batch}.")
-    model = load_model(args.model, args.device)
+    if args.engine == "ray" and match is not None:
+        raise ParameterError("--match runs in this process; drop --engine ray to use it.")
+    # With Ray the workers compute; this process only needs the model's input size and id.
+    model = load_model(model_arg(args) or "", "cpu" if args.engine == "ray" else args.device)
     labels = ev.read_true_labels(args.labels) if args.labels else None
     if args.images.startswith("sample:"):
         wanted = args.images.split(":", 1)[1]
@@ -341,8 +505,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     explain = not args.no_explain
     common = {"seed": args.seed, "batch": args.batch, "store": store, "progress": bar}
     matched: list[dict[str, Any]] = []
+    cluster: dict[str, Any] | None = None
     try:
-        if match is None:
+        if match is None and args.engine == "ray":
+            from percviz import ray_engine
+
+            result = ray_engine.evaluate_ray(
+                model_arg(args) or "",
+                model.spec.id,
+                images,
+                runs,
+                explain=explain,
+                address=args.address,
+                workers=args.workers,
+                gpus_per_worker=args.gpus_per_worker,
+                device=args.device,
+                **common,
+            )
+            cluster = dict(ray_engine.cluster_summary(result))
+            rows, cancelled = [*result.rows, *result.errors], result.cancelled
+            computed, reused, explain_ok = result.computed, result.reused, result.explain_available
+        elif match is None:
             result = ev.evaluate(model, images, runs, explain=explain, **common)
             rows, cancelled = result.rows, result.cancelled
             computed, reused, explain_ok = result.computed, result.reused, result.explain_available
@@ -371,6 +554,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 explain_ok = any(k in r for r in found.rows for k in ev.EXPLAIN_COLUMNS)
     finally:
         bar.close()
+    # Error rows (an image a Ray worker could not evaluate, also when resumed here) stay out of
+    # the numbers and are listed in summary.json.
+    errors = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
+    for r in errors:
+        print(f"percviz: failed {r['image']} ({r['attack']}): {r['error']}", file=sys.stderr)
     summaries = ev.summarize(rows)
     ev.write_csv(out / "results.csv", rows)
     sweep_names = [n.rpartition(".")[2] for n in parse_sweep(args.sweep)]
@@ -383,8 +572,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "skipped": [s.as_dict() for s in skipped],
         "computed": computed,
         "reused": reused,
-        "complete": not cancelled and len(rows) == len(images) * (len(runs)),
-        "explainability": "seed 000 §V-B at noise threshold 0.11"
+        "complete": not cancelled and len(rows) + len(errors) == len(images) * (len(runs)),
+        "errors": [{k: r.get(k) for k in ("image", "attack", "params", "error")} for r in errors],
+        "explainability": "Pochimireddy et al. 2021 §V-B at noise threshold 0.11"
         if explain and explain_ok
         else "not computed",
         "distortion": "L2 of x_adv − x in [0,1] units over the whole image",
@@ -393,15 +583,69 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "matched": matched,
         "files": ["rows.jsonl", "results.csv", "summary.json", *(p.name for p in plots)],
     }
+    if cluster is not None:
+        payload["cluster"] = cluster
+    if args.transfer_to and not cancelled:
+        payload["transfer"] = _transfer(args, model, runs, out, bar)
     (out / "summary.json").write_text(json.dumps(ev.strict_json(payload), indent=2) + "\n", encoding="utf-8")
     for s in summaries:
         print(
             f"{ev.run_label(s['attack'], s['params'])}: fooling rate {s['fooling_rate']:.3f}, "
+            f"within bound {s.get('within_bound_rate', 1.0):.3f}, "
             f"mean SSIM {s['mean_ssim']:.4f}, P_suc {s['p_suc']:.3f}, D̄ {_opt(s['mean_distortion'])} "
             f"({s['images']} images)"
         )
     print(f"wrote {out} ({computed} computed, {reused} reused, {len(skipped)} skipped)")
     return 0
+
+
+def split_models(text: str) -> list[str]:
+    """``"a,file:b.onnx?mean=0.5,0.5,0.5"`` → two references (commas inside options stay)."""
+    from percviz.models import MODEL_SPECS
+
+    out: list[str] = []
+    for token in (t.strip() for t in text.split(",")):
+        starts = token in MODEL_SPECS or token.partition("?")[0] in MODEL_SPECS
+        starts = starts or token.startswith(("file:", "hf:")) or "@" in token.partition("?")[0]
+        if out and not starts:
+            out[-1] += "," + token
+        elif token:
+            out.append(token)
+    return out
+
+
+def _transfer(args: argparse.Namespace, model: Any, runs: Sequence[Any], out: Path, bar: Any) -> list[Any]:
+    """Transfer matrices over ``--model`` and ``--transfer-to`` (one per attack, its first run)."""
+    from percviz import evaluate as ev
+    from percviz.models import load_model
+    from percviz.transfer import transfer_matrix
+
+    others = split_models(args.transfer_to)
+    models = [model, *(load_model(m, args.device) for m in others)]
+    models = list({m.spec.id: m for m in models}.values())
+    size = max(m.input_size for m in models)
+    if args.images.startswith("sample:"):
+        wanted = args.images.split(":", 1)[1]
+        names = None if wanted in ("", "all") else [n.strip() for n in wanted.split(",") if n.strip()]
+        images, _ = ev.load_samples(size, names, crop_fraction=args.crop)
+    else:
+        images, _ = ev.load_folder(args.images, size, crop_fraction=args.crop, limit=args.limit)
+    images = images[: args.limit] if args.limit else images
+    pairs = [(im.name, im.pixels) for im in images]
+    summaries = []
+    for attack in dict.fromkeys(r.attack for r in runs):
+        params = next(r.params for r in runs if r.attack == attack)
+        bar.describe(f"transfer {attack}")
+        matrix = transfer_matrix(models, pairs, attack, dict(params), seed=args.seed, batch=args.batch)
+        matrix.write(out, f"transfer-{attack}")
+        summary = {k: v for k, v in matrix.as_dict().items() if k != "rows"}
+        summaries.append(summary)
+        print(f"transfer matrix ({attack}; rows = source, columns = target; fooling rate):")
+        width = max(len(m.spec.id) for m in models)
+        print(" " * (width + 1) + " ".join(f"{m.spec.id[-width:]:>{width}s}" for m in models))
+        for sid, row in zip(summary["sources"], summary["fooling_rate"], strict=True):
+            print(f"{sid:{width}s} " + " ".join(f"{_opt(v):>{width}s}" for v in row))
+    return summaries
 
 
 def _opt(value: float | None) -> str:

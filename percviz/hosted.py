@@ -1,7 +1,8 @@
-"""Limits for a shared lab server (SPEC §9): one setting, ``PERCVIZ_HOSTED=1``, turns them on.
+"""Limits for a shared lab server: one setting, ``PERCVIZ_HOSTED=1``, turns them on.
 
 Local use keeps generous limits; hosted mode caps upload size and pixels, image side, iteration
-counts, batch and sweep sizes, and disables server folders and custom models. Every cap can be
+counts and the parameters that multiply a step's cost (candidate classes…), batch and sweep sizes,
+a job's wall time, and disables server folders and custom models. Every cap can be
 tuned by an environment variable (``PERCVIZ_MAX_STEPS=…``), read once per call of
 :func:`current_limits` so tests can change it. :func:`start_memory_release` keeps a long-running
 server's memory from ratcheting up as sessions come and go (glibc arenas capped, freed pages trimmed).
@@ -10,16 +11,25 @@ server's memory from ratcheting up as sessions come and go (glibc arenas capped,
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from percviz.errors import ParameterError
+from percviz.errors import ModelUnavailableError, ParameterError, UnknownIdError
 
+if TYPE_CHECKING:
+    from percviz.attacks.base import AttackSpec
+
+#: Checked whatever an attack declares (registry entries not yet declaring their own): loop counts
+#: capped by ``max_steps``, and parameters multiplying a step's cost.
 ITERATION_PARAMS = ("steps", "search_steps", "cg_iters", "bisect_iters", "subsets")
+COST_PARAMS = ("candidates",)
+#: Which :class:`Limits` field caps a cost parameter; any other cost parameter gets ``max_cost``.
+COST_LIMITS = {"candidates": "max_candidates"}
 RELEASE_INTERVAL_S = 10.0
 MALLOC_ARENAS = 2
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
@@ -27,13 +37,21 @@ M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps applied by the app (and the CLI where they make sense)."""
+    """Caps applied by the app (and the CLI where they make sense).
+
+    ``max_steps`` caps every iteration count, ``max_candidates`` the candidate classes of
+    per-class methods, ``max_cost`` any other parameter an attack declares as multiplying its
+    cost; ``job_time_limit_s`` stops a queued job after that many seconds of running (0 = none).
+    """
 
     hosted: bool
     max_upload_mb: int
     max_pixels: int
     max_side: int
     max_steps: int
+    max_candidates: int
+    max_cost: int
+    job_time_limit_s: int
     max_batch: int
     max_sweep_cells: int
     max_images: int
@@ -49,13 +67,16 @@ LOCAL = Limits(
     max_pixels=40_000_000,
     max_side=12_000,
     max_steps=1000,
+    max_candidates=999,
+    max_cost=100_000,
+    job_time_limit_s=0,
     max_batch=64,
     max_sweep_cells=400,
     max_images=500,
     compute_slots=1,
     jobs_per_session=2,
     allow_server_folders=True,
-    allow_custom_models=False,
+    allow_custom_models=True,
 )
 
 HOSTED = Limits(
@@ -64,6 +85,9 @@ HOSTED = Limits(
     max_pixels=16_000_000,
     max_side=6_000,
     max_steps=200,
+    max_candidates=20,
+    max_cost=64,
+    job_time_limit_s=300,
     max_batch=8,
     max_sweep_cells=36,
     max_images=16,
@@ -96,13 +120,94 @@ def current_limits() -> Limits:
     return Limits(**{**base.__dict__, **changes})
 
 
-def check_params(values: Mapping[str, Any], limits: Limits) -> None:
-    """Refuse iteration counts above the cap with a sentence naming the parameter and the cap."""
-    for name in ITERATION_PARAMS:
-        value = values.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > limits.max_steps:
-            mode = "Hosted mode" if limits.hosted else "This server"
-            raise ParameterError(f"{mode} allows at most {limits.max_steps} for '{name}'; got {value}.")
+def check_params(
+    attack: AttackSpec | str | Mapping[str, Any],
+    values: Mapping[str, Any] | Limits | None = None,
+    limits: Limits | None = None,
+) -> None:
+    """Refuse loop counts and cost parameters above the caps, and runs that can only fail.
+
+    ``check_params(spec_or_id, values, limits)``: the parameters the attack declares
+    (:attr:`AttackSpec.iteration_params`, :attr:`AttackSpec.cost_params`) plus the usual names
+    are compared with their cap whatever their type (``1000.0``, ``"1e23"`` and ``inf`` alike; a
+    list, as a sweep sends, value by value), and an external ``distance_net`` must have its
+    weights on this machine. ``check_params(values, limits)`` checks the usual names only.
+    Raises :class:`ParameterError` (or :class:`ModelUnavailableError`) with one sentence.
+    """
+    if isinstance(values, Limits):
+        spec, values, limits = None, attack, values
+    else:
+        spec = _spec(attack) if attack is not None else None
+    if limits is None:
+        limits = current_limits()
+    values = values if isinstance(values, Mapping) else {}
+    iteration, cost = set(ITERATION_PARAMS), set(COST_PARAMS)
+    if spec is not None:
+        iteration.update(spec.iteration_params)
+        cost.update(spec.cost_params)
+        names = set(spec.param_names())
+        iteration, cost = iteration & names, cost & names
+    for name in sorted(iteration | cost):
+        field = "max_steps" if name in iteration else COST_LIMITS.get(name, "max_cost")
+        for value in _each(values.get(name)):
+            _check_cap(name, value, getattr(limits, field), limits)
+    if spec is not None and "distance_net" in spec.param_names():
+        _check_distance_net(values.get("distance_net"), limits)
+
+
+def _spec(attack: AttackSpec | str | Mapping[str, Any]) -> AttackSpec | None:
+    from percviz.attacks import get_attack
+
+    if isinstance(attack, str):
+        return get_attack(attack)
+    return None if isinstance(attack, Mapping) else attack
+
+
+def _each(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _check_cap(name: str, value: Any, cap: int, limits: Limits) -> None:
+    if isinstance(value, bool):
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return  # not a number: the schema refuses it with its own sentence
+    mode = "Hosted mode" if limits.hosted else "This server"
+    if math.isnan(number):
+        raise ParameterError(f"Parameter '{name}' must be a number; got {value!r}.")
+    if number > cap:
+        raise ParameterError(f"{mode} allows at most {cap} for '{name}'; got {value!r}.")
+
+
+def _check_distance_net(name: Any, limits: Limits) -> None:
+    """A perceptual bound measured by a zoo model whose weights are missing can only fail."""
+    if not isinstance(name, str) or name in ("", "self"):
+        return
+    from percviz.models import model_status
+
+    try:
+        status = model_status(name)
+    except UnknownIdError:  # the schema names the valid ones
+        return
+    if status.available:
+        return
+    where = "on this server" if limits.hosted else "here"
+    hint = "" if limits.hosted else f"; {status.how_to_enable}"
+    raise ModelUnavailableError(
+        f"distance_net={name} needs the {status.spec.title} weights, which are not installed {where}{hint}."
+    )
+
+
+def enforce(spec: AttackSpec, values: Mapping[str, Any]) -> None:
+    """In hosted mode, :func:`check_params` for a run about to start (the attack template calls
+    it, so a value reaches no attack unchecked whichever page or script sent it)."""
+    limits = current_limits()
+    if limits.hosted:
+        check_params(spec, values, limits)
 
 
 def check_image_size(height: int, width: int, limits: Limits) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from percviz.errors import ImageError
+from percviz.errors import ImageError, ParameterError
 
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -78,15 +78,32 @@ def load_image(
     return _decode(data, name or label, max_pixels)
 
 
+#: Characters that make Markdown or HTML out of text (links, images, tags, code, LaTeX), mapped
+#: to look-alikes that do not.
+_INERT = str.maketrans({"[": "［", "]": "］", "<": "‹", ">": "›", "`": "ʼ", "$": "＄", "\\": "＼"})
+MAX_SHOWN_NAME = 80
+
+
+def display_name(name: str) -> str:
+    """A user-supplied file name made safe to show in a message rendered as Markdown: control
+    characters become ``?``, Markdown/HTML syntax characters become inert look-alikes (a name such
+    as ``![t](http://…)`` can fetch nothing), and long names are shortened in the middle."""
+    text = "".join("?" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in name).translate(_INERT)
+    if len(text) > MAX_SHOWN_NAME:
+        half = (MAX_SHOWN_NAME - 1) // 2
+        text = f"{text[:half]}…{text[-half:]}"
+    return text
+
+
 def _read_bytes(source: str | Path | bytes | bytearray, max_bytes: int) -> tuple[bytes, str]:
     if isinstance(source, bytes | bytearray):
         data, label = bytes(source), "upload"
     elif isinstance(source, str | Path):
         path = Path(source)
         if not path.is_file():
-            raise ImageError(f"No image file at '{path}'.")
+            raise ImageError(f"No image file at '{display_name(str(path))}'.")
         if path.stat().st_size > max_bytes:
-            raise ImageError(f"'{path.name}' is larger than the {max_bytes // 2**20} MB limit.")
+            raise ImageError(f"'{display_name(path.name)}' is larger than the {max_bytes // 2**20} MB limit.")
         data, label = path.read_bytes(), path.name
     else:
         raise ImageError(f"Cannot read an image from a {type(source).__name__}.")
@@ -99,6 +116,7 @@ def _read_bytes(source: str | Path | bytes | bytearray, max_bytes: int) -> tuple
 
 def _decode(data: bytes, label: str, max_pixels: int) -> LoadedImage:
     allowed = ", ".join(ALLOWED_FORMATS)
+    shown = display_name(label)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -106,24 +124,43 @@ def _decode(data: bytes, label: str, max_pixels: int) -> LoadedImage:
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(
-                    f"'{label}' declares {w}×{h} = {w * h / 1e6:.0f} Mpx, over the "
+                    f"'{shown}' declares {w}×{h} = {w * h / 1e6:.0f} Mpx, over the "
                     f"{max_pixels / 1e6:.0f} Mpx limit (possible decompression bomb)."
                 )
             fmt = img.format
             n_frames = int(getattr(img, "n_frames", 1))
+            deep = _sixteen_bit_colour(img)
             img.load()
             pixels, notes = _pil_to_rgb(img)
+            if deep:
+                notes = (
+                    *notes,
+                    "16-bit colour reduced to 8 bits per channel (Pillow decodes colour at 8 bits)",
+                )
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"'{label}' is not an image in a supported format ({allowed}).") from None
+        raise ImageError(f"'{shown}' is not an image in a supported format ({allowed}).") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"'{label}' is too large to decode safely (decompression bomb).") from None
+        raise ImageError(f"'{shown}' is too large to decode safely (decompression bomb).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"'{label}' is corrupt or truncated and cannot be decoded ({exc}).") from None
+        raise ImageError(f"'{shown}' is corrupt or truncated and cannot be decoded ({exc}).") from None
     if n_frames > 1:
         notes = (*notes, f"animated image: the first of {n_frames} frames is used")
     return _finish(pixels, label, fmt, notes, max_pixels)
+
+
+def _sixteen_bit_colour(img: Image.Image) -> bool:
+    """Whether an opened (not yet loaded) colour image stores 16 bits per channel, which Pillow
+    decodes to 8 (its colour modes are 8-bit); 16-bit grey is read exactly (mode ``I;16``)."""
+    if img.mode not in ("RGB", "RGBA", "LA"):
+        return False
+    for tile in getattr(img, "tile", None) or []:
+        args = tile.args if hasattr(tile, "args") else tile[3]
+        raw = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(raw, str) and ";16" in raw:
+            return True
+    return False
 
 
 def _pil_to_rgb(img: Image.Image) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -216,9 +253,11 @@ def _finish(
 ) -> LoadedImage:
     h, w = pixels.shape[:2]
     if h * w > max_pixels:
-        raise ImageError(f"'{name}' has {h * w / 1e6:.0f} Mpx, over the {max_pixels / 1e6:.0f} Mpx limit.")
+        raise ImageError(
+            f"'{display_name(name)}' has {h * w / 1e6:.0f} Mpx, over the {max_pixels / 1e6:.0f} Mpx limit."
+        )
     if min(h, w) < MIN_SIDE:
-        raise ImageError(f"'{name}' is {w}×{h} pixels; both sides must be at least {MIN_SIDE}.")
+        raise ImageError(f"'{display_name(name)}' is {w}×{h} pixels; both sides must be at least {MIN_SIDE}.")
     return LoadedImage(np.ascontiguousarray(pixels, dtype=np.float32), name, fmt, notes)
 
 
@@ -236,7 +275,7 @@ def fit_to_model(pixels: np.ndarray, size: int | tuple[int, int], crop_fraction:
     """
     th, tw = (size, size) if isinstance(size, int) else size
     if not 0.1 <= crop_fraction <= 1.0:
-        raise ValueError(f"crop_fraction must lie in [0.1, 1]; got {crop_fraction}.")
+        raise ParameterError(f"crop_fraction must lie in [0.1, 1]; got {crop_fraction}.")
     h, w = pixels.shape[:2]
     if (h, w) == (th, tw) and crop_fraction == 1.0:
         return pixels
@@ -313,7 +352,7 @@ def sample_names() -> list[str]:
 def load_sample(name: str) -> LoadedImage:
     """Load a bundled sample photo by name (offline: they ship inside scikit-image/-learn)."""
     if name not in SAMPLES:
-        raise ImageError(f"Unknown sample '{name}'; choose one of: {', '.join(SAMPLES)}.")
+        raise ImageError(f"Unknown sample '{display_name(name)}'; choose one of: {', '.join(SAMPLES)}.")
     caption, loader = SAMPLES[name]
     try:
         arr = loader()

@@ -2,15 +2,19 @@
 
 A recipe names the model, the image (a bundled sample, or a file with its SHA-256), the crop,
 the attack with its full validated parameters, and the seed; saved recipes also carry the
-package versions and the device they were made on.
+package versions (percviz's own and, from a git checkout, its commit) and the device they were made
+on. Loading is strict: a field of the wrong type (``seed: true``, ``seed: 1.7``), a file that is not
+UTF-8 JSON, or one nested or sized beyond any recipe is refused with one sentence.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import platform
+import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +23,12 @@ from typing import Any
 from percviz.errors import RecipeError
 
 RECIPE_VERSION = 1
-_VERSIONED_PACKAGES = ("percviz", "torch", "torchvision", "timm", "numpy", "pillow")
+_VERSIONED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pillow")
+#: Recipes are a few kB; anything far larger is not one.
+MAX_RECIPE_BYTES = 1_000_000
+MAX_SEED = 2**63 - 1
+#: Integers beyond this cannot be parameters (steps, classes…): JSON allows any length.
+MAX_PARAM_INT = 2**53
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,10 @@ class ImageRef:
     def __post_init__(self) -> None:
         if (self.sample is None) == (self.path is None):
             raise RecipeError("A recipe image needs exactly one of 'sample' or 'path'.")
+        for name in ("sample", "path", "sha256"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or "\x00" in value):
+                raise RecipeError(f"The recipe image's '{name}' must be a text without NUL characters.")
 
     @classmethod
     def parse(cls, text: str) -> ImageRef:
@@ -97,31 +110,63 @@ class Recipe:
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise RecipeError("The recipe's 'params' must be an object.")
-        try:
-            return cls(
-                model=str(data["model"]),
-                image=ImageRef(image.get("sample"), image.get("path"), image.get("sha256")),
-                attack=str(data["attack"]),
-                params={str(k): _decode(v) for k, v in params.items()},
-                seed=int(data.get("seed", 0)),
-                crop_fraction=float(data.get("crop_fraction", 1.0)),
-                device=data.get("device"),
-                versions=dict(data.get("versions") or {}),
-            )
-        except (TypeError, ValueError) as exc:
-            raise RecipeError(f"The recipe has an invalid field ({exc}).") from None
+        versions = data.get("versions") or {}
+        if not isinstance(versions, dict):
+            raise RecipeError("The recipe's 'versions' must be an object.")
+        device = data.get("device")
+        if device is not None and not isinstance(device, str):
+            raise RecipeError(f"The recipe's 'device' must be a text such as \"cpu\"; got {device!r}.")
+        return cls(
+            model=_text(data, "model"),
+            image=ImageRef(image.get("sample"), image.get("path"), image.get("sha256")),
+            attack=_text(data, "attack"),
+            params={str(k): _decode(str(k), v) for k, v in params.items()},
+            seed=_seed(data.get("seed", 0)),
+            crop_fraction=_crop(data.get("crop_fraction", 1.0)),
+            device=device,
+            versions={str(k): str(v) for k, v in versions.items()},
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RecipeError(f"Cannot read recipe '{path}': {exc.strerror or exc}.") from None
+            raw = Path(path).read_bytes()
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise RecipeError(f"Cannot read recipe '{path}': {reason}.") from None
+        if len(raw) > MAX_RECIPE_BYTES:
+            raise RecipeError(
+                f"Recipe '{path}' is {len(raw):,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}."
+            )
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RecipeError(f"Recipe '{path}' is not a UTF-8 JSON text file.") from None
         except json.JSONDecodeError as exc:
             raise RecipeError(f"Recipe '{path}' is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+        except RecursionError:
+            raise RecipeError(f"Recipe '{path}' is nested too deeply to be a recipe.") from None
         return cls.from_dict(data.get("recipe", data) if isinstance(data, dict) else data)
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value.strip():
+        raise RecipeError(f"The recipe's '{key}' must be a non-empty text; got {value!r}.")
+    return value
+
+
+def _seed(value: Any) -> int:
+    """An integer in [0, 2⁶³ − 1]; booleans and floats (``true``, ``1.7``, ``1e23``) are refused."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise RecipeError(f"The recipe's 'seed' must be an integer in [0, 2^63 − 1]; got {value!r}.")
+    return value
+
+
+def _crop(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.1 <= value <= 1.0:
+        raise RecipeError(f"The recipe's 'crop_fraction' must be a number in [0.1, 1]; got {value!r}.")
+    return float(value)
 
 
 def _encode(value: Any) -> Any:
@@ -130,16 +175,47 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(value: Any) -> Any:
+def _decode(name: str, value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_PARAM_INT:
+        raise RecipeError(f"The recipe's parameter '{name}' is out of range ({len(str(abs(value)))} digits).")
     return math.inf if value == "inf" else value
 
 
 def environment_versions() -> dict[str, str]:
-    """Versions of the packages that decide the numbers, plus Python."""
-    versions = {"python": platform.python_version()}
+    """Versions of the packages that decide the numbers, plus Python and percviz (with its commit)."""
+    import percviz
+
+    versions = {"python": platform.python_version(), "percviz": percviz.__version__}
+    commit = source_commit()
+    if commit:
+        versions["percviz_commit"] = commit
     for name in _VERSIONED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """The git commit of the percviz checkout in use (``-dirty`` with uncommitted changes to
+    tracked files), or None when percviz is not run from a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0 or not head.stdout.strip():
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")

@@ -4,20 +4,28 @@ Starts ``scripts/hosted.sh`` (the locked-down profile, bound to 127.0.0.1 on a f
 it with headless Chromium through Playwright and prints one JSON line of measurements; the server
 is always stopped. Only loopback is ever contacted; session count and run time are bounded.
 
-``load``: after a warm-up run (loads the model), a *blocker* session starts a long PGD and holds the
-single compute slot; then N sessions (≤ 8, one Chromium) open Explore, each on its own photo or
-attack setting, and press *Run attack* one after the other (each waits until the server took its
-job, so the submission order is known); once every one of them shows its place in the queue, the
-blocker presses *Cancel* and the queue drains. Reports what each page showed (verdict, captions,
-L∞, the queue places it displayed, completion time) and the server's RSS: idle after the warm-up,
-peak under load, and idle again after the sessions closed and their ``disconnectedSessionTTL``
-expired.
+``load``: first a few sessions open Explore at once on the fresh server (the cold start, where the
+attack registry is first imported); after a warm-up run (loads the model), one *blocker* session
+per compute slot (``--slots``, the server's ``PERCVIZ_COMPUTE_SLOTS``) starts a long PGD and holds
+its slot; then N sessions (≤ 16, one Chromium) open Explore, each on its own photo or attack
+setting, and press *Run attack* one after the other (each waits until the server took its job, so
+the submission order is known); once every one of them shows its place in the queue, the blockers
+press *Cancel* and the queue drains. Reports what each page showed (verdict, captions, L∞, SSIM,
+PSNR, the queue places it displayed, completion time), whether that equals the same run computed
+alone in this process (labels, probabilities, SSIM, PSNR and L∞ as the page rounds them), and the
+server's RSS: idle after the warm-up, peak under load, and idle again after the sessions closed and
+their ``disconnectedSessionTTL`` expired.
+
+``sigterm``: a session starts a long PGD; once it runs, the server gets SIGTERM. Reports the exit
+code and how long the exit took.
 
 ``fault``: with the test hook ``PERCVIZ_TEST_OOM_TICKETS=0`` the first job raises an out-of-memory
 error; then a client disconnects in the middle of a long run; then another session runs a job.
 Reports health, what each page showed and how long the next job waited.
 
     python scripts/loadtest.py load            # one JSON line on stdout
+    python scripts/loadtest.py load --sessions 16 --slots 2
+    python scripts/loadtest.py sigterm
     python scripts/loadtest.py fault --ttl 30
 """
 
@@ -53,7 +61,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
 ]
-MAX_SESSIONS = 8
+MAX_SESSIONS = 16
+MAX_SLOTS = 4
+COLD_SESSIONS = 4
 FGSM_EPS = 4 / 255
 PLAN: list[tuple[str, str, dict[str, Any]]] = [
     ("chelsea", "fgsm", {"eps": FGSM_EPS}),
@@ -64,8 +74,20 @@ PLAN: list[tuple[str, str, dict[str, Any]]] = [
     ("china", "fgsm", {"eps": FGSM_EPS}),
     ("flower", "fgsm", {"eps": 8 / 255}),
     ("chelsea", "pgd", {"eps": FGSM_EPS, "steps": 2, "step_size": 2 / 255}),  # same photo, other attack
+    ("coffee", "fgsm", {"eps": 2 / 255}),
+    ("rocket", "fgsm", {"eps": 1 / 255}),
+    ("astronaut", "pgd", {"eps": FGSM_EPS, "steps": 2, "step_size": 2 / 255}),
+    ("motorcycle", "fgsm", {"eps": 2 / 255}),
+    ("china", "pgd", {"eps": 2 / 255, "steps": 2, "step_size": 1 / 255}),
+    ("flower", "fgsm", {"eps": 2 / 255}),
+    ("chelsea", "fgsm", {"eps": 1 / 255}),
+    ("coffee", "pgd", {"eps": FGSM_EPS, "steps": 2, "step_size": 2 / 255}),
 ]
 BLOCKER = ("rocket", "pgd", {"steps": 200})  # holds the slot until all sessions queued, then cancelled
+#: The load scenario's blockers run longer (the server allows it: ``LOAD_ENV``), so they still hold
+#: their slots after 16 sessions were opened and queued on a busy 2-core machine.
+LOAD_BLOCKER = ("rocket", "pgd", {"steps": 1000})
+LOAD_ENV = {"PERCVIZ_MAX_STEPS": "1000"}
 WAITING = re.compile(r"waiting for the compute slot \((\d+) ahead\)")
 SNAPSHOT_JS = """() => {
   const texts = s => Array.from(document.querySelectorAll(s)).map(e => e.innerText.trim());
@@ -123,8 +145,10 @@ def rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def hosted_server(ttl: int, log: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """``scripts/hosted.sh`` on 127.0.0.1:<free port>; yields (url, pid) and always stops it."""
+def hosted_server(
+    ttl: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``scripts/hosted.sh`` on 127.0.0.1:<free port>; yields (url, process) and always stops it."""
     port = free_port()
     cmd = [
         "bash",
@@ -152,7 +176,7 @@ def hosted_server(ttl: int, log: Path, env: dict[str, str] | None = None) -> Ite
                 time.sleep(0.3)
             if b"streamlit" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
                 raise RuntimeError("scripts/hosted.sh no longer execs streamlit: its pid is not the server")
-            yield url, proc.pid
+            yield url, proc
         finally:
             proc.terminate()
             try:
@@ -181,6 +205,10 @@ class Session:
     verdict: str = ""
     captions: list[str] = field(default_factory=list)
     linf: str = ""
+    ssim: str = ""
+    psnr: str = ""
+    solo: dict[str, str] = field(default_factory=dict)
+    same_as_solo: bool = False
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     exceptions: int = 0
@@ -261,13 +289,61 @@ def record(session: Session, snap: dict[str, Any], url: str) -> None:
     """Keep what the page shows and decide whether it is this session's own result."""
     session.verdict = snap["verdict"][0] if snap["verdict"] else ""
     session.captions = snap["captions"]
-    session.linf = next((m.split("\n")[-1] for m in snap["metrics"] if m.startswith("L∞")), "")
+    session.linf = card(snap, "L∞")
+    session.ssim = card(snap, "SSIM")
+    session.psnr = card(snap, "PSNR")
     session.errors += snap["errors"]
     session.warnings = snap["warnings"]
     session.exceptions = snap["exceptions"]
     session.traceback = snap["traceback"]
     session.url = url
     session.ok = is_own_result(session)
+
+
+def card(snap: dict[str, Any], name: str) -> str:
+    """The value of the metric card called ``name`` ('' when absent)."""
+    return next((m.split("\n")[-1] for m in snap["metrics"] if m.split("\n")[0].strip() == name), "")
+
+
+def solo_results(sessions: list[Session]) -> None:
+    """Each session's run computed alone in this process, as the page shows it: the verdict's start
+    (labels and probabilities), SSIM, PSNR and L∞ (``Session.solo``)."""
+    from percviz.attacks import run_attack
+    from percviz.images import fit_to_model, load_sample, to_tensor
+    from percviz.metrics import compare_images
+    from percviz.models import load_model, predict
+
+    model = load_model("efficientnet_lite0", "cpu")
+    for s in sessions:
+        x = to_tensor(fit_to_model(load_sample(s.image).pixels, model.input_size))
+        res = run_attack(s.attack, model, x, s.params, seed=0)
+        b0, a0 = predict(model, res.x, top=1)[0][0], predict(model, res.x_adv, top=1)[0][0]
+        m = compare_images(res.x, res.x_adv)[0]
+        head = (
+            f"Fooled. {b0.label} ({b0.probability:.0%}) → {a0.label} ({a0.probability:.0%})"
+            if bool(res.success[0])
+            else f"Not fooled. The model still says {a0.label} ({a0.probability:.0%})"
+        )
+        s.solo = {
+            "verdict": head,
+            "ssim": f"{m['ssim']:.4f}",
+            "psnr": f"{m['psnr']:.1f} dB",
+            "linf": f"{m['linf'] * 255:.2f}/255",
+        }
+
+
+def same_as_solo(s: Session) -> bool:
+    solo = s.solo
+    return (
+        bool(solo)
+        and s.verdict.startswith(f"{solo['verdict']} ·")
+        and (s.ssim, s.psnr, s.linf)
+        == (
+            solo["ssim"],
+            solo["psnr"],
+            solo["linf"],
+        )
+    )
 
 
 def is_own_result(s: Session) -> bool:
@@ -339,34 +415,75 @@ async def sample_peak(pid: int, stop: asyncio.Event, peak: list[float]) -> None:
 # ---------------------------------------------------------------------------------- scenarios
 
 
-async def load_scenario(url: str, pid: int, n: int, ttl: int) -> dict[str, Any]:
+async def cold_start(browser: Any, url: str, n: int) -> list[dict[str, Any]]:
+    """``n`` sessions open Explore at once on a server no page has run on yet; what each showed."""
+
+    async def one(i: int) -> dict[str, Any]:
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await context.new_page()
+        page.set_default_timeout(120_000)
+        await page.goto(f"{url}/Explore?model=efficientnet_lite0&image={PLAN[i][0]}&attack={PLAN[i][1]}")
+        await page.wait_for_selector(
+            'button:has-text("Run attack"), [data-testid="stException"], [data-testid="stAlertContentError"]'
+        )
+        snap = await rendered(page, time.monotonic() + 60)
+        await context.close()
+        return {"errors": snap["errors"], "exceptions": snap["exceptions"], "traceback": snap["traceback"]}
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def open_all(browser: Any, url: str, sessions: list[Session], at_once: int = 4) -> list[Any]:
+    """Explore pages for ``sessions``, opened ``at_once`` at a time (a small CI machine renders a
+    handful of fresh pages at once; all of them load slower than the page timeout)."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(s: Session) -> Any:
+        async with gate:
+            return await open_explore(browser, url, s)
+
+    return list(await asyncio.gather(*(one(s) for s in sessions)))
+
+
+async def load_scenario(url: str, pid: int, n: int, ttl: int, slots: int = 1) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     sessions = [Session(i, img, atk, dict(p)) for i, (img, atk, p) in enumerate(PLAN[:n])]
-    blocker = Session(-2, *BLOCKER)
+    blockers = [Session(-2 - k, *LOAD_BLOCKER) for k in range(slots)]
     warm = Session(-1, "coffee", "fgsm", {"eps": FGSM_EPS})
-    labels = expected_labels({s.image for s in (*sessions, blocker, warm)})
-    for s in (*sessions, blocker, warm):
+    labels = expected_labels({s.image for s in (*sessions, *blockers, warm)})
+    for s in (*sessions, *blockers, warm):
         s.expected_label = labels[s.image]
+    solo_results(sessions)
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
+            cold = await cold_start(browser, url, COLD_SESSIONS)
+            phase("cold start")
             await run_alone(browser, url, warm, 180)
             idle = await settle(url, pid, browser, ttl)
-            pages = await asyncio.gather(*(open_explore(browser, url, s) for s in (blocker, *sessions)))
+            phase("warm-up and idle RSS")
+            pages = await open_all(browser, url, [*blockers, *sessions])
+            phase(f"{len(pages)} pages open")
+            blocker_pages, session_pages = pages[:slots], pages[slots:]
             stop, peak = asyncio.Event(), [rss_mb(pid)]
             sampler = asyncio.create_task(sample_peak(pid, stop, peak))
             t0 = time.monotonic()
-            await press_run(pages[0], blocker, t0)
-            await wait_iterations(pages[0], 1, 120)
-            followers = [asyncio.create_task(follow(pages[0], blocker, t0, 300))]
-            for page, s in zip(pages[1:], sessions, strict=True):
+            followers = []
+            for page, b in zip(blocker_pages, blockers, strict=True):
+                await press_run(page, b, t0)
+                await wait_iterations(page, 1, 120)
+                followers.append(asyncio.create_task(follow(page, b, t0, 300)))
+            for page, s in zip(session_pages, sessions, strict=True):
                 await press_run(page, s, t0)
                 followers.append(asyncio.create_task(follow(page, s, t0, 300)))
-            await wait_until(lambda: all(s.positions for s in sessions), 60)
-            await pages[0].get_by_role("button", name="Cancel").click()
+            await wait_until(lambda: all(s.positions for s in sessions), 60 + 10 * n)
+            phase("every session queued")
+            for page in blocker_pages:
+                await page.get_by_role("button", name="Cancel").click()
             blocker_cancel_s = round(time.monotonic() - t0, 3)
             await asyncio.gather(*followers)
+            phase("queue drained")
             stop.set()
             await sampler
             for page in pages:
@@ -375,9 +492,14 @@ async def load_scenario(url: str, pid: int, n: int, ttl: int) -> dict[str, Any]:
         finally:
             await browser.close()
     done = sorted((s for s in sessions if s.done_s is not None), key=lambda s: s.done_s or 0.0)
+    for s in sessions:
+        s.same_as_solo = same_as_solo(s)
     return {
+        "slots": slots,
+        "cold_start": cold,
         "warmup": asdict(warm),
-        "blocker": {**asdict(blocker), "cancel_s": blocker_cancel_s},
+        "blocker": {**asdict(blockers[0]), "cancel_s": blocker_cancel_s},
+        "blockers": [asdict(b) for b in blockers],
         "sessions": [asdict(s) for s in sessions],
         "click_order": [s.index for s in sorted(sessions, key=lambda s: s.click_s or 0.0)],
         "completion_order": [s.index for s in done],
@@ -388,6 +510,14 @@ async def load_scenario(url: str, pid: int, n: int, ttl: int) -> dict[str, Any]:
         "rss_after_over_idle": round(after["VmRSS"] / idle["VmRSS"], 3),
         "memory_mb": {"idle": idle, "after": after},
     }
+
+
+_START = time.monotonic()
+
+
+def phase(name: str) -> None:
+    """One progress line on stderr (stdout carries only the JSON report)."""
+    print(f"loadtest: {name} at {time.monotonic() - _START:.0f} s", file=sys.stderr, flush=True)
 
 
 async def wait_until(condition: Any, timeout: float) -> None:
@@ -440,6 +570,34 @@ async def fault_scenario(url: str, pid: int) -> dict[str, Any]:
     return out
 
 
+async def sigterm_scenario(url: str, proc: subprocess.Popen[bytes], grace: float) -> dict[str, Any]:
+    """A session starts a long PGD; once it runs, the server gets SIGTERM (as ``docker stop`` or
+    systemd send it). Reports the exit code, how long the exit took and what the page showed."""
+    from playwright.async_api import async_playwright
+
+    long_run = Session(0, *BLOCKER, expected_label="")
+    out: dict[str, Any] = {"health_start": health(url)}
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await open_explore(browser, url, long_run)
+            t0 = time.monotonic()
+            await press_run(page, long_run, t0)
+            out["iteration_at_sigterm"] = await wait_iterations(page, 2, 120)
+            t_term = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.to_thread(proc.wait, grace)
+            except subprocess.TimeoutExpired:
+                code = None
+            out["exit_s"] = round(time.monotonic() - t_term, 2)
+            out["exit_code"] = code
+            await page.context.close()
+        finally:
+            await browser.close()
+    return out
+
+
 async def wait_iterations(page: Any, at_least: int, timeout: float) -> int:
     """Wait until the page's progress bar reports ``iteration k of …`` with k ≥ ``at_least``."""
     deadline = time.monotonic() + timeout
@@ -457,26 +615,37 @@ async def wait_iterations(page: Any, at_least: int, timeout: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", choices=("load", "fault"))
-    parser.add_argument("--sessions", type=int, default=MAX_SESSIONS, help=f"1–{MAX_SESSIONS} (load)")
+    parser.add_argument("scenario", choices=("load", "fault", "sigterm"))
+    parser.add_argument("--sessions", type=int, default=8, help=f"1–{MAX_SESSIONS} (load; default 8)")
+    parser.add_argument(
+        "--slots", type=int, default=1, help=f"compute slots of the server, 1–{MAX_SLOTS} (load; default 1)"
+    )
     parser.add_argument("--ttl", type=int, default=30, help="server.disconnectedSessionTTL, seconds")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     parser.add_argument("--log", type=Path, default=None, help="server log (default: a temporary file)")
     args = parser.parse_args(argv)
-    if not 1 <= args.sessions <= MAX_SESSIONS or not 1 <= args.ttl <= 120:
-        parser.error(f"--sessions must be 1–{MAX_SESSIONS} and --ttl 1–120")
+    if not 1 <= args.sessions <= MAX_SESSIONS or not 1 <= args.ttl <= 120 or not 1 <= args.slots <= MAX_SLOTS:
+        parser.error(f"--sessions must be 1–{MAX_SESSIONS}, --slots 1–{MAX_SLOTS} and --ttl 1–120")
     log = args.log or Path(tempfile.mkdtemp(prefix="percviz-loadtest-")) / "streamlit.log"
     from percviz.jobs import INJECT_OOM_ENV
 
     env = {INJECT_OOM_ENV: "0"} if args.scenario == "fault" else {}
+    if args.scenario == "load":
+        env = {**LOAD_ENV, "PERCVIZ_COMPUTE_SLOTS": str(args.slots)}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped on SIGTERM too
     start = time.monotonic()
-    with hosted_server(args.ttl, log, env) as (url, pid):
+    with hosted_server(args.ttl, log, env) as (url, proc):
         if args.scenario == "load":
-            work = load_scenario(url, pid, args.sessions, args.ttl)
+            work = load_scenario(url, proc.pid, args.sessions, args.ttl, args.slots)
+        elif args.scenario == "fault":
+            work = fault_scenario(url, proc.pid)
         else:
-            work = fault_scenario(url, pid)
+            from percviz.jobs import SHUTDOWN_GRACE_S
+
+            work = sigterm_scenario(url, proc, SHUTDOWN_GRACE_S + 20)
         report = asyncio.run(asyncio.wait_for(work, args.timeout))
+    if args.scenario == "sigterm":
+        report["log_tail"] = log.read_text(errors="replace")[-2000:]
     report.update(
         scenario=args.scenario, ttl_s=args.ttl, wall_s=round(time.monotonic() - start, 1), log=str(log)
     )

@@ -149,3 +149,132 @@ def test_corrupt_file_and_bad_recipe(tmp_path: Path, capsys) -> None:
     recipe.write_text("{not json")
     assert main(["attack", "--recipe", str(recipe), "--out", str(tmp_path)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def _recipe(tmp: Path, name: str, **fields: object) -> str:
+    base: dict[str, object] = {
+        "model": "efficientnet_lite0",
+        "image": {"sample": "chelsea"},
+        "attack": "fgsm",
+        "params": {"eps": 0.01},
+        "seed": 0,
+    }
+    path = tmp / name
+    path.write_text(json.dumps({**base, **fields}))
+    return str(path)
+
+
+def _hostile_files(tmp: Path) -> dict[str, str]:
+    (tmp / "binary.json").write_bytes(bytes(range(256)) * 4)
+    (tmp / "nested.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp / "utf16.json").write_bytes(json.dumps({"model": "x"}).encode("utf-16"))
+    (tmp / "huge.json").write_text(" " * 1_100_000 + "{}")
+    (tmp / "notimage.png").write_bytes(b"hello")
+    (tmp / "folder").mkdir()
+    (tmp / "afile").write_text("x")
+    return {
+        "seed_1e23": _recipe(tmp, "s1.json", seed=1e23),
+        "seed_true": _recipe(tmp, "s2.json", seed=True),
+        "seed_1.7": _recipe(tmp, "s3.json", seed=1.7),
+        "seed_10^30": _recipe(tmp, "s4.json", seed=10**30),
+        "crop_nan": _recipe(tmp, "c.json", crop_fraction="nan"),
+        "steps_10^400": _recipe(tmp, "st.json", attack="pgd", params={"steps": 10**400}),
+        "model_list": _recipe(tmp, "m.json", model=["a"]),
+        "path_nul": _recipe(tmp, "n.json", image={"path": "a\u0000b"}),
+    }
+
+
+ATTACK = ["attack", "--image", "sample:chelsea", "--attack", "fgsm"]
+HOSTILE: list[tuple[str, list[str], str]] = [
+    ("crop nan", [*ATTACK, "--crop", "nan"], "--crop"),
+    ("crop 0", [*ATTACK, "--crop", "0"], "--crop"),
+    ("crop inf", [*ATTACK, "--crop", "inf"], "--crop"),
+    ("device meta", [*ATTACK, "--device", "meta"], "--device"),
+    ("device junk", [*ATTACK, "--device", "gpu7"], "--device"),
+    ("device cuda:9", [*ATTACK, "--device", "cuda:9"], "--device cuda:9"),
+    ("seed 10^30", [*ATTACK, "--seed", str(10**30)], "--seed"),
+    ("seed 1e23", [*ATTACK, "--seed", "1e23"], "--seed"),
+    ("seed -1", [*ATTACK, "--seed", "-1"], "--seed"),
+    ("steps huge int", [*ATTACK[:-1], "pgd", "--param", "steps=" + "9" * 30], "'steps'"),
+    ("steps 1e400", [*ATTACK[:-1], "pgd", "--param", "steps=1e400"], "'steps'"),
+    ("eps nan", [*ATTACK, "--param", "eps=nan"], "'eps'"),
+    ("unknown sample", ["attack", "--image", "sample:nope", "--attack", "fgsm"], "Unknown sample"),
+    ("missing image", ["attack", "--image", "{tmp}/missing.png", "--attack", "fgsm"], "missing.png"),
+    ("folder as image", ["attack", "--image", "{tmp}/folder", "--attack", "fgsm"], "folder"),
+    ("not an image", ["attack", "--image", "{tmp}/notimage.png", "--attack", "fgsm"], "notimage.png"),
+    ("unknown flag", [*ATTACK, "--nope"], "--nope"),
+    ("no command", [], "command"),
+    ("top 5000", ["predict", "--image", "sample:chelsea", "--top", "5000"], "--top"),
+    ("top 0", ["predict", "--image", "sample:chelsea", "--top", "0"], "--top"),
+    ("predict device meta", ["predict", "--image", "sample:chelsea", "--device", "meta"], "--device"),
+    ("binary recipe", ["attack", "--recipe", "{tmp}/binary.json"], "UTF-8"),
+    ("UTF-16 recipe", ["attack", "--recipe", "{tmp}/utf16.json"], "UTF-8"),
+    ("nested recipe", ["attack", "--recipe", "{tmp}/nested.json"], "nested too deeply"),
+    ("huge recipe", ["attack", "--recipe", "{tmp}/huge.json"], "at most"),
+    ("figure binary recipe", ["figure", "--recipe", "{tmp}/binary.json", "--out", "{tmp}/f.png"], "UTF-8"),
+    (
+        "evaluate limit 0",
+        ["evaluate", "--images", "sample:chelsea", "--attack", "fgsm", "--limit", "0"],
+        "--limit",
+    ),
+    (
+        "evaluate crop nan",
+        ["evaluate", "--images", "sample:chelsea", "--attack", "fgsm", "--crop", "nan"],
+        "--crop",
+    ),
+    ("out is a file", [*ATTACK, "--out", "{tmp}/afile"], "not a folder"),
+    *[
+        (f"recipe {key}", ["attack", "--recipe", f"{{recipe:{key}}}"], needle)
+        for key, needle in (
+            ("seed_1e23", "'seed'"),
+            ("seed_true", "'seed'"),
+            ("seed_1.7", "'seed'"),
+            ("seed_10^30", "'seed'"),
+            ("crop_nan", "'crop_fraction'"),
+            ("steps_10^400", "'steps'"),
+            ("model_list", "'model'"),
+            ("path_nul", "NUL"),
+        )
+    ],
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
+def test_hostile_input_exits_2_with_one_sentence_and_writes_nothing(
+    args: list[str], needle: str, tmp_path: Path, capsys
+) -> None:
+    """Issue 21 item 7: every user error exits 2 with one line naming it; no --out folder is made."""
+    recipes = _hostile_files(tmp_path)
+    out = tmp_path / "out"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    argv = [recipes[a[8:-1]] if a.startswith("{recipe:") else a for a in argv]
+    if argv and argv[0] in ("attack", "evaluate") and "--out" not in argv:
+        argv += ["--out", str(out)]
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("percviz: error:"), err
+    assert "Traceback" not in err and "Error:" not in err.removeprefix("percviz: error:"), err
+    assert needle in err, err
+    assert not out.exists()
+
+
+def test_hostile_input_as_a_user_runs_it(tmp_path: Path) -> None:
+    """The same in a fresh process: exit 2, one stderr line, no traceback, nothing written."""
+    _hostile_files(tmp_path)
+    for args in (["--recipe", str(tmp_path / "nested.json")], ["--image", "sample:chelsea", "--crop", "nan"]):
+        proc = _cli("attack", *args, "--attack", "fgsm", "--out", str(tmp_path / "out"))
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_recipes_record_the_percviz_version_and_commit() -> None:
+    from percviz import __version__
+    from percviz.recipes import environment_versions
+
+    versions = environment_versions()
+    assert versions["percviz"] == __version__ != "absent"
+    if (Path(__file__).resolve().parent.parent / ".git").exists():
+        assert len(versions["percviz_commit"].removesuffix("-dirty")) == 40

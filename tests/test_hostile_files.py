@@ -106,3 +106,42 @@ def test_pins_keep_advisory_floors() -> None:
     assert (1, 66, 1) <= version(pins["streamlit"]) < (1, 68)
     assert version(pins["pillow"]) >= (13, 0, 0)
     assert version(pins["torch"]) >= (2, 10)
+
+
+def _png_rgb16(values: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG (colour type 2, depth 16), written by hand: Pillow cannot."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w, _ = values.shape
+    rows = b"".join(b"\x00" + values[i].astype(">u2").tobytes() for i in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_sixteen_bit_rgb_png_is_scaled_and_the_loss_of_depth_is_said() -> None:
+    """Issue 21: 16-bit RGB PNGs were reduced to 8 bits silently; scaled (never clipped) and said."""
+    values = np.stack([np.full((16, 16), v) for v in (63000, 32768, 257)], axis=2).astype(np.uint16)
+    loaded = load_image(_png_rgb16(values))
+    assert any("16-bit colour reduced to 8 bits" in c for c in loaded.conversions), loaded.conversions
+    np.testing.assert_allclose(loaded.pixels[0, 0], values[0, 0] / 65535.0, atol=1 / 255)
+    eight = load_image(_png(Image.fromarray(np.zeros((16, 16, 3), np.uint8))))
+    assert not any("16-bit" in c for c in eight.conversions)
+
+
+@pytest.mark.parametrize(
+    "name", ["![t](http://127.0.0.1:9/x.png).png", "<img src=x onerror=alert(1)>.png", "`$x$`.png"]
+)
+def test_a_file_name_in_an_error_cannot_form_markdown_or_html(name: str) -> None:
+    """Issue 21: an upload named ``![t](http://…)`` made the browser fetch that URL from the error."""
+    with pytest.raises(ImageError) as info:
+        load_image(b"not an image", name=name)
+    message = str(info.value)
+    assert not set("[]<>`$") & set(message.split(" is not an image")[0]), message
+    assert len(message.splitlines()) == 1
