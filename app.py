@@ -43,13 +43,13 @@ cards = [
         "pages/2_Compare.py",
         "Compare",
         ":material/compare:",
-        "Several attacks in one grid (seed 000 Fig. 3), optionally at one common SSIM or PSNR.",
+        "Several attacks in one grid (Pochimireddy et al. 2021 Fig. 3), optionally at one common SSIM or PSNR.",
     ),
     (
         "pages/3_Sweep.py",
         "Sweep",
         ":material/grid_on:",
-        "The ε₁×ε₂ grid of seed 000 Fig. 1 and fooling-rate / SSIM / PSNR curves.",
+        "The ε₁×ε₂ grid of Pochimireddy et al. 2021 Fig. 1 and fooling-rate / SSIM / PSNR curves.",
     ),
     (
         "pages/4_Evaluate.py",

@@ -1,64 +1,146 @@
-"""Explore: one image, one attack, every view (SPEC §6)."""
+"""Explore: one image, one attack, every view, with a shareable URL and a session history."""
 
 import streamlit as st
 
-from percviz import figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
-from percviz.evaluate import run_label
 from percviz.hosted import check_params, current_limits
 from percviz.recipes import Recipe
-from ui import jobs, results, urlstate, views
-from ui.common import (
-    ADVERSARIAL,
-    cached_predictions,
-    image_input,
-    model_choice,
-    one_sentence,
-    page_setup,
-    prediction_chart,
-    render_done,
-)
-from ui.params import apply_values, param_widgets, preset_buttons
+from ui import jobs, results, teach, urlstate, views
+from ui.common import image_input, page_setup
+from ui.models import model_choice_with_own, other_models_top5
+from ui.params import apply_values, ensure_state, form_keys, param_widgets, preset_buttons, recall, remember
 
 P = "ex"
 page_setup(
     "Explore", "One image, one attack, every view: tune the budget, run, and inspect what changed and why."
 )
 
+attacks = registry("classification")
+KEPT = [f"{P}_model", f"{P}_image_source", f"{P}_image_sample", f"{P}_image_crop", f"{P}_attack"]
+results.keep_widgets(P, KEPT)  # a page switch must not reset the setup
 url_params = urlstate.load_once(P)
 request = st.session_state.pop("pv_explore_request", None)  # from Learn's "Try it"
-attacks = registry()
 if request and request.get("attack") in attacks:
     st.session_state[f"{P}_attack"] = request["attack"]
 elif st.session_state.get(f"{P}_attack") not in attacks:
     st.session_state[f"{P}_attack"] = "pgd" if "pgd" in attacks else next(iter(attacks))
 
+
+def show_recipe(entry: results.Entry) -> None:
+    """Put ``entry``'s recipe into the form (a pick from history): what is shown is what is set."""
+    r = entry.recipe
+    spec = attacks.get(r.attack)
+    if spec is None:
+        return
+    st.session_state[f"{P}_attack"] = r.attack
+    st.session_state[f"{P}_seed"] = int(r.seed)
+    if r.image.sample is not None:
+        st.session_state[f"{P}_image_source"] = "Bundled photo"
+        st.session_state[f"{P}_image_sample"] = r.image.sample
+    st.session_state[f"{P}_image_crop"] = float(r.crop_fraction)
+    st.session_state[f"{P}_model"] = r.model
+    apply_values(P, spec, r.params)
+    remember(P, [*KEPT, f"{P}_seed"])
+
+
+def lesson_step(prefix: str, attack: str, params: dict) -> None:
+    """A lesson button: the cat photo, that step's attack and settings, and run."""
+    st.session_state[f"{P}_image_source"] = "Bundled photo"
+    st.session_state[f"{P}_image_sample"] = "chelsea"
+    st.session_state[f"{P}_image_crop"] = 1.0
+    st.session_state[f"{P}_attack"] = attack
+    apply_values(P, attacks[attack], params)
+    remember(P, KEPT)
+    results.request_run(P)
+
+
+def pick_history() -> None:
+    key = st.session_state.get(f"{P}_history")
+    entry = results.stored(P).get(key)
+    if entry is not None and results.select(P, key):
+        show_recipe(entry)
+
+
 with st.sidebar:
+    teaching = st.toggle(
+        "Teaching view",
+        key=f"{P}_teach",
+        help="Large images, the verdict, one sentence and the formula; expert controls folded away.",
+    )
     st.header("Setup")
-    model = model_choice(f"{P}_model")
+    model = model_choice_with_own(f"{P}_model")
     picked = image_input(model.input_size if model else 224, f"{P}_image") if model else None
     attack_id = st.selectbox(
         "Attack",
         list(attacks),
+        index=list(attacks).index(st.session_state[f"{P}_attack"]),
         format_func=lambda a: f"{attacks[a].title} · {attacks[a].family}",
         key=f"{P}_attack",
     )
+    remember(P, KEPT)
     spec = attacks[attack_id]
+    keys = [*form_keys(P, spec), f"{P}_seed"]
+    ignored: list[str] = []
     if request and request.get("attack") == attack_id:
         apply_values(P, spec, request.get("params", {}))
-    elif url_params:
-        apply_values(P, spec, url_params)
+        if request.get("run"):
+            results.request_run(P)
+    elif url_params is not None:
+        ignored = apply_values(P, spec, url_params) + [n for n in url_params if n not in spec.param_names()]
+        remember(P, [f"{P}_seed"])
+    steps_key = f"{P}_{spec.id}_steps"
+    no_live = teach.live_reason(spec, {"steps": st.session_state.get(steps_key)})
+    live = (
+        st.toggle(
+            "Live",
+            key=f"{P}_live",
+            disabled=no_live is not None,
+            help=no_live
+            or "Re-runs as you move a control (the previous run is cancelled); the views update in place.",
+        )
+        and no_live is None
+    )
+    if not live:  # the form shows what was last submitted, preset or loaded — never a stale widget
+        recall(P, keys)
+    ensure_state(P, spec)
+    st.session_state.setdefault(f"{P}_seed", 0)
+    remember(P, keys)
+    if teaching:
+        teach.lesson_buttons(P, lesson_step)
+    box = st.container(border=True) if live else st.form(f"{P}_form", border=True)
+    with box:
+        submitted = live or st.form_submit_button(
+            "Run attack",
+            type="primary",
+            width="stretch",
+            icon=":material/bolt:",
+            on_click=remember,
+            args=(P, keys),
+        )
+        with st.expander("Expert controls", expanded=False) if teaching else st.container():
+            raw = param_widgets(P, spec)
+            seed = st.number_input(
+                "Seed",
+                0,
+                2**31 - 1,
+                int(st.session_state[f"{P}_seed"]),
+                key=f"{P}_seed",
+                help="Seeds the attack's own randomness.",
+            )
+    if live:
+        remember(P, keys)
     st.caption(f"{spec.source}. Bound: {spec.bound or '—'}")
-    preset_buttons(P, spec)
-    with st.form(f"{P}_form", border=True):
-        raw = param_widgets(P, spec)
-        seed = st.number_input(
-            "Seed", 0, 2**31 - 1, key=f"{P}_seed", help="Seeds the attack's own randomness."
-        )
-        submitted = st.form_submit_button(
-            "Run attack", type="primary", width="stretch", icon=":material/bolt:"
-        )
+    preset_buttons(P, spec, on_pick=results.request_run)
+
+if ignored:
+    st.warning(
+        "The link had values this attack does not accept; they were replaced by defaults: "
+        + ", ".join(ignored)
+        + "."
+    )
+for note in urlstate.notes(P):
+    st.info(note)
 
 if model is None or picked is None:
     st.info("Choose a model and an image in the sidebar.")
@@ -81,20 +163,24 @@ recipe = Recipe(
 )
 key = results.recipe_key(recipe)
 if values is not None:
-    urlstate.save(model.spec.id, picked.ref.sample, picked.crop, spec, values, int(seed))
+    urlstate.save(model.spec.id, picked.ref, picked.crop, spec, values, int(seed), results.current(P))
 
-if submitted and values is not None and not results.select(P, key):
-    jobs.submit(
-        P,
-        results.attack_work(model, picked, recipe, key),
-        f"{spec.title} on {picked.name}",
-    )
+run_now = results.take_run_request(P) or submitted
+label = f"{spec.title} on {picked.name}"
+if live and values is not None and not results.select(P, key):
+    if jobs.pending_key(P) != key:  # a new setting: drop the running update, start this one
+        jobs.replace(P, results.attack_work(model, picked, recipe, key, live=True), label, key=key)
+elif run_now and values is not None and not results.select(P, key):
+    jobs.submit(P, results.attack_work(model, picked, recipe, key), label, key=key)
 
 
 def _stored(entry: results.Entry, meta: dict) -> str | None:
     results.store(P, entry)
     if entry.result.cancelled:
-        return f"Cancelled after {len(entry.result.history)} iterations; showing the last iterate."
+        return (
+            f"Cancelled after {len(entry.result.history)} iterations: showing that run's last iterate "
+            "(marked cancelled)."
+        )
     return None
 
 
@@ -102,120 +188,39 @@ jobs.follow(P, _stored)
 entry = results.current(P)
 
 if entry is None:
-    left, right = st.columns([1, 1.3], gap="large")
-    left.image(picked.pixels, caption=f"{picked.name}: what the model sees", width="stretch")
-    with right:
-        st.plotly_chart(
-            prediction_chart(cached_predictions(model, picked), f"{model.spec.title}: top-5"),
-            key=f"{P}_preview_chart",
-        )
-        st.markdown(
-            f"**{spec.title}** — {spec.summary}\n\nSet the parameters in the sidebar and press **Run attack**."
-        )
+    results.preview(model, picked, spec, P)
     st.stop()
 
-# ------------------------------------------------------------------ the current result
 history = results.stored(P)
 if len(history) > 1:
-    labels = {
-        k: f"{e.recipe.attack} on {e.image_name}, seed {e.recipe.seed} — {e.after[0].label}"
-        for k, e in history.items()
-    }
-    chosen = st.selectbox(
+    order = list(history)[::-1]  # newest first
+    st.session_state[f"{P}_history"] = entry.key  # the picker always shows what is on screen
+    st.selectbox(
         "Result",
-        list(history)[::-1],
-        index=list(history)[::-1].index(entry.key),
-        format_func=lambda k: labels[k],
+        order,
+        format_func=lambda k: results.entry_label(history[k]),
         key=f"{P}_history",
-        help="Every result of this session is kept; pick one to show it again (nothing recomputes).",
+        on_change=pick_history,
+        help="Every result of this session is kept (newest first); pick one to show it again — "
+        "nothing recomputes, and the form shows its settings.",
     )
-    if chosen != entry.key:
-        results.select(P, chosen)
-        entry = history[chosen]
-if entry.key != key:
+if results.recipe_key(entry.recipe) != key and not entry.result.cancelled:
     st.caption(
         "Showing the last result; the settings in the sidebar differ — press **Run attack** to compute them."
     )
 
-res = entry.result
-ok = bool(res.success[0])
-b0, a0 = entry.before[0], entry.after[0]
-verdict = (
-    f"<b>Fooled.</b> {b0.label} ({b0.probability:.0%}) → <b>{a0.label}</b> ({a0.probability:.0%})"
-    if ok
-    else f"<b>Not fooled.</b> The model still says {a0.label} ({a0.probability:.0%})"
-)
-st.markdown(
-    f'<div class="pv-verdict {"pv-ok" if ok else "pv-no"}">{verdict} · {res.attack_id}, '
-    f"{len(res.history)} iterations, {res.forward_passes} forward / {res.backward_passes} backward passes, "
-    f"{res.wall_time:.2f} s on {res.device}</div>",
-    unsafe_allow_html=True,
-)
-if ok and not entry.png_ok:
-    st.warning(
-        "8-bit quantisation undoes this attack: the saved PNG is classified as the original class again "
-        "(use the float .npy to keep it adversarial)."
-    )
-
-arrays = entry.views["arrays"]
-c1, c2, c3 = st.columns(3, gap="medium")
-c1.image(entry.original, caption=f"original — {b0.label}", width="stretch")
-c2.image(entry.adversarial, caption=f"adversarial — {a0.label}", width="stretch")
-c3.image(
-    arrays.perturbation, caption=f"perturbation × {arrays.perturbation_gain:g} (grey = 0)", width="stretch"
-)
-c1, c2 = st.columns(2, gap="large")
-with c1:
-    views.show((entry.short, "before"), lambda: prediction_chart(entry.before, "original: top-5", height=220))
-with c2:
-    views.show(
-        (entry.short, "after"),
-        lambda: prediction_chart(entry.after, "adversarial: top-5", color=ADVERSARIAL, height=220),
-    )
-
-m = entry.metrics
-cols = st.columns(7)
-cols[0].metric("SSIM", f"{m['ssim']:.4f}")
-cols[1].metric("PSNR", f"{m['psnr']:.1f} dB")
-cols[2].metric("L∞", f"{m['linf'] * 255:.2f}/255")
-cols[3].metric("L2", f"{m['l2']:.3f}")
-cols[4].metric("L0", f"{m['l0'] / (entry.original.shape[0] * entry.original.shape[1] * 3):.1%}")
-cols[5].metric("S1 / S2", f"{m['s1']:.3f} / {m['s2']:.3f}")
-cols[6].metric("8-bit PNG", "adversarial" if entry.png_ok else "not adversarial")
-
+if live:
+    st.caption(f"Live: this update took {entry.seconds:.2f} s (attack {entry.result.wall_time:.2f} s).")
+if teaching:
+    verdict, ok = results.verdict_text(entry)
+    teach.teaching(entry, attacks[entry.recipe.attack], verdict, ok)
+    results.done()
+    st.stop()
+results.headline(entry, attacks[entry.recipe.attack].title)
 st.subheader("Views")
-try:
-    views.render(entry, P)
-except Exception as exc:  # a view that fails must not take the computed result with it
-    st.error(one_sentence(exc))
-
-with st.expander("All metrics, constraints and diagnostics"):
-    t1, t2 = st.columns(2)
-    t1.dataframe({"metric": list(m), "value": [f"{v:.6g}" for v in m.values()]}, hide_index=True)
-    t2.dataframe(
-        {"constraint": list(res.constraints), "value": [f"{v[0]:.6g}" for v in res.constraints.values()]},
-        hide_index=True,
-    )
-    if any(isinstance(h.get("loss"), int | float) for h in res.history):
-        views.show((entry.short, "loss"), lambda: figures.history_figure(res.history))
-    if res.info:
-        st.json(entry.report.get("info", {}), expanded=False)
-
+views.render(entry, P)
+other_models_top5(entry, model, P)
+results.details(entry)
 st.subheader("Downloads")
-try:
-    results.download_row(
-        entry,
-        views.figure_exporter(
-            [
-                (
-                    arrays,
-                    attacks[entry.recipe.attack].title,
-                    run_label(entry.recipe.attack, entry.recipe.params, with_attack=False),
-                )
-            ]
-        ),
-    )
-except Exception as exc:  # a download must never take the page down
-    st.error(one_sentence(exc))
-
-render_done("explore")
+results.downloads(entry, attacks[entry.recipe.attack].title)
+results.done()

@@ -1,14 +1,16 @@
-"""Compare: several attacks on one image in one grid (seed 000 Fig. 3 layout), at matched strength."""
+"""Compare: several attacks on one image in one grid (Pochimireddy et al. 2021 Fig. 3 layout), at matched strength."""
+
+import textwrap
 
 import streamlit as st
 
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
-from percviz.evaluate import run_label
 from percviz.hosted import check_params, current_limits
+from percviz.models.classifier import imagenet_labels
 from ui import jobs, results, views
-from ui.common import image_input, model_choice, page_setup, render_done
+from ui.common import image_input, model_choice, page_setup, render_done, short_label
 from ui.params import attack_block
 from ui.runs import Comparison, compare_work
 
@@ -18,7 +20,7 @@ page_setup(
     "Several attacks on one image, side by side: the adversarial image, its SSIM maps per channel and "
     "where the model now looks — optionally at one common SSIM or PSNR.",
 )
-attacks = registry()
+attacks = registry("classification")
 
 with st.sidebar:
     st.header("Setup")
@@ -36,7 +38,7 @@ with st.sidebar:
         ["As set below", "Match SSIM", "Match PSNR"],
         key=f"{P}_mode",
         help="Matching searches each attack's strength parameter (ε, ε2, LPIPS bound, κ…) until the "
-        "adversarial image reaches the target quality (seed 000 Tables II–III), then compares.",
+        "adversarial image reaches the target quality (Pochimireddy et al. 2021 Tables II–III), then compares.",
     )
     target = None
     if mode == "Match SSIM":
@@ -95,38 +97,32 @@ if comparison is None or not comparison.rows:
 b0 = comparison.before[0]
 st.markdown(f"**{comparison.image_name}** — the model says **{b0.label}** ({b0.probability:.0%}).")
 key = id(comparison)
-cells, row_titles = [], []
-for row in comparison.rows:
-    v = row.views
-    a0 = row.after[0]
-    mark = "✔" if bool(row.result.success[0]) else "✘"
-    row_titles.append(
-        f"<b>{row.attack}</b><br>{mark} {a0.label[:18]}<br>{a0.probability:.0%} · SSIM {row.metrics['ssim']:.3f}"
-    )
-    cells.append(
+if st.session_state.get(f"pv_{P}_rows", (None,))[0] != key:
+    st.session_state[f"pv_{P}_rows"] = (key, comparison.figure_rows(imagenet_labels()))
+fig_rows = st.session_state[f"pv_{P}_rows"][1]
+row_titles = [
+    "<br>".join(
         [
-            ("image", v.adversarial),
-            *[("heat", v.ssim_map[..., c]) for c in range(3)],
-            ("image", v.cam_overlay("adversarial")),
+            *(f"<b>{part}</b>" for part in textwrap.wrap(fr.title, 16)),
+            f"{'✔' if bool(row.result.success[0]) else '✘'} {short_label(row.after[0].label)}",
+            f"{row.after[0].probability:.0%} · SSIM {row.metrics['ssim']:.3f}",
         ]
     )
-views.show(
-    (key, "mosaic"),
-    lambda: pv_figures.grid_figure(
-        cells,
-        col_titles=["adversarial", "SSIM map R", "SSIM map G", "SSIM map B", "GradCAM++ (new class)"],
-        row_titles=row_titles,
-        cell_px=170,
-        heat=pv_figures.ssim_scale(*(r.views.ssim_map for r in comparison.rows)),
-    ),
+    for fr, row in zip(fig_rows, comparison.rows, strict=True)
+]
+st.caption(
+    "Columns: the adversarial image, its local SSIM map per channel (dark = distorted) and GradCAM++ "
+    "of the adversarial image for its new class. The figure downloads below show exactly these panels."
 )
+views.show((key, "mosaic"), lambda: pv_figures.rows_figure(fig_rows, row_titles, cell_px=170))
 table = {
     "attack": [r.attack for r in comparison.rows],
+    "method": [attacks[r.attack].title if r.attack in attacks else r.attack for r in comparison.rows],
     "prediction": [f"{r.after[0].label} ({r.after[0].probability:.0%})" for r in comparison.rows],
     "fooled": [bool(r.result.success[0]) for r in comparison.rows],
     "SSIM": [round(r.metrics["ssim"], 4) for r in comparison.rows],
     "PSNR (dB)": [round(r.metrics["psnr"], 2) for r in comparison.rows],
-    "L2": [round(r.metrics["l2"], 3) for r in comparison.rows],
+    "L2 ([0,1] units)": [round(r.metrics["l2"], 3) for r in comparison.rows],
     "L∞ (/255)": [round(r.metrics["linf"] * 255, 2) for r in comparison.rows],
     "explain IOU": [r.views.explain["scores"].get("iou") for r in comparison.rows],
     "passes": [r.result.forward_passes + r.result.backward_passes for r in comparison.rows],
@@ -140,11 +136,11 @@ if any(r.match for r in comparison.rows):
         for r in comparison.rows
     ]
 st.dataframe(table, hide_index=True, width="stretch")
-export = views.figure_exporter(
-    [
-        (r.views, attacks[r.attack].title, run_label(r.attack, r.params, with_attack=False))
-        for r in comparison.rows
-    ]
-)
-results.figure_buttons(st.columns(6)[:3], export, "percviz-compare", f"{P}_fig")
+
+
+def export(fmt: str) -> bytes:
+    return pv_figures.export_figure(fig_rows, fmt, dpi=200)
+
+
+results.figure_buttons(st.columns(3), export, "percviz-compare", f"{P}_fig")
 render_done("compare")

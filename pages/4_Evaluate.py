@@ -1,4 +1,4 @@
-"""Evaluate: an image set → the dataset tables of seed 000 (Tables I–III) and seed 002 (Table 1, P(D))."""
+"""Evaluate: an image set → the dataset tables of Pochimireddy et al. 2021 (Tables I–III) and Zhang et al. 2020 (Table 1, P(D))."""
 
 import hashlib
 import json
@@ -9,12 +9,23 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from percviz import evaluate as ev
+from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
 from percviz.hosted import check_params, current_limits
-from percviz.images import SAMPLES, fit_to_model, load_image
+from percviz.images import SAMPLES, fit_to_model
 from ui import jobs, views
-from ui.common import cached_sample, model_choice, page_setup, render_done
+from ui.common import (
+    UPLOAD_TYPES,
+    accept_uploads,
+    cached_sample,
+    model_choice,
+    page_setup,
+    read_upload,
+    render_done,
+    upload_total_mb,
+)
+from ui.models import transfer_section
 from ui.params import attack_block
 from ui.runs import EvalOutcome, evaluate_work
 
@@ -24,7 +35,7 @@ page_setup(
     "Run attacks over a set of images and read the dataset numbers: fooling rate, P_suc, mean distortion, "
     "SSIM/PSNR, explainability scores, matched-quality fooling rates and the operating characteristic P(D).",
 )
-attacks = registry()
+attacks = registry("classification")
 limits = current_limits()
 
 with st.sidebar:
@@ -34,8 +45,12 @@ with st.sidebar:
     batch = st.number_input(
         "Batch (images per pass)", 1, limits.max_batch, min(8, limits.max_batch), key=f"{P}_batch"
     )
-    explain = st.checkbox("Explainability scores (GradCAM++, seed 000 Table I)", True, key=f"{P}_explain")
-    match_on = st.checkbox("Matched quality (seed 000 Tables II–III)", False, key=f"{P}_match")
+    explain = st.checkbox(
+        "Explainability scores (GradCAM++, Pochimireddy et al. 2021 Table I)", True, key=f"{P}_explain"
+    )
+    match_on = st.checkbox(
+        "Matched quality (Pochimireddy et al. 2021 Tables II–III)", False, key=f"{P}_match"
+    )
     match = None
     if match_on:
         metric = st.radio("Match", ["ssim", "psnr"], horizontal=True, key=f"{P}_metric")
@@ -70,26 +85,33 @@ with left:
             ]
         elif source == "Upload":
             files = st.file_uploader(
-                f"Up to {limits.max_images} images (PNG, JPEG, WebP, BMP, TIFF)",
+                f"Up to {limits.max_images} images (PNG, JPEG, WebP, BMP, TIFF), each up to "
+                f"{limits.max_upload_mb} MB, {upload_total_mb(limits)} MB together",
                 accept_multiple_files=True,
-                type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"],
+                type=UPLOAD_TYPES,
                 key=f"{P}_files",
             )
+            files = files or []
+            accepted, refused = accept_uploads([(f.name, f.size) for f in files], limits)
+            skipped.extend(ev.Skipped(name, f"not read: {reason}") for name, reason in refused)
             cache = st.session_state.setdefault(f"pv_{P}_decoded", {})
-            for f in (files or [])[: limits.max_images]:
+            kept = set()
+            for f in (files[i] for i in accepted):
                 data = f.getvalue()
                 digest = hashlib.sha256(data).hexdigest() + str(model.input_size)
                 if digest not in cache:
                     try:
                         cache[digest] = fit_to_model(
-                            load_image(data, name=f.name, max_pixels=limits.max_pixels).pixels,
-                            model.input_size,
+                            read_upload(data, f.name, limits).pixels, model.input_size
                         )
                     except PercvizError as exc:
                         skipped.append(ev.Skipped(f.name, str(exc)))
                         continue
+                kept.add(digest)
                 if f.name not in {im.name for im in images}:
                     images.append(ev.EvalImage.from_pixels(f.name, cache[digest]))
+            for stale in set(cache) - kept:  # only the model-size pixels of the current files are kept
+                del cache[stale]
         else:
             folder = st.text_input(
                 "Folder on this server", key=f"{P}_folder", placeholder="/data/imagenet-val-100"
@@ -103,11 +125,16 @@ with left:
     except PercvizError as exc:
         st.error(str(exc))
     if len(images) > limits.max_images:
+        skipped.extend(
+            ev.Skipped(im.name, f"not used: at most {limits.max_images} images per evaluation")
+            for im in images[limits.max_images :]
+        )
         images = images[: limits.max_images]
-        st.warning(f"Only the first {limits.max_images} images are used.")
+    if any(s.reason.startswith(("not read:", "not used:")) for s in skipped):
+        st.warning(f"Only {len(images)} of the images are used; the others are listed below with the reason.")
     st.caption(f"{len(images)} images ready" + (f"; {len(skipped)} skipped" if skipped else "") + ".")
     for s in skipped:
-        st.caption(f"Skipped {s.name}: {s.reason}")
+        st.text(f"Skipped {s.name}: {s.reason}")  # user strings as plain text, never Markdown
 with right:
     st.markdown("##### Attacks")
     chosen = st.multiselect(
@@ -152,6 +179,8 @@ jobs.follow(
     ),
 )
 
+transfer_section(P, model, images, runs, int(seed), int(batch))
+
 out: EvalOutcome | None = st.session_state.get(f"pv_{P}_result")
 if out is None or not out.evaluation.rows:
     st.caption(
@@ -173,13 +202,13 @@ t1, t2, t3, t4, t5 = st.tabs(
         "Attack summary",
         "Explainability (Table I)",
         "Matched quality (Tables II–III)",
-        "P(D) (seed 002)",
+        "P(D) (Zhang et al. 2020)",
         "Per image",
     ]
 )
 with t1:
     st.caption(
-        "Seed 000 §V-A fooling rate; seed 002 Table 1: P_suc (successes over correctly classified images) "
+        "Pochimireddy et al. 2021 §V-A fooling rate; Zhang et al. 2020 Table 1: P_suc (successes over correctly classified images) "
         "and D̄, the mean L2 distortion of the successes ([0,1] units); passes and time per image."
     )
     st.dataframe(
@@ -188,7 +217,7 @@ with t1:
             "images": [s["images"] for s in sums],
             "fooling rate": [fmt(s["fooling_rate"], True) for s in sums],
             "P_suc": [fmt(s["p_suc"], True) for s in sums],
-            "D̄ (L2)": [fmt(s["mean_distortion"]) for s in sums],
+            "D̄ (L2, [0,1] units)": [fmt(s["mean_distortion"]) for s in sums],
             "mean SSIM": [fmt(s["mean_ssim"]) for s in sums],
             "mean PSNR (dB)": [fmt(s["mean_psnr"]) for s in sums],
             "LPIPS-self": [fmt(s["mean_lpips_self"]) for s in sums],
@@ -204,7 +233,7 @@ with t2:
         st.info("Explainability scores were not computed (switch them on in the sidebar).")
     else:
         st.caption(
-            "Seed 000 Table I: noise map N = mean(1 − SSIM map) > 0.11 against the GradCAM++ region G > 0.75; "
+            "Pochimireddy et al. 2021 Table I: noise map N = mean(1 − SSIM map) > 0.11 against the GradCAM++ region G > 0.75; "
             "dataset means over the images where each ratio is defined."
         )
         st.dataframe(
@@ -247,11 +276,12 @@ with t4:
                     go.Scatter(x=oc["d"], y=oc["p"], mode="lines", line_shape="hv", name=label[id(s)])
                 )
         fig.update_layout(
+            colorway=list(pv_figures.OKABE_ITO),
             height=380,
             margin={"l": 10, "r": 10, "t": 40, "b": 10},
-            xaxis_title="L2 distortion D",
+            xaxis_title="L2 distortion D ([0,1] units)",
             yaxis={"title": "P(D)", "range": [0, 1.02]},
-            title={"text": "Operating characteristic (seed 002 eq. 21)", "font": {"size": 14}},
+            title={"text": "Operating characteristic (Zhang et al. 2020 eq. 21)", "font": {"size": 14}},
         )
         return fig
 
@@ -292,7 +322,7 @@ def json_bytes() -> str:
     return json.dumps(ev.strict_json(data), indent=2)
 
 
-d1, d2, _ = st.columns([1, 1, 4])
+d1, d2, _ = st.columns(3)
 d1.download_button(
     "Rows CSV",
     data=csv_bytes,

@@ -1,17 +1,32 @@
-"""Learn: every attack in a paragraph, its formula, its paper, and a one-click try (SPEC §6)."""
+"""Learn: every attack in a paragraph, its formula, its paper, and a one-click try."""
 
 import streamlit as st
 
-from percviz.attacks.base import registry
-from ui.common import page_setup
+from percviz.attacks.base import AttackSpec, registry
+from percviz.errors import PercvizError
+from percviz.hosted import check_params, current_limits
+from ui.common import formula_lines, page_setup
 from ui.params import describe_params
 
 page_setup(
     "Learn",
-    "Every method in one paragraph, its update rule and its paper; “Try it” opens Explore with the preset.",
+    "Every method in one paragraph, its update rule and its paper; “Try it” opens Explore with the "
+    "preset and runs it.",
 )
 
 attacks = registry()
+limits = current_limits()
+
+
+def unavailable(spec: AttackSpec, values: dict) -> str | None:
+    """Why a preset cannot run on this server (missing weights, a cap), or None."""
+    try:
+        check_params(spec, {**spec.defaults(), **values}, limits)
+    except PercvizError as exc:
+        return str(exc)
+    return None
+
+
 families: dict[str, list[str]] = {}
 for attack_id, spec in attacks.items():
     families.setdefault(spec.family, []).append(attack_id)
@@ -35,23 +50,39 @@ for family, ids in families.items():
     for attack_id in shown:
         spec = attacks[attack_id]
         with st.container(border=True):
-            left, right = st.columns([3, 1.1], gap="medium")
-            with left:
-                st.markdown(f"#### {spec.title}  \n`{spec.id}` · {spec.source}")
-                st.write(spec.summary)
-                if spec.formula:
-                    st.latex(spec.formula)
-                if spec.bound:
-                    st.caption(f"Constraint: {spec.bound}")
-                with st.expander("Parameters"):
-                    st.dataframe(describe_params(spec), hide_index=True, width="stretch")
-            with right:
-                st.caption("Try it in Explore")
-                for i, (name, values) in enumerate([*spec.presets.items(), ("defaults", {})]):
-                    if st.button(
-                        name, key=f"learn_{attack_id}_{i}", width="stretch", icon=":material/play_arrow:"
-                    ):
-                        st.session_state["pv_explore_request"] = {"attack": attack_id, "params": dict(values)}
-                        st.switch_page("pages/1_Explore.py")
+            st.markdown(f"#### {spec.title}  \n`{spec.id}` · {spec.source}")
+            st.write(spec.summary)
+            if spec.formula:
+                st.latex(formula_lines(spec.formula))
+            if spec.bound:
+                st.caption(f"Constraint: {spec.bound}")
+            st.caption(
+                "Try it on the Regression page (opens the attack)"
+                if spec.task == "regression"
+                else "Try it in Explore (opens the attack with these parameters and runs it)"
+            )
+            presets = [*spec.presets.items(), ("defaults", {})]
+            cols = st.columns(min(len(presets), 3))
+            for i, (name, values) in enumerate(presets):
+                blocked = unavailable(spec, values)
+                if cols[i % len(cols)].button(
+                    name,
+                    key=f"learn_{attack_id}_{i}",
+                    width="stretch",
+                    icon=":material/play_arrow:",
+                    disabled=blocked is not None,
+                    help=blocked,
+                ):
+                    if spec.task == "regression":  # regression attacks have their own page
+                        st.session_state["reg_attack"] = attack_id
+                        st.switch_page("pages/6_Regression.py")
+                    st.session_state["pv_explore_request"] = {
+                        "attack": attack_id,
+                        "params": dict(values),
+                        "run": True,
+                    }
+                    st.switch_page("pages/1_Explore.py")
+            with st.expander("Parameters"):
+                st.dataframe(describe_params(spec), hide_index=True, width="stretch")
 if not attacks:
     st.info("No attacks are registered.")

@@ -1,17 +1,17 @@
 """Dataset numbers and sweeps — the one engine behind ``percviz evaluate`` and the Sweep/Evaluate pages.
 
-What it computes (SPEC §5 "dataset numbers", §6 Sweep/Evaluate, §7 ``evaluate``):
+What it computes:
 
 - per image and attack run: prediction before/after, success, SSIM, PSNR, S1, S2, L0/L2/L∞,
-  the seed-001 self-bounded distance (``lpips_self``), whether the 8-bit PNG is still adversarial,
-  passes, wall time, and (unless ``explain=False``) the seed 000 §V-B :mod:`percviz.explain`
+  the self-bounded perceptual distance (Laidlaw et al. 2021) (``lpips_self``), whether the 8-bit PNG is still adversarial,
+  passes, wall time, and (unless ``explain=False``) the Pochimireddy et al. 2021 §V-B :mod:`percviz.explain`
   explainability scores at noise threshold 0.11 (precision, recall, IOU, IOU-outside);
-- per run (attack + parameters): the fooling rate of seed 000 §V-A, the success probability
+- per run (attack + parameters): the fooling rate of Pochimireddy et al. 2021 §V-A, the success probability
   ``P_suc``, the conditional mean distortion ``D̄`` (mean L2 over successes) and the operating
-  characteristic ``P(D)`` of seed 002 §5.1 eq. 20–21, and mean SSIM / PSNR / LPIPS-self;
-- matched quality (seed 000 Tables II–III): bisection on each attack's strength parameter until the
+  characteristic ``P(D)`` of Zhang et al. 2020 §5.1 eq. 20–21, and mean SSIM / PSNR / LPIPS-self;
+- matched quality (Pochimireddy et al. 2021 Tables II–III): bisection on each attack's strength parameter until the
   mean SSIM (or PSNR) hits a target, then the fooling rate there (:func:`match_quality`);
-- the ε1×ε2 grid of seed 000 Fig. 1 (:func:`grid_sweep`) and strength-vs-metric curves of
+- the ε1×ε2 grid of Pochimireddy et al. 2021 Fig. 1 (:func:`grid_sweep`) and strength-vs-metric curves of
   Fig. 6–9 (:func:`curve_sweep`).
 
 Rows can be appended to a JSONL file as they finish (:class:`RowStore`); a later call with the same
@@ -50,35 +50,9 @@ ProgressCallback = Callable[[dict[str, Any]], bool | None]
 QualityMetric = Literal["ssim", "psnr"]
 
 EXPLAIN_THRESHOLD = 0.11
-"""Noise threshold of seed 000 Table I."""
+"""Noise threshold of Pochimireddy et al. 2021 Table I."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-STRENGTH_PARAMS: dict[str, str] = {
-    "fgsm": "eps",
-    "fgm": "eps",
-    "pgd": "eps",
-    "pgd_l2": "eps",
-    "gnm": "eps",
-    "balda_iter": "eps",
-    "qpgd_l2": "eps",
-    "fpgap": "eps2",
-    "pgap": "eps2",
-    "ppgd": "bound",
-    "lpa": "bound",
-    "fast_lpa": "bound",
-    "subset": "subsets",
-    "cw_l2": "kappa",
-    "scw_l2": "kappa",
-    "deepfool": "overshoot",
-    "minnorm": "overshoot",
-}
-"""Which parameter sets each attack's strength, for matched-quality search (larger = stronger).
-
-Norm-bounded attacks use their budget; the SSIM-ball attacks ``eps2`` (S2 ≥ 1 − eps2²); the
-perceptual attacks their LPIPS ``bound``; the minimum-distortion attacks (C&W, DeepFool, min-norm)
-have no budget, so their confidence ``kappa`` or ``overshoot`` is searched instead.
-"""
 
 CSV_COLUMNS = (
     "image",
@@ -95,6 +69,8 @@ CSV_COLUMNS = (
     "true_label",
     "success",
     "fooled",
+    "within_bound",
+    "bound_excess",
     "png_still_adversarial",
     "ssim",
     "psnr",
@@ -401,7 +377,7 @@ def evaluate(
             if ev.cancelled:
                 break
             chunk = pending[start : start + batch]
-            rows = _run_batch(model, chunk, run, seed, explainer, progress)
+            rows = run_unit(model, chunk, run, seed, explainer, progress)
             if rows is None:
                 ev.cancelled = True
                 break
@@ -427,7 +403,7 @@ def _emit(progress: ProgressCallback | None, record: dict[str, Any]) -> bool:
     return progress is not None and progress(record) is False
 
 
-def _run_batch(
+def run_unit(
     model: Classifier,
     chunk: Sequence[EvalImage],
     run: RunSpec,
@@ -435,6 +411,8 @@ def _run_batch(
     explainer: Callable[..., list[dict[str, float | None]]] | None,
     progress: ProgressCallback | None,
 ) -> list[dict[str, Any]] | None:
+    """One work unit (a batch of images × one attack × one parameter point): its rows, or ``None``
+    when cancelled. The in-process loop and the Ray workers (:mod:`percviz.ray_engine`) both call it."""
     x = torch.from_numpy(np.stack([im.pixels for im in chunk])).permute(0, 3, 1, 2).contiguous()
     x = x.to(model.device)
 
@@ -511,6 +489,8 @@ def result_rows(
             "true_label": im.true_label,
             "success": bool(result.success[i]),
             "fooled": before != after,
+            "within_bound": bool(result.within_bound[i]),
+            "bound_excess": max((b["excess"][i] for b in result.bounds if b["kind"] == "hard"), default=0.0),
             "png_still_adversarial": bool(png_ok[i]),
             "ssim": float(ssim_v[i]),
             "psnr": float(psnr_v[i]),
@@ -543,7 +523,7 @@ _ORIGINAL_CACHE_SIZE = 64
 def _original_cache(
     model: Classifier, tag: str, x: torch.Tensor, images: Sequence[EvalImage]
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Class probabilities and φ (seed-001 features) of each original, computed once per image content."""
+    """Class probabilities and φ (Laidlaw et al. features) of each original, computed once per image content."""
     keys = [(tag, im.sha256) for im in images]
     missing = [i for i, k in enumerate(keys) if k not in _ORIGINAL_CACHE]
     if missing:
@@ -563,7 +543,7 @@ def _original_cache(
 
 
 def _explainer() -> Callable[..., list[dict[str, float | None]]]:
-    """Seed 000 §V-B scores at threshold 0.11 from :mod:`percviz.explain`.
+    """Pochimireddy et al. 2021 §V-B scores at threshold 0.11 from :mod:`percviz.explain`.
 
     The GradCAM++ map of an original image does not depend on the attack, so it is computed once
     per (model, image content, class) and kept (at most 512 maps) for the other runs and probes.
@@ -605,7 +585,7 @@ def _none_if_nan(value: Any) -> float | None:
 def operating_characteristic(
     distortion: Sequence[float], success: Sequence[bool], n_total: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seed 002 eq. 21: ``P(D) = |{x ∈ X_suc : D(x) ≤ D}| / N`` as a step function.
+    """Zhang et al. 2020 eq. 21: ``P(D) = |{x ∈ X_suc : D(x) ≤ D}| / N`` as a step function.
 
     Returns the sorted distortions of the successes (with a leading 0) and ``P`` at each of them;
     ``P`` rises from ``P(0)`` (0 unless some success has no distortion) to ``P_suc`` at ``D_max``.
@@ -624,9 +604,9 @@ def operating_characteristic(
 def summarize_rows(rows: Sequence[Mapping[str, Any]], distortion: str = "l2") -> dict[str, Any]:
     """Dataset numbers of one group of rows (one attack with one parameter set, or an envelope).
 
-    - ``fooling_rate`` (seed 000 §V-A): fraction with prediction after ≠ before, over all images;
+    - ``fooling_rate`` (Pochimireddy et al. 2021 §V-A): fraction with prediction after ≠ before, over all images;
     - ``success_rate``: the attack's own success (reaches the target when targeted);
-    - ``p_suc`` (seed 002 eq. 20): successes over ``X``, the correctly classified images when true
+    - ``p_suc`` (Zhang et al. 2020 eq. 20): successes over ``X``, the correctly classified images when true
       labels are known (else all images, the model's prediction taken as the truth);
     - ``mean_distortion``: ``D̄``, the mean ``distortion`` column (L2, [0,1] units) over successes
       in ``X`` — conditional on success (``None`` when nothing succeeded);
@@ -650,6 +630,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], distortion: str = "l2") ->
         "correctly_classified": len(in_x),
         "fooling_rate": _mean(bool(r["fooled"]) for r in rows),
         "success_rate": _mean(bool(r["success"]) for r in rows),
+        "within_bound_rate": _mean(bool(r.get("within_bound", True)) for r in rows),
         "p_suc": _mean(suc_x),
         "mean_distortion": _mean(d for d, s in zip(d_x, suc_x, strict=True) if s),
         "distortion": distortion,
@@ -684,7 +665,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], distortion: str = "l2") -> list
 
 
 def envelope(rows: Sequence[Mapping[str, Any]], distortion: str = "l2") -> list[dict[str, Any]]:
-    """Seed 002 §5.1 protocol for distortion-targeting attacks run at several budgets.
+    """Zhang et al. 2020 §5.1 protocol for distortion-targeting attacks run at several budgets.
 
     Per attack: an image counts as a success if any run succeeded on it, with the least distortion
     over its successful runs; then the usual statistics. Only attacks with more than one run appear.
@@ -765,31 +746,22 @@ class MatchResult:
 
 
 def strength_param(attack: str) -> str:
-    """The strength parameter of ``attack`` (from :data:`STRENGTH_PARAMS`), checked against its schema."""
-    spec = get_attack(attack)
-    name = STRENGTH_PARAMS.get(attack)
-    if name is None or name not in spec.param_names():
+    """The strength parameter ``attack`` declares in the registry (larger = stronger).
+
+    Norm-bounded attacks use their budget, the SSIM-ball attacks ``eps2``, the perceptual attacks
+    their ``bound``; minimum-distortion attacks (C&W, DeepFool, min-norm) have no budget and
+    declare their confidence ``kappa`` or ``overshoot``.
+    """
+    name = get_attack(attack).strength
+    if name is None:
+        from percviz.attacks import registry
+
+        known = [k for k, s in registry().items() if s.strength is not None]
         raise ParameterError(
-            f"Attack '{attack}' has no strength parameter for matched quality "
-            f"(known: {', '.join(k for k in STRENGTH_PARAMS if k in _registered())})."
+            f"Attack '{attack}' has no strength parameter for matched quality (known: {', '.join(known)})."
         )
     return name
 
-
-def _registered() -> set[str]:
-    from percviz.attacks import registry
-
-    return set(registry())
-
-
-_PARAM_SYMBOLS = {  # how labels write parameter names (others appear as named)
-    "eps": "ε",
-    "eps1": "ε₁",
-    "eps2": "ε₂",
-    "kappa": "κ",
-    "smooth_alpha": "α",
-    "lam": "λ",
-}
 
 _LABEL_EXTRAS = ("eps1", "smooth_alpha", "target")
 
@@ -798,12 +770,17 @@ def run_label(attack: str, params: Mapping[str, Any], *, with_attack: bool = Tru
     """A run in a few characters, for legends, table rows and figure captions: ``pgd ε=0.01569``.
 
     The attack id (left out with ``with_attack=False``, e.g. under a title that names the attack),
-    then, in schema order, its strength parameter (:data:`STRENGTH_PARAMS`) and whichever of ε₁,
-    the smoothing α and the target class the run sets: ``pgap ε₁=0, ε₂=0.01``.
+    then, in schema order, its strength parameter (:attr:`AttackSpec.strength`) and whichever of
+    ε₁, the smoothing α and the target class the run sets, written with each parameter's
+    :meth:`Param.display_symbol`: ``pgap ε₁=0, ε₂=0.01``.
     """
-    strength = STRENGTH_PARAMS.get(attack)
+    from percviz.attacks import registry
+
+    spec = registry().get(attack)
+    schema = {p.name: p for p in spec.params} if spec is not None else {}
+    strength = spec.strength if spec is not None else None
     parts = [
-        f"{_PARAM_SYMBOLS.get(name, name)}={_value_text(value)}"
+        f"{schema[name].display_symbol() if name in schema else name}={_value_text(value)}"
         for name, value in params.items()
         if value is not None and (name == strength or name in _LABEL_EXTRAS)
     ]
@@ -856,8 +833,8 @@ def match_quality(
 ) -> MatchResult:
     """Find the strength at which ``attack``'s mean ``metric`` over ``images`` equals ``target``.
 
-    Seed 000 Tables II–III compare fooling rates at a fixed average SSIM / PSNR. The strength
-    parameter (``param``, default from :data:`STRENGTH_PARAMS`) is searched in log space from its
+    Pochimireddy et al. 2021 Tables II–III compare fooling rates at a fixed average SSIM / PSNR. The strength
+    parameter (``param``, default the attack's declared strength) is searched in log space from its
     default, assuming quality falls as strength grows: outside a bracket, an extrapolation with
     ``1 − SSIM ∝ strength²`` (or RMS error ∝ strength for PSNR; the slope is re-estimated from the
     last two probes, jumps capped at ×16); inside, a safeguarded secant (regula falsi kept within
@@ -988,7 +965,7 @@ def match_quality(
 
 @dataclass
 class CurveSweep:
-    """Strength-vs-metric curves of seed 000 Fig. 6–9: one summary per value of ``param``."""
+    """Strength-vs-metric curves of Pochimireddy et al. 2021 Fig. 6–9: one summary per value of ``param``."""
 
     attack: str
     param: str
@@ -1045,7 +1022,7 @@ class GridCell:
 
 @dataclass
 class GridSweep:
-    """Seed 000 Fig. 1: prediction and SSIM over a grid of two parameters (default ε1 × ε2)."""
+    """Pochimireddy et al. 2021 Fig. 1: prediction and SSIM over a grid of two parameters (default ε1 × ε2)."""
 
     attack: str
     row_param: str
@@ -1189,7 +1166,7 @@ def plot_report(
     sweep_params: Sequence[str] = (),
 ) -> list[Path]:
     """PNG plots: fooling rate / mean SSIM / mean PSNR vs each swept parameter (one line per
-    attack), mean SSIM vs fooling rate (seed 000 Fig. 6), and P(D) per group (seed 002 Fig. 5–6)."""
+    attack), mean SSIM vs fooling rate (Pochimireddy et al. 2021 Fig. 6), and P(D) per group (Zhang et al. 2020 Fig. 5–6)."""
     import matplotlib
 
     matplotlib.use("Agg")

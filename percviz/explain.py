@@ -1,7 +1,7 @@
-"""GradCAM++ heat maps and the explainability scores of seed 000 §V-B (SPEC §5, §8, §9).
+"""GradCAM++ heat maps and the explainability scores of Pochimireddy et al. 2021 §V-B.
 
 GradCAM++ is computed by the ``grad-cam`` package (``pytorch_grad_cam.GradCAMPlusPlus``) at the
-model's ``spec.cam_layer``. Thread safety (SPEC §9): the package registers forward hooks on the
+model's ``spec.cam_layer``. Thread safety: the package registers forward hooks on the
 target layer, so it never runs on the shared, cached classifier. Each classifier gets one private
 *CAM network*: a structural copy of ``model.net`` that shares every parameter and buffer tensor
 (no extra weight memory) and whose target layer is wrapped in a tap. The package registers its
@@ -9,12 +9,12 @@ own hooks on that tap for each call and releases them before the call returns; c
 model are serialised by a per-model lock. The shared classifier never carries a hook, so
 attacks running in other threads are unaffected.
 
-Speed (SPEC §8): the tap turns the target layer's output into a fresh leaf that requires grad,
+Speed: the tap turns the target layer's output into a fresh leaf that requires grad,
 so the backward pass runs only through the layers *after* the target layer (weights are frozen
 and the input needs no gradient); the map is identical to the one obtained by back-propagating
 to the input.
 
-Explainability (seed 000 §V-B): ``N = (1 − SSIM map) > noise threshold`` (channel mean, or one
+Explainability (Pochimireddy et al. 2021 §V-B): ``N = (1 − SSIM map) > noise threshold`` (channel mean, or one
 channel), ``G = GradCAM++ > 0.75`` (normalised CAM of the original for its predicted class);
 TP/FP/FN/TN, precision ``TP/(TP+FP)``, recall ``TP/(TP+FN)``, IOU ``TP/(TP+FP+FN)``, IOU-outside
 ``FP/(TP+FP+TN)``, fraction of pixels perturbed ``(TP+FP)/(H·W)``. Undefined ratios (0/0) are
@@ -36,8 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-NOISE_THRESHOLD = 0.11  # seed 000 Table I
-CAM_THRESHOLD = 0.75  # seed 000 §V-B, G_i = GradCAM++ > 0.75
+from percviz.errors import PercvizError
+
+NOISE_THRESHOLD = 0.11  # Pochimireddy et al. 2021 Table I
+CAM_THRESHOLD = 0.75  # Pochimireddy et al. 2021 §V-B, G_i = GradCAM++ > 0.75
 CURVE_THRESHOLDS: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(51))  # Fig. 5 sweep
 SCORE_NAMES = ("precision", "recall", "iou", "iou_outside", "fraction_perturbed")
 CHANNELS = ("r", "g", "b")
@@ -106,11 +108,28 @@ _CAM_NETS: weakref.WeakKeyDictionary[nn.Module, _CamEntry] = weakref.WeakKeyDict
 _CAM_NETS_LOCK = threading.Lock()
 
 
+def cam_layer_of(model: nn.Module) -> str:
+    """The GradCAM++ target layer of ``model.spec``; a model without one raises with the reason.
+
+    Zoo models name theirs; an own model gets the last once-called module with ``N×C×h×w``
+    output (:func:`percviz.models.custom.choose_cam_layer`), or none when it ends in tokens
+    (a vision transformer) or is TorchScript — then ``spec.cam_note`` says why.
+    """
+    spec = model.spec  # type: ignore[union-attr]
+    if not spec.cam_layer:
+        raise PercvizError(
+            f"No GradCAM++ for model '{spec.id}': "
+            + (spec.cam_note or "it has no layer with N×C×h×w feature maps; choose one with cam_layer=NAME.")
+        )
+    return str(spec.cam_layer)
+
+
 def _cam_entry(model: nn.Module) -> _CamEntry:
+    layer = cam_layer_of(model)
     with _CAM_NETS_LOCK:
         entry = _CAM_NETS.get(model)
         if entry is None or entry.net.device != next(iter(model.buffers())).device:
-            entry = _CamEntry(_CamNet(model, model.spec.cam_layer), threading.Lock())  # type: ignore[union-attr]
+            entry = _CamEntry(_CamNet(model, layer), threading.Lock())
             _CAM_NETS[model] = entry
         return entry
 
@@ -279,7 +298,7 @@ def _hwc(ssim_map: np.ndarray) -> np.ndarray:
 def noise_map(
     ssim_map: np.ndarray, threshold: float = NOISE_THRESHOLD, channel: int | None = None
 ) -> np.ndarray:
-    """Seed 000 §V-B ``N = (1 − SSIM map) > threshold`` as an ``H×W`` bool mask.
+    """Pochimireddy et al. 2021 §V-B ``N = (1 − SSIM map) > threshold`` as an ``H×W`` bool mask.
 
     ``ssim_map`` is ``H×W×C``; ``channel=None`` averages ``1 − SSIM`` over channels, an index
     uses that channel alone.
@@ -290,7 +309,7 @@ def noise_map(
 
 
 def cam_region(cam: np.ndarray, threshold: float = CAM_THRESHOLD) -> np.ndarray:
-    """Seed 000 §V-B ``G = GradCAM++ > 0.75`` (on the normalised ``H×W`` CAM)."""
+    """Pochimireddy et al. 2021 §V-B ``G = GradCAM++ > 0.75`` (on the normalised ``H×W`` CAM)."""
     return np.asarray(cam) > threshold
 
 
@@ -332,7 +351,7 @@ def explain_scores(
     cam_threshold: float = CAM_THRESHOLD,
     channel: int | None = None,
 ) -> dict[str, Any]:
-    """Seed 000 §V-B scores of one image at one noise threshold (Table I uses 0.11)."""
+    """Pochimireddy et al. 2021 §V-B scores of one image at one noise threshold (Table I uses 0.11)."""
     return confusion(noise_map(ssim_map, noise_threshold, channel), cam_region(cam, cam_threshold))
 
 
@@ -343,7 +362,7 @@ def explain_curve(
     cam_threshold: float = CAM_THRESHOLD,
     channel: int | None = None,
 ) -> dict[str, list[Any]]:
-    """The scores over noise thresholds (seed 000 Fig. 5): one list per score, ``None`` where 0/0."""
+    """The scores over noise thresholds (Pochimireddy et al. 2021 Fig. 5): one list per score, ``None`` where 0/0."""
     dist = 1.0 - _hwc(ssim_map)
     d = (dist.mean(axis=-1) if channel is None else dist[..., channel]).ravel()
     g = cam_region(cam, cam_threshold).ravel()
@@ -379,7 +398,7 @@ def explain_report(
         for c in range(hwc.shape[-1])
     }
     return {
-        "source": "seed 000 §V-B (Table I, Fig. 5)",
+        "source": "Pochimireddy et al. 2021 §V-B (Table I, Fig. 5)",
         "noise_map": "N = mean over channels of (1 − SSIM map) > noise_threshold",
         "cam_region": "G = GradCAM++ of the original image for its predicted class (min–max normalised) > cam_threshold",
         "undefined": "ratios with a zero denominator are null",
@@ -392,7 +411,7 @@ def explain_report(
 
 
 def mean_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Dataset averages as in seed 000 (``1/N Σ_i``), over the images where each ratio is defined.
+    """Dataset averages as in Pochimireddy et al. 2021 (``1/N Σ_i``), over the images where each ratio is defined.
 
     Returns each score's mean (``None`` if undefined for every image) and ``n_<score>``, the number
     of images it was averaged over.

@@ -1,14 +1,14 @@
 """Figures: an interactive plotly figure for every view, and the static publication figure.
 
 - Plotly (the app, one set of builders): panels :func:`image_figure`, :func:`heatmap_figure` and
-  :func:`grid_figure` (rows × columns, seed 000 Fig. 3 layout); the views of one pair
+  :func:`grid_figure` (rows × columns, Pochimireddy et al. 2021 Fig. 3 layout); the views of one pair
   :func:`perturbation_figure`, :func:`ssim_figure`, :func:`diff_figure`,
   :func:`magnification_figure`, :func:`cam_figure`, :func:`regions_figure`; charts
-  :func:`curve_figure` (seed 000 Fig. 5) and :func:`history_figure`.
+  :func:`curve_figure` (Pochimireddy et al. 2021 Fig. 5) and :func:`history_figure`.
   Layouts are plain dicts with one hidden, square axis pair per panel: ``make_subplots`` and
   ``update_*`` are ~10× slower to build, which every Streamlit rerun would feel.
 - Matplotlib (papers): :func:`render_figure` writes PDF / SVG / PNG (300 dpi) in the layout of
-  seed 000 Fig. 3 — rows are attacks; columns (a) adversarial image, (b–d) SSIM maps R/G/B,
+  Pochimireddy et al. 2021 Fig. 3 — rows are attacks; columns (a) adversarial image, (b–d) SSIM maps R/G/B,
   (e) GradCAM++ of the original — one shared colour scale per map type with colour bars, and
   each row captioned with its numbers (SSIM, predictions, §V-B precision). Uses the object API
   (no pyplot state), so it is safe in a threaded server. :func:`render_recipes` runs recipes
@@ -49,8 +49,9 @@ if TYPE_CHECKING:
     from percviz.recipes import Recipe
 
 SSIM_COLORSCALE = "Viridis"  # interactive SSIM maps: dark = distorted, yellow = untouched
-SSIM_PRINT_COLORMAP = "gray"  # the static figure: dark = distorted (seed 000 Fig. 3)
-CAM_COLORSCALE = "jet"  # seed 000 Fig. 3 (e)
+SSIM_PRINT_COLORMAP = "gray"  # the static figure: dark = distorted (Pochimireddy et al. 2021 Fig. 3)
+CAM_COLORSCALE = "jet"  # Pochimireddy et al. 2021 Fig. 3 (e)
+CAM_ALPHA = 0.45  # opacity of the CAM colour over its image, on screen and in print
 DIFF_COLORSCALE = "Magma"
 CHANNEL_NAMES = ("R", "G", "B")
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
@@ -89,7 +90,6 @@ _HIDDEN_AXIS: dict[str, Any] = {
     "showline": False,
 }
 _LINE_PX = 15  # one line of panel title text
-_TITLE_PX = 26  # the band above a row of panels that holds their titles
 _ROW_GAP_PX = 8
 
 
@@ -141,6 +141,16 @@ def _matplotlib_scale(cmap: str, n: int = 11) -> list[list[Any]]:
     return [[float(t), f"rgb({r},{g},{b})"] for t, (r, g, b) in zip(stops, rgb, strict=True)]
 
 
+def _label_px(labels: Sequence[str], font_px: int = 12) -> int:
+    """Left margin (px) that holds the longest line of the HTML ``labels`` (0 without labels)."""
+    import re
+
+    lines = [re.sub(r"<[^>]+>", "", line) for text in labels for line in text.split("<br>")]
+    if not lines:
+        return 0
+    return math.ceil(0.62 * font_px * max(len(line) for line in lines)) + 12
+
+
 def grid_figure(
     cells: Sequence[Sequence[Cell]],
     *,
@@ -151,7 +161,7 @@ def grid_figure(
     cell_px: int = 150,
     height: int | None = None,
 ) -> go.Figure:
-    """Panels in rows × columns (seed 000 Fig. 3 layout; one row is a row of panels).
+    """Panels in rows × columns (Pochimireddy et al. 2021 Fig. 3 layout; one row is a row of panels).
 
     Each cell is ``("image", H×W×3)`` with values in [0, 1] (shown exactly, RGB 0–255 on hover)
     or ``("heat", H×W)`` drawn on ``heat``, the one colour scale of all heat cells (one colour
@@ -167,18 +177,20 @@ def grid_figure(
     if cell_titles is not None:
         lines = max(t.count("<br>") + 1 for row in cell_titles for t in row)
         head, gap_px = _LINE_PX * lines + 4, _LINE_PX * lines + 4
+    elif col_titles:
+        head, gap_px = _LINE_PX * max(t.count("<br>") + 1 for t in col_titles) + 11, _ROW_GAP_PX
     else:
-        head, gap_px = (_TITLE_PX if col_titles else 4), _ROW_GAP_PX
+        head, gap_px = 4, _ROW_GAP_PX
     if height is None:
         height = n_rows * cell_px + (n_rows - 1) * gap_px + head
     plot_px = max(height - head, 1)
-    left = 0.13 if row_titles else 0.0
+    left = 0.0
     gap_x, gap_y = 0.012, gap_px / plot_px
     w = (1 - left - gap_x * (n_cols - 1)) / n_cols
     h = (1 - gap_y * (n_rows - 1)) / n_rows
     layout: dict[str, Any] = {
         "height": int(height),
-        "margin": {"l": 0, "r": 0, "t": head, "b": 0},
+        "margin": {"l": _label_px(row_titles), "r": 0, "t": head, "b": 0},
         "plot_bgcolor": "white",
         "showlegend": False,
         "annotations": [],
@@ -191,12 +203,13 @@ def grid_figure(
             layout["annotations"].append(
                 _note(
                     row_titles[r],
-                    left - 0.01,
+                    0.0,
                     y1 - h / 2,
                     12,
                     xanchor="right",
                     yanchor="middle",
                     align="right",
+                    xshift=-6,
                 )
             )
         for c, (kind, arr) in enumerate(row):
@@ -302,7 +315,7 @@ def diff_figure(views: ViewArrays, height: int = 300) -> go.Figure:
 
 
 def magnification_figure(views: ViewArrays, height: int = 340) -> go.Figure:
-    """Adversarial magnification of both images on their one shared display scale (seed 002 App. 1)."""
+    """Adversarial magnification of both images on their one shared display scale (Zhang et al. 2020 App. 1)."""
     scale = views.magnification_scale
     if views.magnified_original is None or views.magnified_adversarial is None or scale is None:
         raise ValueError("Magnification was not computed for this pair.")
@@ -361,7 +374,7 @@ def cam_figure(
 
 
 def regions_figure(views: ViewArrays, threshold: float = NOISE_THRESHOLD, height: int = 360) -> go.Figure:
-    """Seed 000 §V-B: noise map ``N = mean(1 − SSIM map) > threshold`` against the CAM region
+    """Pochimireddy et al. 2021 §V-B: noise map ``N = mean(1 − SSIM map) > threshold`` against the CAM region
     ``G`` (the original's CAM above its threshold) as TP / FP / FN / TN colours; the legend gives
     each class's pixel count and share of the image."""
     noise = noise_map(views.ssim_map, threshold)
@@ -421,7 +434,7 @@ _CURVE_SCORES = (  # key, name, colour (Okabe–Ito), shown at first
 def curve_figure(
     curve: Mapping[str, Sequence[Any]], threshold: float = NOISE_THRESHOLD, height: int = 300
 ) -> go.Figure:
-    """Seed 000 Fig. 5: precision, recall, IOU and IOU-outside against the noise threshold.
+    """Pochimireddy et al. 2021 Fig. 5: precision, recall, IOU and IOU-outside against the noise threshold.
 
     ``curve`` is :func:`percviz.explain.explain_curve`'s dict (scores in [0, 1]). Undefined
     values (``None``, a 0/0 ratio) are gaps, never zeros. The fraction of pixels perturbed is in
@@ -448,7 +461,10 @@ def curve_figure(
         for key, name, colour, shown in _CURVE_SCORES
     ]
     layout = _chart_layout(
-        "Scores vs noise threshold (seed 000 Fig. 5)", height, "noise threshold on 1 − SSIM", "score"
+        "Scores vs noise threshold (Pochimireddy et al. 2021 Fig. 5)",
+        height,
+        "noise threshold on 1 − SSIM",
+        "score",
     )
     layout["yaxis"]["range"] = [0, 1.02]
     active = [x for x, f in zip(t, curve["fraction_perturbed"], strict=True) if f]
@@ -503,9 +519,21 @@ def history_figure(history: Sequence[Mapping[str, Any]], height: int = 220) -> g
 # ----------------------------------------------------------------------------- rows (shared)
 
 
+CamOf = Literal["original", "adversarial"]
+CAM_HEADS: dict[str, str] = {
+    "original": "GradCAM++ of original",
+    "adversarial": "GradCAM++, new class",
+}
+
+
 @dataclass(frozen=True)
 class FigureRow:
-    """One row of the publication figure (one attack on one image)."""
+    """One row of the publication figure (one attack on one image).
+
+    ``cam`` is the min–max GradCAM++ map (``H×W`` in [0, 1]) shown in column (e) over the image
+    named by ``cam_of``: the original for its class (Pochimireddy et al. 2021 Fig. 3) or the adversarial image
+    for its new class (what Compare shows on screen).
+    """
 
     title: str
     adversarial: np.ndarray
@@ -517,6 +545,7 @@ class FigureRow:
     after: str = ""
     success: bool | None = None
     scores: Mapping[str, Any] = field(default_factory=dict)
+    cam_of: CamOf = "original"
 
     @property
     def ssim(self) -> float:
@@ -524,6 +553,11 @@ class FigureRow:
 
     def channel_ssim(self, c: int) -> float:
         return float(self.ssim_map[5:-5, 5:-5, c].mean())
+
+    def cam_overlay(self, alpha: float = CAM_ALPHA) -> np.ndarray:
+        """Column (e): ``cam`` in the jet colour map blended over its image, ``H×W×3`` in [0, 1]."""
+        base = self.original if self.cam_of == "original" else self.adversarial
+        return overlay(base, self.cam, alpha, CAM_COLORSCALE)
 
 
 def figure_row(
@@ -557,9 +591,19 @@ def figure_row(
 
 
 def row_from_views(
-    views: ViewArrays, title: str = "", subtitle: str = "", labels: Sequence[str] | None = None
+    views: ViewArrays,
+    title: str = "",
+    subtitle: str = "",
+    labels: Sequence[str] | None = None,
+    cam: CamOf = "original",
 ) -> FigureRow:
-    """A :class:`FigureRow` from one pair's view arrays (no recomputation)."""
+    """A :class:`FigureRow` from one pair's view arrays (no recomputation).
+
+    ``cam`` picks column (e): the original's CAM for its class, or the adversarial image's CAM
+    for its new class. The §V-B scores always use the original's CAM region (Pochimireddy et al. 2021 §V-B).
+    """
+    if cam not in CAM_HEADS:
+        raise ValueError(f"cam must be one of {', '.join(CAM_HEADS)}; got {cam!r}.")
     c = views.cams
     return FigureRow(
         title=title or "adversarial",
@@ -567,11 +611,43 @@ def row_from_views(
         adversarial=views.adversarial,
         original=views.original,
         ssim_map=views.ssim_map,
-        cam=c.original,
+        cam=c.original if cam == "original" else c.adversarial,
         before=_class_name(c.label, labels),
         after=_class_name(c.adv_label, labels),
         success=c.label != c.adv_label,
         scores=views.explain["scores"],
+        cam_of=cam,
+    )
+
+
+def figure_cells(row: FigureRow) -> list[Cell]:
+    """The five panels of one row, shared by the screen (:func:`rows_figure`) and the static figure:
+    adversarial, SSIM maps R/G/B, column (e)'s CAM overlay."""
+    return [
+        ("image", row.adversarial),
+        *[("heat", row.ssim_map[..., c]) for c in range(3)],
+        ("image", row.cam_overlay()),
+    ]
+
+
+def figure_heads(rows: Sequence[FigureRow]) -> list[str]:
+    """Column titles (a)–(e); (e) names whose CAM it shows."""
+    kinds = {r.cam_of for r in rows}
+    cam = CAM_HEADS[kinds.pop()] if len(kinds) == 1 else "GradCAM++"
+    return ["(a) adversarial", "(b) SSIM map, R", "(c) SSIM map, G", "(d) SSIM map, B", f"(e) {cam}"]
+
+
+def rows_figure(rows: Sequence[FigureRow], row_titles: Sequence[str] = (), cell_px: int = 170) -> go.Figure:
+    """The interactive twin of :func:`render_figure`: the same panels (one SSIM scale for all rows)."""
+    if not rows:
+        raise ValueError("rows_figure needs at least one row.")
+    heads = [h.split(" ", 1)[1].replace(", ", " ", 1) for h in figure_heads(rows)]
+    return grid_figure(
+        [figure_cells(r) for r in rows],
+        col_titles=heads,
+        row_titles=row_titles or [f"<b>{r.title}</b>" for r in rows],
+        cell_px=cell_px,
+        heat=ssim_scale(*(r.ssim_map for r in rows)),
     )
 
 
@@ -586,20 +662,20 @@ def render_figure(
     title: str | None = None,
     ssim_floor: float | None = None,
 ) -> Path:
-    """The seed 000 Fig. 3 layout as a static figure; the format follows the suffix (png/svg/pdf).
+    """The Pochimireddy et al. 2021 Fig. 3 layout as a static figure; the format follows the suffix (png/svg/pdf).
 
     Rows are attacks; columns (a) adversarial image, (b–d) SSIM maps R/G/B, (e) GradCAM++ of the
     original over it. One SSIM colour scale (grey, dark = distorted) shared by every SSIM panel
     and one CAM scale (jet, [0, 1]), each with a colour bar; the CAM region ``G`` (CAM > 0.75)
     is outlined in white. Each row is captioned with the attack, its strength parameters, SSIM
-    (mean; per channel inside the panels), the prediction before → after, and the seed 000 §V-B
+    (mean; per channel inside the panels), the prediction before → after, and the Pochimireddy et al. 2021 §V-B
     precision and fraction of pixels perturbed at the Table I noise threshold. PNG at ``dpi``.
     ``ssim_floor`` fixes the bottom of the SSIM scale (default: a tenth at or below the lowest
     value of all rows, at most 0.9); values below it show as black.
     """
     out = Path(out_path)
     fmt = _format(out.suffix)
-    fig = _static_figure(rows, dpi, title, ssim_floor)
+    fig = static_figure(rows, dpi, title, ssim_floor)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as fh:
         _save(fig, fh, fmt, dpi)
@@ -617,7 +693,7 @@ def export_figure(
     """The publication figure as bytes (``fmt`` png/svg/pdf) from rows or one pair's ViewArrays."""
     rows = [row_from_views(source)] if isinstance(source, ViewArrays) else list(source)
     buf = io.BytesIO()
-    _save(_static_figure(rows, dpi, title, ssim_floor), buf, _format(fmt), dpi)
+    _save(static_figure(rows, dpi, title, ssim_floor), buf, _format(fmt), dpi)
     return buf.getvalue()
 
 
@@ -635,7 +711,10 @@ def _save(fig: Any, fh: Any, fmt: str, dpi: int) -> None:
     fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata, facecolor="white")
 
 
-def _static_figure(rows: Sequence[FigureRow], dpi: int, title: str | None, floor: float | None) -> Any:
+def static_figure(
+    rows: Sequence[FigureRow], dpi: int = 300, title: str | None = None, floor: float | None = None
+) -> Any:
+    """The matplotlib ``Figure`` that :func:`render_figure` and :func:`export_figure` save."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
@@ -656,13 +735,7 @@ def _static_figure(rows: Sequence[FigureRow], dpi: int, title: str | None, floor
     if not -1.0 <= vmin < 1.0:
         raise ValueError(f"ssim_floor must lie in [-1, 1); got {floor}.")
     ssim_norm, cam_norm = Normalize(vmin, 1.0), Normalize(0.0, 1.0)
-    heads = [
-        "(a) adversarial",
-        "(b) SSIM map, R",
-        "(c) SSIM map, G",
-        "(d) SSIM map, B",
-        "(e) GradCAM++ of original",
-    ]
+    heads = figure_heads(rows)
 
     def box(col: int, row: int) -> list[float]:
         left = label_w + col * (panel + gap)
@@ -689,7 +762,7 @@ def _static_figure(rows: Sequence[FigureRow], dpi: int, title: str | None, floor
                 ha="left",
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
             )
-        axes[4].imshow(overlay(row.original, row.cam, 0.5, CAM_COLORSCALE), interpolation="nearest")
+        axes[4].imshow(row.cam_overlay(), interpolation="nearest")
         axes[4].contour(row.cam, levels=[CAM_THRESHOLD], colors="white", linewidths=0.6)
         for ax in axes:
             ax.set_xticks([])
@@ -770,3 +843,184 @@ def render_recipes(recipes: Sequence[Recipe], out_path: str | Path, device: str 
         outcome = run_recipe(replace(recipe, device=device) if device else recipe, check_hash=True)
         rows.append(figure_row(outcome.result, outcome.model))
     return render_figure(rows, out_path)
+
+
+def transfer_figure(matrix: Mapping[str, Any], titles: Mapping[str, str] | None = None) -> Any:
+    """Heat map of a transfer matrix (``TransferMatrix.as_dict()``): source rows × target columns.
+
+    Each cell is the fooling rate on the target of examples made on the source, in percent; the
+    diagonal is the white-box rate. Cells not computed are left blank.
+    """
+    import plotly.graph_objects as go
+
+    names = titles or {}
+    sources = [names.get(s, s) for s in matrix["sources"]]
+    targets = [names.get(t, t) for t in matrix["targets"]]
+    z = [[None if v is None else 100.0 * v for v in row] for row in matrix["fooling_rate"]]
+    text = [["" if v is None else f"{v:.0f}%" for v in row] for row in z]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=targets,
+            y=sources,
+            zmin=0,
+            zmax=100,
+            colorscale="Reds",
+            text=text,
+            texttemplate="%{text}",
+            hovertemplate="made on %{y}<br>classified by %{x}<br>fooling rate %{z:.1f}%<extra></extra>",
+            colorbar={"title": "fooling %"},
+        )
+    )
+    n = len(matrix.get("images", []))
+    fig.update_layout(
+        title={"text": f"Transfer matrix: {matrix['attack']} on {n} images", "font": {"size": 14}},
+        xaxis={"title": "target model (classifies)", "side": "bottom"},
+        yaxis={"title": "source model (attacked)", "autorange": "reversed"},
+        height=120 + 90 * len(sources),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+#: Okabe & Ito's colour-blind-safe palette (blue, orange, bluish green, vermillion, reddish purple,
+#: sky blue, yellow, black): every multi-line chart uses it, with a distinct marker per line too.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+_MARKERS = (("circle", "o"), ("square", "s"), ("diamond", "D"), ("triangle-up", "^"), ("x", "x"))
+SWEEP_METRICS = (  # key in CurveSweep.points, title, unit
+    ("fooling_rate", "fooling rate", "%"),
+    ("mean_ssim", "mean SSIM", ""),
+    ("mean_psnr", "mean PSNR", "dB"),
+)
+
+
+def _curve_xy(curve: Any, metric: str) -> tuple[list[float], list[float]]:
+    pts = [(float(p["value"]), float(p[metric])) for p in curve.points if p.get(metric) is not None]
+    return [x for x, _ in pts], [y for _, y in pts]
+
+
+def _metric(metric: str) -> tuple[str, str]:
+    for key, title, unit in SWEEP_METRICS:
+        if key == metric:
+            return title, unit
+    raise ValueError(f"metric must be one of {', '.join(k for k, _, _ in SWEEP_METRICS)}; got {metric!r}.")
+
+
+def sweep_figure(
+    curves: Sequence[Any], metric: str, names: Mapping[str, str], x_label: str, height: int = 300
+) -> go.Figure:
+    """One metric of :class:`percviz.evaluate.CurveSweep` results against the swept value, one
+    line per attack (``names``: attack id → title) in the Okabe–Ito colours with distinct markers
+    (Pochimireddy et al. 2021 Fig. 6–9)."""
+    import plotly.graph_objects as go
+
+    title, unit = _metric(metric)
+    data = []
+    for i, c in enumerate(curves):
+        xs, ys = _curve_xy(c, metric)
+        data.append(
+            {
+                "type": "scatter",
+                "x": xs,
+                "y": ys,
+                "mode": "lines+markers",
+                "name": names.get(c.attack, c.attack),
+                "line": {"color": OKABE_ITO[i % len(OKABE_ITO)], "width": 2},
+                "marker": {"symbol": _MARKERS[i % len(_MARKERS)][0], "size": 8},
+                "hovertemplate": f"%{{x:.4g}}: %{{y:{'.1%' if unit == '%' else '.4g'}}}<extra>%{{fullData.name}}</extra>",
+            }
+        )
+    y_title = title + (f" ({unit})" if unit and unit != "%" else "")
+    layout = _chart_layout(y_title, height, x_label, y_title)
+    layout["margin"]["b"] = 60
+    layout["legend"]["y"] = -0.35
+    if unit == "%":
+        layout["yaxis"].update(range=[0, 1.02], tickformat=".0%")
+    return go.Figure(data=data, layout=layout)
+
+
+def export_sweep(
+    curves: Sequence[Any], names: Mapping[str, str], x_label: str, fmt: str = "png", *, dpi: int = 200
+) -> bytes:
+    """The three sweep charts (fooling rate, mean SSIM, mean PSNR) side by side as PNG/SVG/PDF,
+    drawn like the screen's (same colours, markers, labels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    fig = Figure(figsize=(11.0, 3.4), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    for ax, (metric, title, unit) in zip(axes, SWEEP_METRICS, strict=True):
+        for i, c in enumerate(curves):
+            xs, ys = _curve_xy(c, metric)
+            ax.plot(
+                xs,
+                [100 * y for y in ys] if unit == "%" else ys,
+                color=OKABE_ITO[i % len(OKABE_ITO)],
+                marker=_MARKERS[i % len(_MARKERS)][1],
+                label=names.get(c.attack, c.attack),
+                linewidth=1.6,
+                markersize=5,
+            )
+        ax.set_title(title + (f" ({unit})" if unit and unit != "%" else ""), fontsize=10)
+        ax.set_xlabel(x_label, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3, linewidth=0.5)
+        if unit == "%":
+            ax.set_ylim(0, 102)
+            ax.yaxis.set_major_formatter(PercentFormatter())
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.3, wspace=0.28)
+    buf = io.BytesIO()
+    _save(fig, buf, _format(fmt), dpi)
+    return buf.getvalue()
+
+
+def grid_cell_caption(cell: Any, show_s1: bool = False) -> list[str]:
+    """The lines under one grid cell: verdict and class, confidence, SSIM (and 1 − S1, the luminance
+    term's loss, when ε1 is swept)."""
+    mark = "✔ " if cell.success else ""
+    lines = [
+        f"{mark}{_short(cell.class_name.split(',')[0], 16)}",
+        f"{cell.probability:.0%} · SSIM {cell.ssim:.3f}",
+    ]
+    if show_s1:
+        lines.append(f"1 − S1 {1.0 - cell.s1:.1e}")
+    return lines
+
+
+def export_grid(grid: Any, row_label: str, col_label: str, fmt: str = "png", *, dpi: int = 200) -> bytes:
+    """A :class:`percviz.evaluate.GridSweep` (Pochimireddy et al. 2021 Fig. 1) as PNG/SVG/PDF: the
+    adversarial thumbnails with the same captions as on screen."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in grid.cells if r]
+    if not rows:
+        raise ValueError("The grid has no finished cells.")
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    show_s1 = "eps1" in (grid.row_param, grid.col_param)
+    panel, cap = 1.35, 0.5 if show_s1 else 0.38
+    width, height = 1.1 + n_cols * (panel + 0.1), 0.45 + n_rows * (panel + cap)
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            left = 1.1 + c * (panel + 0.1)
+            top = 0.45 + r * (panel + cap)
+            ax = fig.add_axes([left / width, 1 - (top + panel) / height, panel / width, panel / height])
+            ax.imshow(cell.thumbnail, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("\n".join(grid_cell_caption(cell, show_s1)), fontsize=6.5, labelpad=2)
+            if r == 0:
+                ax.set_title(f"{col_label} = {cell.col_value:.4g}", fontsize=7.5, pad=3)
+            if c == 0:
+                ax.set_ylabel(f"{row_label} = {cell.row_value:.4g}", fontsize=7.5)
+    buf = io.BytesIO()
+    _save(fig, buf, _format(fmt), dpi)
+    return buf.getvalue()

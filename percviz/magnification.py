@@ -1,4 +1,4 @@
-"""Adversarial magnification (seed 002 Appendix 1, eq. 22; SPEC §5).
+"""Adversarial magnification (Zhang et al. 2020 Appendix 1, eq. 22).
 
 ``mag(x) = (x − μ(x)) / (β σ(x) + (1 − β) σ_Ω(x))`` for one image, no reference:
 
@@ -21,7 +21,8 @@ path unfolds every window; it agrees in the interior (checked in the tests) and 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -52,6 +53,49 @@ def _pair_slices(h: int, w: int, dy: int, dx: int) -> tuple[tuple[slice, slice],
     return a, b
 
 
+def _pair_weights(
+    guide: torch.Tensor, sigma_spatial: float, sigma_range: float, radius: int | None
+) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice], torch.Tensor]]:
+    """``(region of p, region of p + (dy, dx), w(p, p + (dy, dx)))`` for each half-window offset."""
+    r = window_radius(sigma_spatial) if radius is None else int(radius)
+    h, w = guide.shape[-2:]
+    k_range = -0.5 / sigma_range**2
+    k_space = -0.5 / sigma_spatial**2
+    for dy, dx in _half_offsets(r):
+        if dy >= h or abs(dx) >= w:
+            continue
+        (ay, ax), (by, bx) = _pair_slices(h, w, dy, dx)
+        dist2 = (guide[..., ay, ax] - guide[..., by, bx]).square_().sum(1, keepdim=True)
+        yield (ay, ax), (by, bx), dist2.mul_(k_range).add_(k_space * (dy * dy + dx * dx)).exp_()
+
+
+def _weight_sum(guide: torch.Tensor, pairs: Iterable[tuple[Any, Any, torch.Tensor]]) -> torch.Tensor:
+    wsum = torch.ones_like(guide[:, :1])  # the centre pixel, weight 1
+    for a, b, weight in pairs:
+        wsum[..., a[0], a[1]] += weight
+        wsum[..., b[0], b[1]] += weight
+    return wsum
+
+
+def _accumulate(
+    values: Sequence[torch.Tensor], pairs: Iterable[tuple[Any, Any, torch.Tensor]]
+) -> list[torch.Tensor]:
+    acc = [v.clone() for v in values]
+    for (ay, ax), (by, bx), weight in pairs:
+        for a_, v in zip(acc, values, strict=True):
+            a_[..., ay, ax].addcmul_(weight, v[..., by, bx])
+            a_[..., by, bx].addcmul_(weight, v[..., ay, ax])
+    return acc
+
+
+def _check_values(values: Sequence[torch.Tensor], guide: torch.Tensor) -> None:
+    _check(guide)
+    for v in values:
+        _check(v)
+        if v.shape[0] != guide.shape[0] or v.shape[-2:] != guide.shape[-2:]:
+            raise ValueError(f"Value {tuple(v.shape)} does not match the guide {tuple(guide.shape)}.")
+
+
 def joint_bilateral(
     values: Sequence[torch.Tensor],
     guide: torch.Tensor,
@@ -68,29 +112,39 @@ def joint_bilateral(
     Measured on one CPU thread this is ~5× less work than unfolding each window row and
     contracting it with einsum. Several tensors share one pass over the offsets.
     """
-    _check(guide)
-    for v in values:
-        _check(v)
-        if v.shape[0] != guide.shape[0] or v.shape[-2:] != guide.shape[-2:]:
-            raise ValueError(f"Value {tuple(v.shape)} does not match the guide {tuple(guide.shape)}.")
-    r = window_radius(sigma_spatial) if radius is None else int(radius)
-    h, w = guide.shape[-2:]
-    k_range = -0.5 / sigma_range**2
-    k_space = -0.5 / sigma_spatial**2
-    wsum = torch.ones_like(guide[:, :1])  # the centre pixel, weight 1
+    _check_values(values, guide)
+    wsum = torch.ones_like(guide[:, :1])
     acc = [v.clone() for v in values]
-    for dy, dx in _half_offsets(r):
-        if dy >= h or abs(dx) >= w:
-            continue
-        (ay, ax), (by, bx) = _pair_slices(h, w, dy, dx)
-        dist2 = (guide[..., ay, ax] - guide[..., by, bx]).square_().sum(1, keepdim=True)
-        weight = dist2.mul_(k_range).add_(k_space * (dy * dy + dx * dx)).exp_()
+    for (ay, ax), (by, bx), weight in _pair_weights(guide, sigma_spatial, sigma_range, radius):
         wsum[..., ay, ax] += weight
         wsum[..., by, bx] += weight
         for a_, v in zip(acc, values, strict=True):
             a_[..., ay, ax].addcmul_(weight, v[..., by, bx])
             a_[..., by, bx].addcmul_(weight, v[..., ay, ax])
     return [a_ / wsum for a_ in acc]
+
+
+#: magnify keeps the guide's pair weights for its second filter when they fit in this many bytes
+#: (224×224, two images: ~125 MB), instead of recomputing every exponential and weight sum.
+WEIGHT_CACHE_BYTES = 256 * 2**20
+
+
+def _two_filters(
+    x: torch.Tensor, sigma_spatial: float, sigma_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``μ = b_x(x)`` and ``b_x((x − μ)²)``: both filters guided by ``x``, so they share weights."""
+    r = window_radius(sigma_spatial)
+    pairs_bytes = (2 * r + 1) ** 2 // 2 * x[:, :1].numel() * x.element_size()
+    if pairs_bytes > WEIGHT_CACHE_BYTES:
+        (mu,) = joint_bilateral([x], x, sigma_spatial, sigma_range)
+        (var,) = joint_bilateral([(x - mu).square()], x, sigma_spatial, sigma_range)
+        return mu, var
+    pairs = list(_pair_weights(x, sigma_spatial, sigma_range, r))
+    wsum = _weight_sum(x, pairs)
+    (mu,) = _accumulate([x], pairs)
+    mu = mu / wsum
+    (var,) = _accumulate([(x - mu).square()], pairs)
+    return mu, var / wsum
 
 
 def magnify(
@@ -101,15 +155,14 @@ def magnify(
 ) -> torch.Tensor:
     """Adversarial magnification of ``x`` (``N×C×H×W`` in [0, 1]) → ``N×C×H×W``, unbounded.
 
-    Seed 002 eq. 22 with the SPEC §5 settings. A constant channel (σ_Ω = 0) maps to 0.
+    Zhang et al. 2020 eq. 22 with the documented settings. A constant channel (σ_Ω = 0) maps to 0.
     """
     _check(x)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1]; got {beta}.")
     with torch.no_grad():
-        (mu,) = joint_bilateral([x], x, sigma_spatial, sigma_range)
+        mu, var = _two_filters(x, sigma_spatial, sigma_range)
         centred = x - mu
-        (var,) = joint_bilateral([centred.square()], x, sigma_spatial, sigma_range)
         sigma = var.clamp_min(0.0).sqrt()
         sigma_global = x.flatten(2).std(dim=2, unbiased=False)[..., None, None]
         denom = beta * sigma + (1.0 - beta) * sigma_global
@@ -128,7 +181,7 @@ def shared_scale(images: Sequence[torch.Tensor]) -> tuple[float, float]:
 
 
 def to_display(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Map magnified images to [0, 1] with one shared min–max scale (SPEC §5, never per image)."""
+    """Map magnified images to [0, 1] with one shared min–max scale (never per image)."""
     low, high = shared_scale(images)
     span = high - low if high > low else 1.0
     return [((m - low) / span).clamp(0.0, 1.0) for m in images]

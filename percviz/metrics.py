@@ -1,11 +1,11 @@
-"""Image-quality and distance metrics (SPEC §5); all per image, all on ``N×3×H×W`` in [0, 1].
+"""Image-quality and distance metrics; all per image, all on ``N×3×H×W`` in [0, 1].
 
 - :func:`ssim` — standard SSIM (Gaussian window 11, σ = 1.5, ``data_range = 1``), differentiable,
   with per-channel maps; equals ``skimage.metrics.structural_similarity(gaussian_weights=True,
   sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1)``.
-- :func:`s1_s2` — the global moment-form S1 / S2 of seed 000 §III-A (eq. 3, 6).
+- :func:`s1_s2` — the global moment-form S1 / S2 of Pochimireddy et al. 2021 §III-A (eq. 3, 6).
 - :func:`psnr`, :func:`perturbation_norms` — PSNR and L0/L2/L∞ in [0,1] and 0–255 units.
-- :func:`perceptual_distance` — seed 001 §3 distance ``|φ(x1) − φ(x2)|₂`` (no learned weights).
+- :func:`perceptual_distance` — Laidlaw et al. 2021 §3 distance ``|φ(x1) − φ(x2)|₂`` (no learned weights).
 - :class:`CalibratedLPIPS` — the ``lpips`` package (learned weights) when its backbone is here.
 """
 
@@ -93,7 +93,7 @@ def _flatten_scope(x: torch.Tensor, scope: Scope) -> torch.Tensor:
 
 
 def s1_s2(x: torch.Tensor, y: torch.Tensor, scope: Scope = "image") -> tuple[torch.Tensor, torch.Tensor]:
-    """Global luminance term S1 and structure/contrast term S2 in moment form (seed 000 eq. 3, 6).
+    """Global luminance term S1 and structure/contrast term S2 in moment form (Pochimireddy et al. 2021 eq. 3, 6).
 
     ``S1 = (2 μx μy + c1)/(μx² + μy² + c1)``, ``S2 = (2 X·Y/N + c2)/(|X|²/N + |Y|²/N + c2)`` with
     ``X = x − μx`` over the scope. Returns ``(N,)`` tensors for scope ``image`` or ``(N, 3)`` for
@@ -138,6 +138,15 @@ def perturbation_norms(x: torch.Tensor, y: torch.Tensor, tol: float = 0.0) -> di
     }
 
 
+def l0_shares(metrics: dict[str, Any], height: int, width: int) -> dict[str, float]:
+    """The L0 counts of :func:`perturbation_norms` as shares in [0, 1]: ``pixels`` = changed pixel
+    locations / (H·W), ``values`` = changed channel values / (3·H·W)."""
+    return {
+        "pixels": float(metrics["l0"]) / (height * width),
+        "values": float(metrics["l0_values"]) / (3 * height * width),
+    }
+
+
 class FeatureNet(Protocol):
     """Anything exposing ``features(x) -> list[N×C×h×w]`` for ``x`` in [0, 1] (a Classifier)."""
 
@@ -145,7 +154,7 @@ class FeatureNet(Protocol):
 
 
 def perceptual_features(net: FeatureNet, x: torch.Tensor) -> torch.Tensor:
-    """φ(x) of seed 001 §3: channel-normalised activations / sqrt(h·w), concatenated → ``N×D``."""
+    """φ(x) of Laidlaw et al. 2021 §3: channel-normalised activations / sqrt(h·w), concatenated → ``N×D``."""
     parts = []
     for act in net.features(x):
         unit = act / act.norm(dim=1, keepdim=True).clamp_min(1e-10)
@@ -154,7 +163,7 @@ def perceptual_features(net: FeatureNet, x: torch.Tensor) -> torch.Tensor:
 
 
 def perceptual_distance(net: FeatureNet, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    """Seed 001 distance ``d(x1, x2) = |φ(x1) − φ(x2)|₂`` per image ``(N,)`` (uncalibrated)."""
+    """Laidlaw et al. 2021 distance ``d(x1, x2) = |φ(x1) − φ(x2)|₂`` per image ``(N,)`` (uncalibrated)."""
     _check_pair(x1, x2)
     return (perceptual_features(net, x1) - perceptual_features(net, x2)).norm(dim=1)
 
@@ -213,7 +222,7 @@ def compare_images(
 ) -> list[dict[str, Any]]:
     """All §5 scalar metrics of ``y`` against ``x``, one dict per image (plain floats).
 
-    ``distances`` adds named perceptual distances (e.g. the seed-001 distance of a network or a
+    ``distances`` adds named perceptual distances (e.g. the perceptual distance of Laidlaw et al. 2021 of a network or a
     calibrated LPIPS), each a function of ``(x, y)`` returning ``(N,)``.
     """
     s1, s2 = s1_s2(x, y)

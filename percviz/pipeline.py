@@ -79,7 +79,12 @@ def png_still_adversarial(model: Classifier, result: AttackResult) -> list[bool]
 
 
 def build_report(outcome: RunOutcome, top: int = 5) -> dict[str, Any]:
-    """Everything ``result.json`` holds for image 0 of the run (SPEC §7)."""
+    """Everything ``result.json`` holds for image 0 of the run.
+
+    ``success`` is ``fooled`` (the prediction changed, or reached the target) **and**
+    ``within_bound`` (every hard constraint of the attack holds on the re-measured distances);
+    ``bounds`` lists each constraint judged, hard or soft, with its limit, value and excess.
+    """
     model, result = outcome.model, outcome.result
     before = predict(model, result.x, top)[0]
     after = predict(model, result.x_adv, top)[0]
@@ -100,6 +105,9 @@ def build_report(outcome: RunOutcome, top: int = 5) -> dict[str, Any]:
         "prediction_before": [p.as_dict() for p in before],
         "prediction_after": [p.as_dict() for p in after],
         "success": bool(result.success[0]),
+        "fooled": bool(result.fooled[0]),
+        "within_bound": bool(result.within_bound[0]),
+        "bounds": [bound_record(check, 0) for check in result.bounds],
         "png_still_adversarial": png_still_adversarial(model, result)[0],
         "metrics": _finite(metrics),
         "constraints": {k: _finite(v[0]) for k, v in result.constraints.items()},
@@ -111,6 +119,23 @@ def build_report(outcome: RunOutcome, top: int = 5) -> dict[str, Any]:
         "history": _jsonable(result.history),
         "recipe": recipe,
     }
+
+
+def bound_record(check: dict[str, Any], index: int) -> dict[str, Any]:
+    """One judged constraint (see :func:`percviz.attacks.base.judge`) for image ``index``."""
+    return _finite(
+        {
+            "distance": check["distance"],
+            "kind": check["kind"],
+            "relation": check["relation"],
+            "limit": check["limit"],
+            "tolerance": check["tolerance"],
+            "value": check["values"][index],
+            "excess": check["excess"][index],
+            "within": check["within"][index],
+            "text": check["text"],
+        }
+    )
 
 
 def _finite(value: Any) -> Any:

@@ -1,11 +1,11 @@
-"""The arrays behind every view of one original/adversarial pair (SPEC §5, §6, §7 ``--maps``).
+"""The arrays behind every view of one original/adversarial pair.
 
 Everything here is plain ``float32`` NumPy, ``H×W×3`` (or ``H×W``), on the CPU: cheap to cache in
 an app session and to save. Views: original, adversarial, the perturbation centred at grey with
 a stated gain, per-channel SSIM maps, per-channel absolute difference, adversarial magnification
-of both images on one shared scale (seed 002 App. 1), GradCAM++ maps (alone or overlaid), and the
-seed 000 §V-B comparison of the noise map N with the CAM region G (TP/FP/FN colouring).
-:func:`save_maps` writes the SPEC §7 ``--maps`` files.
+of both images on one shared scale (Zhang et al. 2020 App. 1), GradCAM++ maps (alone or overlaid), and the
+Pochimireddy et al. 2021 §V-B comparison of the noise map N with the CAM region G (TP/FP/FN colouring).
+:func:`save_maps` writes the ``--maps`` files.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from percviz.explain import (
     noise_map,
 )
 
-# Seed 000 §V-B comparison colours (RGB in [0, 1]): colour-blind-safe (Okabe–Ito).
+# Pochimireddy et al. 2021 §V-B comparison colours (RGB in [0, 1]): colour-blind-safe (Okabe–Ito).
 REGION_COLOURS: dict[str, tuple[float, float, float]] = {
     "tp": (0.0, 0.62, 0.45),  # perturbed inside the CAM region (bluish green)
     "fp": (0.84, 0.37, 0.0),  # perturbed outside it (vermillion)
@@ -141,7 +141,7 @@ def magnified_pair(
     x_adv: np.ndarray | torch.Tensor,
     device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Adversarial magnification of each image (seed 002 App. 1) and their shared (low, high).
+    """Adversarial magnification of each image (Zhang et al. 2020 App. 1) and their shared (low, high).
 
     Computed on ``device`` (e.g. the model's GPU) when given; results come back to the CPU.
     """
@@ -180,7 +180,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, cmap: str 
 
 
 def region_colours(noise: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Seed 000 §V-B comparison as colours: TP, FP, FN, TN (see :data:`REGION_COLOURS`)."""
+    """Pochimireddy et al. 2021 §V-B comparison as colours: TP, FP, FN, TN (see :data:`REGION_COLOURS`)."""
     n, g = np.asarray(noise, dtype=bool), np.asarray(region, dtype=bool)
     if n.shape != g.shape:
         raise ValueError(f"Noise mask {n.shape} and CAM region {g.shape} differ in shape.")
@@ -276,7 +276,7 @@ def compute_views(
 MAP_FILES = {
     "ssim_map.npy": "per-channel SSIM map, H×W×3 (scikit-image full map, Gaussian σ 1.5, data range 1)",
     "diff.npy": "per-channel absolute difference |adversarial − original|, H×W×3, [0,1] units",
-    "magnified_original.npy": "adversarial magnification (seed 002 App. 1) of the original, H×W×3, unbounded",
+    "magnified_original.npy": "adversarial magnification (Zhang et al. 2020 App. 1) of the original, H×W×3, unbounded",
     "magnified_adversarial.npy": "adversarial magnification of the adversarial image, H×W×3, unbounded",
     "gradcam_original.npy": "GradCAM++ of the original for its predicted class, H×W, min–max to [0,1]",
     "gradcam_adversarial.npy": "GradCAM++ of the adversarial image for its new class, H×W, min–max to [0,1]",
@@ -287,11 +287,11 @@ MAP_FILES = {
 
 
 def save_maps(source: Source, model: torch.nn.Module, out_dir: str | Path, index: int = 0) -> dict[str, Path]:
-    """Write the SPEC §7 ``--maps`` files for image ``index`` into ``out_dir``; return their paths.
+    """Write the ``--maps`` files for image ``index`` into ``out_dir``; return their paths.
 
     ``ssim_map.npy``, ``diff.npy``, ``magnified_original.npy``, ``magnified_adversarial.npy``,
     ``gradcam_original.npy``, ``gradcam_adversarial.npy`` (float32 ``H×W(×3)``), ``explain.json``
-    (seed 000 §V-B scores at 0.11 and the threshold curve), plus ``maps.json`` describing each
+    (Pochimireddy et al. 2021 §V-B scores at 0.11 and the threshold curve), plus ``maps.json`` describing each
     array (shape, meaning, the magnification's shared display scale, the perturbation gain) and
     three extra arrays (CAM of the adversarial for the original class, raw CAMs, perturbation).
     """

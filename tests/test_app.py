@@ -164,7 +164,7 @@ def test_evaluate_tables_and_downloads() -> None:
         "Attack summary",
         "Explainability (Table I)",
         "Matched quality (Tables II–III)",
-        "P(D) (seed 002)",
+        "P(D) (Zhang et al. 2020)",
     ]
     summary = at.dataframe[0].value
     assert list(summary["images"]) == [2]
@@ -181,3 +181,178 @@ def test_pages_survive_a_server_folder_that_does_not_exist() -> None:
     assert at.error and "folder" in at.error[0].value
     assert time.time()  # the page still renders its attack controls
     assert at.multiselect(key="evl_attacks").value == ["fgsm", "pgd"]
+
+
+def _explore_clean() -> AppTest:
+    at = _app()
+    at.switch_page("pages/1_Explore.py").run()
+    _clean(at)
+    return at
+
+
+def _request(at: AppTest, attack: str, params: dict, run: bool = False) -> None:
+    at.session_state["pv_explore_request"] = {"attack": attack, "params": params, "run": run}
+    at.run()
+    _clean_or_capped(at)
+
+
+def _clean_or_capped(at: AppTest) -> None:
+    """No exception; an error only as the one sentence naming this server's cap on a value."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert all("This server allows at most" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_every_preset_of_every_attack_fills_the_form() -> None:
+    """Each paper preset (Learn's "Try it" path) draws the form without error and shows its values."""
+    from percviz.attacks.base import registry
+
+    at = _explore_clean()
+    count = 0
+    for spec in registry("classification").values():
+        for name, values in spec.presets.items():
+            _request(at, spec.id, dict(values))
+            assert at.selectbox(key="ex_attack").value == spec.id, name
+            for pname, value in values.items():
+                key = f"ex_{spec.id}_{pname}"
+                if isinstance(value, float) and value == float("inf"):
+                    assert at.session_state[key + "_inf"] is True, (spec.id, name, pname)
+                elif isinstance(value, int | float) and not isinstance(value, bool):
+                    assert abs(float(at.session_state[key]) - float(value)) <= 1e-9 * max(1.0, abs(value)), (
+                        spec.id,
+                        name,
+                        pname,
+                        at.session_state[key],
+                    )
+            count += 1
+    assert count == sum(len(s.presets) for s in registry("classification").values())
+
+
+def test_every_parameter_at_its_limits_and_infinity_unticked() -> None:
+    """Each numeric parameter at its lowest and highest value, and every "= ∞" box unticked."""
+    from percviz.attacks.base import registry
+
+    at = _explore_clean()
+    for spec in registry("classification").values():
+        for p in spec.params:
+            if p.kind not in ("int", "float"):
+                continue
+            edges = [v for v in (p.low, p.high) if v is not None and v != float("inf")]
+            if p.allow_inf:
+                edges.append(float("inf"))
+            for value in edges:
+                _request(at, spec.id, {p.name: int(value) if p.kind == "int" else value})
+        for p in spec.params:
+            if p.allow_inf:
+                _request(at, spec.id, {p.name: float("inf")})
+                at.checkbox(key=f"ex_{spec.id}_{p.name}_inf").uncheck().run()
+                _clean_or_capped(at)
+
+
+def test_gnm_link_with_a_finite_kappa_and_its_l2_preset_button() -> None:
+    at = _app()
+    at.query_params.update({"attack": "gnm", "p_kappa": "5"})
+    at.switch_page("pages/1_Explore.py").run()
+    _clean(at)
+    assert at.selectbox(key="ex_attack").value == "gnm"
+    assert at.session_state["ex_gnm_kappa_inf"] is False and at.session_state["ex_gnm_kappa"] == 5.0
+    at.query_params.clear()
+    preset = next(b for b in at.button if b.label == "L2 (ε = 1)")
+    preset.click().run()  # sets the preset and runs it
+    _clean(at)
+    assert any(m.value.startswith('<div class="pv-verdict') for m in at.markdown)
+    recipe = at.session_state["pv_results_ex"][at.session_state["pv_current_ex"]].recipe
+    assert recipe.params["p"] == 2.0 and recipe.params["eps"] == 1.0
+    assert at.number_input(key="ex_gnm_eps").value == 1.0
+
+
+def test_explore_history_pick_puts_its_recipe_in_the_form(explored: AppTest) -> None:
+    at = explored
+    first = at.session_state["pv_current_ex"]
+    at.selectbox(key="ex_attack").set_value("fgsm").run()
+    at.button(key=SUBMIT).click().run()
+    _clean(at)
+    assert at.session_state["pv_current_ex"] != first
+    assert at.selectbox(key="ex_history").value == at.session_state["pv_current_ex"]  # newest shown
+    at.selectbox(key="ex_history").set_value(first).run()
+    _clean(at)
+    assert at.session_state["pv_current_ex"] == first
+    assert at.selectbox(key="ex_attack").value == "pgd"
+    assert at.number_input(key="ex_pgd_steps").value == 2
+    assert not [c for c in at.caption if "settings in the sidebar differ" in c.value]
+
+
+def _arrays(value, depth: int = 0):
+    """Every NumPy array reachable from a session-state value (containers and dataclasses)."""
+    import dataclasses
+
+    import numpy as np
+
+    if depth > 6:
+        return
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _arrays(v, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _arrays(v, depth + 1)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _arrays(getattr(value, f.name), depth + 1)
+
+
+def test_an_upload_keeps_only_model_size_and_preview_arrays() -> None:
+    """A 2400×2400 upload (66 MB as float32) leaves at most a 256-px preview in session state."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, 2400, dtype=np.float32)
+    rgb = np.stack(
+        [np.add.outer(ramp, ramp) / 2, np.tile(ramp, (2400, 1)), np.tile(ramp[:, None], (1, 2400))], -1
+    )
+    buf = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="PNG")
+    at = _explore_clean()
+    at.radio(key="ex_image_source").set_value("Upload").run()
+    at.file_uploader(key="ex_image_upload").upload("big.png", buf.getvalue(), "image/png").run()
+    _clean(at)
+    at.slider(key="ex_image_crop").set_value(0.75).run()
+    _clean(at)
+    state = {k: at.session_state[k] for k in at.session_state}
+    sizes = [a.size for a in _arrays(state)]
+    assert sizes and max(sizes) <= 256 * 256 * 3, sorted(sizes)[-3:]
+    fitted = at.session_state["ex_image_fitted"]
+    assert fitted[1].shape == (224, 224, 3) and fitted[0][2] == 0.75
+    summary = at.session_state["ex_image_decoded"][1]
+    assert (summary.height, summary.width) == (2400, 2400)
+
+
+def test_live_mode_reruns_as_a_control_moves() -> None:
+    at = _explore_clean()
+    at.selectbox(key="ex_attack").set_value("fgsm").run()
+    at.toggle(key="ex_live").set_value(True).run()  # live: the current settings run at once
+    _clean(at)
+    first = at.session_state["pv_current_ex"]
+    for eps in (2 / 255, 6 / 255):
+        at.number_input(key="ex_fgsm_eps").set_value(eps).run()  # no Run click
+        _clean(at)
+        entry = at.session_state["pv_results_ex"][at.session_state["pv_current_ex"]]
+        assert abs(entry.recipe.params["eps"] - eps) < 1e-9 and entry.key != first
+        assert any("Live: this update took" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key == SUBMIT]  # no form in live mode
+
+
+def test_teaching_view_steps_through_the_lesson() -> None:
+    at = _explore_clean()
+    at.toggle(key="ex_teach").set_value(True).run()
+    _clean(at)
+    at.button(key="ex_lesson_0").click().run()  # FGSM on the cat
+    _clean(at)
+    entry = at.session_state["pv_results_ex"][at.session_state["pv_current_ex"]]
+    assert entry.recipe.attack == "fgsm" and entry.recipe.image.sample == "chelsea"
+    assert any(m.value.startswith('<div class="pv-verdict') for m in at.markdown)
+    assert at.get("latex") and at.slider(key=f"teach_{entry.short}_wipe").value == 0.5
+    assert not at.get("tabs") or not [t for t in at.tabs if t.label == "SSIM maps"]

@@ -107,7 +107,9 @@ def _settle(pg, timeout: float = 180) -> None:
 
 
 def _pick(pg, label: str, option: str) -> None:
-    pg.get_by_role("combobox", name=label).first.click()
+    box = pg.get_by_role("combobox", name=label).first
+    box.scroll_into_view_if_needed()
+    box.click()
     pg.get_by_role("option", name=option, exact=True).first.click()
     _settle(pg)
 

@@ -67,7 +67,7 @@ def test_cli_evaluate_folder_fills_every_column(folder224: Path, tmp_path: Path)
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary["skipped"]] == ["broken.png", "readme.txt"]
     assert summary["complete"] and summary["computed"] == 6
-    assert summary["explainability"].startswith("seed 000")
+    assert summary["explainability"].startswith("Pochimireddy et al. 2021")
     group = summary["groups"][0]
     fooled = sum(r["success"] == "true" for r in rows) / 6
     assert group["fooling_rate"] == pytest.approx(fooled)

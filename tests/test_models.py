@@ -110,3 +110,16 @@ def test_every_spec_builds_its_architecture_and_layers() -> None:
 def test_predict_validates_top(lite0, photos224) -> None:
     with pytest.raises(ValueError, match="top"):
         predict(lite0, photos224[:1], top=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model_id", "size"), [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_lite1_lite2_classify_real_photos_offline(model_id: str, size: int) -> None:
+    from percviz.images import fit_to_model, load_sample, to_tensor
+
+    model = build_classifier(model_id, "cpu")
+    assert model_status(model_id).available and model.input_size == size
+    x = torch.cat([to_tensor(fit_to_model(load_sample(n).pixels, size)) for n in ("chelsea", "coffee")])
+    cat, coffee = (row[0].label for row in predict(model, x, top=1))
+    assert cat in CAT_CLASSES
+    assert coffee in {"espresso", "cup", "coffee mug"}

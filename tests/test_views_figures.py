@@ -13,6 +13,7 @@ from skimage.metrics import structural_similarity
 from percviz.attacks import run_attack
 from percviz.explain import explain_curve, explain_scores, gradcam_plus_plus
 from percviz.figures import (
+    CAM_ALPHA,
     FigureRow,
     cam_figure,
     curve_figure,
@@ -27,9 +28,11 @@ from percviz.figures import (
     render_figure,
     render_recipes,
     row_from_views,
+    rows_figure,
     ssim_figure,
     ssim_floor,
     ssim_scale,
+    static_figure,
 )
 from percviz.metrics import ssim
 from percviz.views import (
@@ -306,3 +309,86 @@ def test_render_recipes_runs_each_recipe(tiny, tiny_result, tmp_path, monkeypatc
     out = render_recipes(recipes, tmp_path / "fig.svg", device="cpu")
     assert out.read_bytes().lstrip().startswith(b"<?xml")
     assert seen == [("fgsm", "cpu", True), ("pgd", "cpu", True)]
+
+
+def _panel_arrays(fig) -> list[np.ndarray]:
+    """The image arrays a static figure draws, in axes order (5 per row, colour bars skipped)."""
+    return [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]
+
+
+def test_exported_figure_shows_what_the_screen_shows(tiny, photos32):
+    """Compare's grid and its PDF/SVG/PNG export: the same five panels per row, column (e) the
+    adversarial image's CAM for its new class (not the original's)."""
+    result = run_attack("fgsm", tiny, photos32, {"eps": 0.1})
+    views = [compute_views(result, tiny, i, magnification=False) for i in range(3)]
+    rows = [row_from_views(v, f"#{i}", cam="adversarial") for i, v in enumerate(views)]
+    screen = rows_figure(rows)
+    printed = static_figure(rows, dpi=40)
+    shown = [t for t in screen.data if t.type == "image"]  # per row: adversarial, CAM overlay
+    panels = _panel_arrays(printed)
+    assert len(shown) == 2 * len(rows) and len(panels) == 5 * len(rows)
+    differs = False
+    for i, v in enumerate(views):
+        expected = overlay(v.adversarial, v.cams.adversarial, CAM_ALPHA)
+        np.testing.assert_array_equal(np.asarray(shown[2 * i + 1].z), _uint8(expected))
+        np.testing.assert_allclose(panels[5 * i + 4], expected, atol=1e-6)
+        np.testing.assert_allclose(panels[5 * i], v.adversarial, atol=1e-6)
+        for c in range(3):
+            np.testing.assert_allclose(panels[5 * i + 1 + c], v.ssim_map[..., c], atol=1e-6)
+            heat = [t for t in screen.data if t.type == "heatmap"][3 * i + c]
+            np.testing.assert_allclose(np.asarray(heat.z), v.ssim_map[..., c], atol=1e-6)
+        differs |= not np.allclose(expected, overlay(v.original, v.cams.original, CAM_ALPHA), atol=1e-3)
+    assert differs  # the adversarial CAM column is not the original's in disguise
+    heads = [ax.get_title() for ax in printed.axes if ax.get_title()]
+    assert heads[-1] == "(e) GradCAM++, new class"
+    assert "new class" in " ".join(_titles(screen))
+    paper = static_figure([row_from_views(views[0], "#0")], dpi=40)
+    np.testing.assert_allclose(
+        _panel_arrays(paper)[4], overlay(views[0].original, views[0].cams.original, CAM_ALPHA), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="cam must be one of"):
+        row_from_views(views[0], cam="both")
+
+
+# KaTeX functions the registry's formulas may use (a misspelt or run-together command such as
+# ``\quadr`` renders as a red KaTeX error on the Learn page; the browser test checks the page too).
+KATEX_COMMANDS = set(
+    r"""\Big \big \Bigg \bigg \Delta \Pi \Sigma \alpha \arg \beta \begin \cap \cdot \delta \end
+    \epsilon \eta \frac \gamma \hat \in \infty \kappa \lambda \le \leq \ge \geq \leftarrow \mathbf
+    \mathcal \mathrm \max \min \mu \nabla \neq \odot \overline \phi \quad \qquad \rho \sigma \sqrt
+    \sum \tanh \text \tfrac \tilde \top \varepsilon \sim \pm \mp \times \log \exp \operatorname
+    \left \right \langle \rangle \lfloor \rfloor \lVert \rVert \vert \circ \bar \vec \partial
+    \theta \tau \omega \pi \nu \xi \ell \mathbb \sup \inf \lim \to \mapsto \cup \subset \approx""".split()  # noqa: SIM905
+)
+
+
+def _commands(tex: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"\\[A-Za-z]+", tex))
+
+
+def test_every_formula_uses_known_katex_commands():
+    from percviz.attacks.base import registry
+    from ui.common import formula_lines
+
+    for attack_id, spec in registry().items():
+        for tex in (spec.formula, formula_lines(spec.formula)):
+            unknown = _commands(tex) - KATEX_COMMANDS
+            assert not unknown, f"{attack_id}: unknown LaTeX commands {sorted(unknown)} in {tex!r}"
+            depth = 0
+            for ch in tex.replace(r"\{", "").replace(r"\}", ""):
+                depth += {"{": 1, "}": -1}.get(ch, 0)
+                assert depth >= 0, f"{attack_id}: unbalanced braces"
+            assert depth == 0, f"{attack_id}: unbalanced braces"
+            assert tex.count(r"\begin{gathered}") == tex.count(r"\end{gathered}") <= 1
+
+
+def test_formula_lines_splits_at_top_level_quads():
+    from ui.common import formula_lines
+
+    assert formula_lines(r"a = 1,\quad b_{\quad} = 2,\quad c") == (
+        r"\begin{gathered}a = 1 \\ b_{\quad} = 2 \\ c\end{gathered}"
+    )
+    assert formula_lines(r"x = \frac{1}{2}") == r"x = \frac{1}{2}"
+    assert formula_lines(r"a\qquad b") == r"a\qquad b"  # \qquad is not a separator

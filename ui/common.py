@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from percviz.errors import PercvizError
-from percviz.hosted import check_image_size, current_limits, start_memory_release
+from percviz.hosted import Limits, check_image_size, current_limits, start_memory_release
 from percviz.images import SAMPLES, LoadedImage, fit_to_model, load_image, load_sample
 from percviz.jobs import ComputeQueue
 from percviz.models import Classifier, Prediction, all_model_status, load_model
@@ -31,6 +32,19 @@ h1 {font-weight: 700; letter-spacing: -0.01em;}
 .pv-verdict {font-size: 1.05rem; padding: 0.55rem 0.9rem; border-radius: 0.5rem; margin: 0.2rem 0 0.8rem 0;}
 .pv-ok {background: #fff4e6; border-left: 4px solid #e8590c;}
 .pv-no {background: #f1f3f5; border-left: 4px solid #868e96;}
+/* nothing is cut off on narrow screens (1024 px wide and up): labels wrap instead of "…" */
+.stButton button, .stDownloadButton button, .stFormSubmitButton button {height: auto; min-height: 2.5rem;}
+.stButton [data-testid="stMarkdownContainer"], .stDownloadButton [data-testid="stMarkdownContainer"],
+.stFormSubmitButton [data-testid="stMarkdownContainer"],
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] > div, [data-testid="stMetricLabel"],
+[data-testid="stMetricLabel"] div, [data-testid="stMetricDelta"] div
+{white-space: normal !important; overflow: visible !important; text-overflow: clip !important;}
+.stButton p, .stDownloadButton p {white-space: normal; overflow-wrap: normal; line-height: 1.25;}
+[data-testid="stMetricValue"] {overflow-wrap: anywhere; line-height: 1.25;}
+.katex-display {overflow-x: auto; overflow-y: hidden; padding: 0.15rem 0;}
+[data-testid="stMultiSelectTagsContainer"] span {white-space: normal !important; text-overflow: clip !important;
+  height: auto !important; max-width: none !important; line-height: 1.3;}
+[data-testid="stMultiSelectTagsContainer"] > span {padding-top: 2px; padding-bottom: 2px;}
 </style>
 """
 
@@ -62,7 +76,7 @@ def cached_model(model_id: str) -> Classifier:
 
 @st.cache_resource
 def compute_queue() -> ComputeQueue:
-    """The one FIFO compute queue shared by all sessions (SPEC §9)."""
+    """The one FIFO compute queue shared by all sessions."""
     limits = current_limits()
     return ComputeQueue(slots=limits.compute_slots, per_owner=limits.jobs_per_session)
 
@@ -126,7 +140,14 @@ def image_input(size: int, key: str = "image", preview: bool = False) -> PickedI
         names = list(SAMPLES)
         if st.session_state.get(f"{key}_sample") not in (None, *names):
             st.session_state[f"{key}_sample"] = names[0]
-        name = st.selectbox("Photo", names, format_func=lambda n: SAMPLES[n][0], key=f"{key}_sample")
+        current = st.session_state.get(f"{key}_sample") or names[0]
+        name = st.selectbox(
+            "Photo",
+            names,
+            index=names.index(current),
+            format_func=lambda n: SAMPLES[n][0],
+            key=f"{key}_sample",
+        )
         try:
             loaded = LoadedImage(cached_sample(name), name, None, ())
         except PercvizError as exc:
@@ -137,60 +158,141 @@ def image_input(size: int, key: str = "image", preview: bool = False) -> PickedI
         limits = current_limits()
         upload = st.file_uploader(
             f"PNG, JPEG, WebP, BMP or TIFF (up to {limits.max_upload_mb} MB)",
-            type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"],
+            type=UPLOAD_TYPES,
             key=f"{key}_upload",
         )
         if upload is None:
             st.info("Choose a file to upload.")
             return None
         data = upload.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
         try:
-            if len(data) > limits.max_upload_mb * 1024 * 1024:
-                raise PercvizError(f"The file is larger than {limits.max_upload_mb} MB.")
-            digest = hashlib.sha256(data).hexdigest()
-            loaded = _decode_upload(key, data, digest, upload.name, limits.max_pixels)
-            check_image_size(loaded.height, loaded.width, limits)
+            loaded, full = _decode_upload(key, data, digest, upload.name, limits)
         except PercvizError as exc:
             st.error(str(exc))
             return None
         ref = ImageRef(path=upload.name, sha256=digest)
+        name = upload.name
         for note in loaded.conversions:
             st.caption(f"Converted: {note}.")
+    crop_value = float(st.session_state.setdefault(f"{key}_crop", 1.0))  # links and presets set it
     crop = st.slider(
         "Central crop",
         0.5,
         1.0,
-        1.0,
-        0.025,
+        crop_value,  # a re-created browser widget shows this default: the current crop, not 1.0
+        step=0.025,
+        format="%.3f",
         key=f"{key}_crop",
         help="Fraction of the short side kept before resizing to the model's input.",
     )
-    pixels = _fit(key, ref, loaded.pixels, size, float(crop))
+    if source == "Bundled photo":
+        pixels = _fit(key, ref, lambda: loaded.pixels, size, float(crop))
+    else:  # the full-resolution decode is never kept: decoded again only when the crop or size changes
+        pixels = _fit(
+            key,
+            ref,
+            lambda: full if full is not None else read_upload(data, name, limits).pixels,
+            size,
+            float(crop),
+        )
     if preview:
         st.image(pixels, caption=f"What the model sees ({pixels.shape[1]}×{pixels.shape[0]})", width=224)
     return PickedImage(loaded.name, pixels, ref, float(crop), loaded)
 
 
-def _decode_upload(key: str, data: bytes, digest: str, name: str, max_pixels: int) -> LoadedImage:
-    """Decode an upload once per session (only the latest one is kept, SPEC §9)."""
+@dataclass(frozen=True)
+class UploadSummary(LoadedImage):
+    """What a session keeps of an upload: a small preview (``pixels``) and the decoded size."""
+
+    size: tuple[int, int] = (0, 0)
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+
+PREVIEW_SIDE = 256
+
+
+def _decode_upload(
+    key: str, data: bytes, digest: str, name: str, limits: Limits
+) -> tuple[UploadSummary, np.ndarray | None]:
+    """Check and decode an upload; the session keeps only its summary (never full-resolution
+    float32: a 4000×4000 image is 190 MB). Returns the summary and, on a fresh decode, the pixels."""
     slot = f"{key}_decoded"
     cached = st.session_state.get(slot)
     if cached is not None and cached[0] == digest:
-        return cached[1]
+        return cached[1], None
     st.session_state.pop(slot, None)
-    loaded = load_image(data, name=name, max_pixels=max_pixels)
-    st.session_state[slot] = (digest, loaded)
+    loaded = read_upload(data, name, limits)
+    step = max(1, -(-max(loaded.height, loaded.width) // PREVIEW_SIDE))
+    summary = UploadSummary(
+        np.ascontiguousarray(loaded.pixels[::step, ::step]),
+        loaded.name,
+        loaded.format,
+        loaded.conversions,
+        size=(loaded.height, loaded.width),
+    )
+    st.session_state[slot] = (digest, summary)
+    return summary, loaded.pixels
+
+
+MB = 1024 * 1024
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+
+
+def upload_total_mb(limits: Limits) -> int:
+    """The most one session may upload at once (all files together): four files' worth."""
+    return 4 * limits.max_upload_mb
+
+
+def read_upload(data: bytes, name: str, limits: Limits) -> LoadedImage:
+    """Every upload's checks, on every page: file size, decoding under the pixel cap, side length.
+
+    Raises :class:`PercvizError` with one sentence naming the file and what is wrong.
+    """
+    if len(data) > limits.max_upload_mb * MB:
+        raise PercvizError(f"{name} is larger than {limits.max_upload_mb} MB.")
+    loaded = load_image(data, name=name, max_pixels=limits.max_pixels)
+    check_image_size(loaded.height, loaded.width, limits)
     return loaded
 
 
-def _fit(key: str, ref: ImageRef, pixels: np.ndarray, size: int, crop: float) -> np.ndarray:
+def accept_uploads(
+    sizes: Sequence[tuple[str, int]], limits: Limits
+) -> tuple[list[int], list[tuple[str, str]]]:
+    """Which of several uploads (``(name, bytes)`` in order) to read, and why the others are not.
+
+    The first files up to this server's image count and total size are accepted; every other file
+    is returned with its reason — none is dropped silently.
+    """
+    accepted: list[int] = []
+    refused: list[tuple[str, str]] = []
+    total, budget = 0, upload_total_mb(limits) * MB
+    for i, (name, size) in enumerate(sizes):
+        if len(accepted) >= limits.max_images:
+            refused.append((name, f"at most {limits.max_images} images per evaluation"))
+        elif total + size > budget:
+            refused.append((name, f"the uploads together may be at most {upload_total_mb(limits)} MB"))
+        else:
+            accepted.append(i)
+            total += size
+    return accepted, refused
+
+
+def _fit(key: str, ref: ImageRef, pixels: Callable[[], np.ndarray], size: int, crop: float) -> np.ndarray:
     """What the model sees, computed once per (image, size, crop) and kept in the session."""
     slot = f"{key}_fitted"
     ident = (ref, size, crop)
     cached = st.session_state.get(slot)
     if cached is not None and cached[0] == ident:
         return cached[1]
-    fitted = fit_to_model(pixels, size, crop)
+    fitted = fit_to_model(pixels(), size, crop)
     st.session_state[slot] = (ident, fitted)
     return fitted
 
@@ -223,6 +325,31 @@ def prediction_chart(
         xaxis={"range": [0, 1], "tickformat": ".0%"},
     )
     return fig
+
+
+def formula_lines(formula: str) -> str:
+    """A long one-line formula as centred lines, one per top-level ``\\quad``-separated part
+    (KaTeX ``gathered``), so it fits a narrow column instead of running off its right edge."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(formula):
+        ch = formula[i]
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth == 0 and formula.startswith("\\quad", i) and not formula[i + 5 : i + 6].isalpha():
+            parts.append(formula[start:i])
+            start = i = i + 5
+            continue
+        i += 1
+    parts.append(formula[start:])
+    lines = [p.strip().removesuffix(",").strip() for p in parts if p.strip(" ,")]
+    if len(lines) < 2:
+        return formula
+    return "\\begin{gathered}" + " \\\\ ".join(lines) + "\\end{gathered}"
+
+
+def short_label(label: str, limit: int = 18) -> str:
+    """A class name short enough for a grid label: its first synonym, cut with "…" past ``limit``."""
+    first = label.split(",")[0].strip() or label
+    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 def one_sentence(exc: BaseException) -> str:

@@ -49,6 +49,26 @@ def submit(
     return True
 
 
+def pending_key(name: str) -> str | None:
+    """The ``key`` meta of this page's job while it runs (None when none runs)."""
+    info = st.session_state.get(_slot(name))
+    return info.get("key") if info is not None and not info["job"].finished else None
+
+
+def replace(
+    name: str, work: Callable[[Callable[[dict[str, Any]], bool]], Any], label: str, **meta: Any
+) -> bool:
+    """Live mode: cancel this page's running job (its result is dropped), then queue ``work``."""
+    info = st.session_state.pop(_slot(name), None)
+    if info is not None and not info["job"].finished:
+        info["job"].cancel()
+        info["job"].wait(REPLACE_WAIT_S)  # stops within one iteration; frees this session's queue share
+    return submit(name, work, label, **meta)
+
+
+REPLACE_WAIT_S = 5.0
+
+
 def _fraction(record: dict[str, Any]) -> float:
     if "fraction" in record:
         value = float(record["fraction"])

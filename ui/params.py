@@ -56,15 +56,77 @@ def _log_grid(low: float, high: float, value: float) -> list[float]:
     return options
 
 
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite, non-zero float, else None (∞ defaults such as GNM's ``p`` have no scale)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = abs(float(value))
+    return number if math.isfinite(number) and number > 0 else None
+
+
 def _float_step(p: Param) -> float:
-    span = (p.high - p.low) if p.low is not None and p.high is not None and math.isfinite(p.high) else 0
-    ref = abs(float(p.default)) if isinstance(p.default, int | float) and p.default else span or 1.0
+    """Number-input step: a tenth of the default's decade (its range, or 1, when the default is 0 or ∞)."""
+    span = _finite(p.high - p.low) if p.low is not None and p.high is not None else None
+    ref = _finite(p.default) or span or 1.0
     return float(10.0 ** math.floor(math.log10(ref)) / (10 if ref < 1 else 1))
+
+
+def _decimals(value: float, most: int = 6) -> int:
+    """Fewest decimals that write ``value`` exactly (at most ``most``): 0.997 → 3."""
+    for digits in range(most + 1):
+        if abs(round(value, digits) - value) < 1e-12:
+            return digits
+    return most
+
+
+LOG_NAMES = frozenset({"kappa", "c", "lam"})  # spans of several decades: a log-scale slider
+
+
+def _is_log(p: Param) -> bool:
+    return p.kind == "float" and (p.log or p.name in LOG_NAMES)
+
+
+def choice_label(p: Param, value: Any) -> str:
+    """How a choice reads in the form: the registry's label for it, else a plain-words default."""
+    labels = getattr(p, "choice_labels", None) or {}
+    if isinstance(labels, tuple | list):
+        labels = dict(zip(p.choices, labels, strict=False))
+    return str(labels.get(value) or CHOICE_WORDS.get(str(value)) or value)
+
+
+CHOICE_WORDS = {
+    "ce": "cross-entropy",
+    "cw": "C&W margin (clipped at κ)",
+    "inf": "L∞",
+    "1": "L1",
+    "2": "L2",
+    "moving": "moving (previous iterate)",
+    "original": "original image",
+    "image": "whole image",
+    "channel": "each channel",
+    "exact": "exact (fast)",
+    "cvxpy": "cvxpy (reference)",
+    "bisection": "bisection",
+    "newton": "Newton",
+    "self": "the classifier itself",
+    "alexnet": "AlexNet",
+    "vgg16": "VGG-16",
+    "resnet50": "ResNet-50",
+    "tanh": "tanh (change of variables)",
+    "sigmoid": "sigmoid (change of variables)",
+    "clip": "clipping",
+}
+
+
+def param_label(p: Param) -> str:
+    """The widget label with its unit: ``random_start`` → "random start"."""
+    label = p.display_label()
+    return label.replace("_", " ") if label == p.name else label
 
 
 def _use_slider(p: Param) -> bool:
     """A slider when the whole range is useful (the default is a sizeable share of it)."""
-    if p.low is None or p.high is None or not math.isfinite(p.high) or p.log:
+    if p.low is None or p.high is None or not math.isfinite(p.high) or _is_log(p):
         return False
     span = p.high - p.low
     default = abs(float(p.default or 0))
@@ -112,35 +174,55 @@ def ensure_state(
 
 
 def param_widgets(prefix: str, spec: AttackSpec) -> dict[str, Any]:
-    """Draw one widget per parameter (call inside a form); returns the raw values by name."""
+    """Draw one widget per parameter (call inside a form); returns the raw values by name.
+
+    Each widget also gets its current state as its default: a browser that re-creates a widget
+    shows (and later sends) that default, so it must never be the range's minimum.
+    """
     ensure_state(prefix, spec)
     out: dict[str, Any] = {}
     for p in spec.params:
         key = widget_key(prefix, spec, p)
-        label, help_text = p.display_label(), _help(p)
+        label, help_text = param_label(p), _help(p)
+        current = st.session_state.get(key)
         if p.kind == "bool":
-            out[p.name] = st.checkbox(label, key=key, help=help_text)
+            out[p.name] = st.checkbox(label, value=bool(current), key=key, help=help_text)
         elif p.kind == "choice":
-            out[p.name] = st.selectbox(label, list(p.choices), key=key, help=help_text)
-        elif p.kind == "class":
-            labels = class_labels()
+            choices = list(p.choices)
             out[p.name] = st.selectbox(
                 label,
-                [None, *range(len(labels))],
+                choices,
+                index=choices.index(current) if current in choices else 0,
+                key=key,
+                help=help_text,
+                format_func=lambda v, p=p: choice_label(p, v),
+            )
+        elif p.kind == "class":
+            labels = class_labels()
+            if current is None or current not in range(-1, len(labels)):
+                st.session_state[key] = current = UNTARGETED
+            chosen = st.selectbox(
+                label,
+                [UNTARGETED, *range(len(labels))],
+                index=int(current) + 1,
                 key=key,
                 help=help_text,
                 format_func=lambda i, labels=labels: (
-                    "— none (untargeted) —" if i is None else f"{i}: {labels[i]}"
+                    "none (untargeted)" if i == UNTARGETED else f"{i}: {labels[i]}"
                 ),
             )
+            out[p.name] = None if chosen == UNTARGETED else chosen
         elif p.kind == "int":
             if _use_slider(p):
-                out[p.name] = st.slider(label, int(p.low), int(p.high), step=1, key=key, help=help_text)
+                out[p.name] = st.slider(
+                    label, int(p.low), int(p.high), int(current), step=1, key=key, help=help_text
+                )
             else:
                 out[p.name] = st.number_input(
                     label,
                     min_value=int(p.low) if p.low is not None else None,
                     max_value=int(p.high) if p.high is not None and math.isfinite(p.high) else None,
+                    value=int(current),
                     step=1,
                     key=key,
                     help=help_text,
@@ -151,21 +233,43 @@ def param_widgets(prefix: str, spec: AttackSpec) -> dict[str, Any]:
 
 
 def _float_widget(p: Param, key: str, label: str, help_text: str) -> float:
-    if p.allow_inf and st.checkbox(f"{label} = ∞", key=key + "_inf"):
+    if p.allow_inf and st.checkbox(
+        f"{label} = ∞", value=bool(st.session_state.get(key + "_inf")), key=key + "_inf"
+    ):
         return math.inf
-    if p.log:
+    if _is_log(p):
         options = _log_grid(
             p.low or 0.0, p.high if p.high is not None else math.inf, float(st.session_state[key])
         )
         if st.session_state[key] not in options:
             st.session_state[key] = min(options, key=lambda v: abs(v - st.session_state[key]))
-        return float(st.select_slider(label, options=options, key=key, help=help_text, format_func=_fmt))
+        return float(
+            st.select_slider(
+                label,
+                options=options,
+                value=st.session_state[key],
+                key=key,
+                help=help_text,
+                format_func=_fmt,
+            )
+        )
     if _use_slider(p):
-        span = float(p.high - p.low)
-        step = float(10.0 ** math.floor(math.log10(span / 100)))
+        digits = slider_decimals(p)
+        step = 10.0**-digits
         value = float(np.clip(st.session_state[key], p.low, p.high))
-        st.session_state[key] = round(round(value / step) * step, 10)
-        return float(st.slider(label, float(p.low), float(p.high), step=step, key=key, help=help_text))
+        st.session_state[key] = float(np.clip(round(round(value / step) * step, digits), p.low, p.high))
+        return float(
+            st.slider(
+                label,
+                float(p.low),
+                float(p.high),
+                float(st.session_state[key]),
+                step=step,
+                format=f"%.{digits}f",
+                key=key,
+                help=help_text,
+            )
+        )
     step = _float_step(p)
     digits = max(0, -math.floor(math.log10(step))) + 1
     return float(
@@ -173,6 +277,7 @@ def _float_widget(p: Param, key: str, label: str, help_text: str) -> float:
             label,
             min_value=float(p.low) if p.low is not None else None,
             max_value=float(p.high) if p.high is not None and math.isfinite(p.high) else None,
+            value=float(st.session_state[key]),
             step=step,
             format=f"%.{min(digits, 8)}f",
             key=key,
@@ -181,30 +286,111 @@ def _float_widget(p: Param, key: str, label: str, help_text: str) -> float:
     )
 
 
+def slider_decimals(p: Param) -> int:
+    """Decimals of a float slider: a hundredth of the range, finer if the default needs it (α 0.997 → 3)."""
+    span = float(p.high - p.low)
+    coarse = max(0, -math.floor(math.log10(span / 100)))
+    default = _finite(p.default)
+    return min(6, max(coarse, _decimals(default) if default is not None else 0))
+
+
 def _pixel_hint(p: Param, value: float) -> str:
     if "pixel" in p.unit and p.name in ("eps", "step_size") and value > 0:
         return f" Now {value:.5f} ≈ {value * 255:.2f}/255."
     return ""
 
 
-def apply_values(prefix: str, spec: AttackSpec, values: Mapping[str, Any]) -> None:
-    """Set widget state from a preset, the URL or a recipe (unknown names are ignored)."""
+def apply_values(prefix: str, spec: AttackSpec, values: Mapping[str, Any]) -> list[str]:
+    """Set widget state from a preset, the URL or a recipe (unknown names are ignored).
+
+    Returns the names whose value was refused (out of range, not a number…) and replaced by the
+    default, so the caller can say which were ignored.
+    """
     known = {k: v for k, v in values.items() if k in spec.param_names()}
+    ignored = []
+    for p in spec.params:
+        if p.name in known:
+            try:
+                p.validate(known[p.name])
+            except ParameterError:
+                ignored.append(p.name)
     ensure_state(prefix, spec, {**spec.defaults(), **known}, force=True)
+    remember(prefix, form_keys(prefix, spec))
+    return ignored
 
 
-def preset_buttons(prefix: str, spec: AttackSpec) -> None:
-    """One button per paper preset plus "defaults" (outside the form); a click sets the widgets."""
-    st.caption("Presets (one click sets the parameters below)")
+def form_keys(prefix: str, spec: AttackSpec) -> list[str]:
+    """The session-state keys of ``spec``'s parameter widgets (and their "= ∞" boxes)."""
+    keys = []
+    for p in spec.params:
+        keys.append(widget_key(prefix, spec, p))
+        if p.allow_inf:
+            keys.append(widget_key(prefix, spec, p) + "_inf")
+    return keys
+
+
+def _pinned(prefix: str) -> dict[str, Any]:
+    return st.session_state.setdefault(f"pv_pinned_{prefix}", {})
+
+
+def remember(prefix: str, keys: list[str]) -> None:
+    """Pin the current value of each widget key: :func:`recall` puts it back on every rerun.
+
+    A form's widgets show what was last submitted, set by a preset or loaded from a recipe, never
+    what a rerun, a page switch or a half-initialised browser widget happened to send.
+    """
+    pinned = _pinned(prefix)
+    for key in keys:
+        if key in st.session_state:
+            pinned[key] = st.session_state[key]
+
+
+def recall(prefix: str, keys: list[str]) -> None:
+    """Write the pinned values of ``keys`` into widget state (call before the widgets are drawn)."""
+    pinned = _pinned(prefix)
+    for key in keys:
+        if key in pinned:
+            st.session_state[key] = pinned[key]
+
+
+def preset_unavailable(values: Mapping[str, Any]) -> str | None:
+    """Why a preset cannot run on this server (its distance network's weights are missing), or None."""
+    from percviz.models.zoo import MODEL_SPECS, model_status
+
+    net = values.get("distance_net")
+    if not isinstance(net, str) or net == "self" or net not in MODEL_SPECS:
+        return None
+    status = model_status(net)
+    if status.available:
+        return None
+    return f"Needs the {status.spec.title} weights, which this server does not have."
+
+
+def _pick_preset(
+    prefix: str, spec: AttackSpec, values: dict[str, Any], on_pick: Callable[..., None] | None
+) -> None:
+    apply_values(prefix, spec, values)
+    if on_pick is not None:
+        on_pick(prefix)
+
+
+def preset_buttons(prefix: str, spec: AttackSpec, on_pick: Callable[..., None] | None = None) -> None:
+    """One button per paper preset plus "defaults" (outside the form); a click sets the widgets
+    (and calls ``on_pick(prefix)``, e.g. to run them). A preset this server cannot run is disabled,
+    with the reason as its tooltip."""
+    st.caption("Presets (one click sets the parameters and runs them)" if on_pick else "Presets")
     items = [*spec.presets.items(), ("defaults", {})]
     for i, (name, values) in enumerate(items):
+        reason = preset_unavailable(values)
         st.button(
             name,
             key=f"{prefix}_{spec.id}_preset_{i}",
             width="stretch",
             type="tertiary" if name == "defaults" else "secondary",
-            on_click=apply_values,
-            args=(prefix, spec, dict(values)),
+            on_click=_pick_preset,
+            args=(prefix, spec, dict(values), on_pick),
+            disabled=reason is not None,
+            help=reason,
         )
 
 

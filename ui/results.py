@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,15 +17,25 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from percviz.attacks.base import AttackResult, run_attack
+from percviz import figures
+from percviz.attacks.base import AttackResult, AttackSpec, run_attack
+from percviz.evaluate import run_label
 from percviz.images import encode_png, to_numpy
-from percviz.metrics import compare_images
+from percviz.metrics import compare_images, l0_shares
 from percviz.models import Classifier, Prediction, predict
 from percviz.pipeline import PreparedImage, RunOutcome, build_report, png_still_adversarial
 from percviz.recipes import Recipe
-from ui.common import PickedImage
+from ui.common import (
+    ADVERSARIAL,
+    PickedImage,
+    cached_predictions,
+    one_sentence,
+    prediction_chart,
+    render_done,
+)
 
 MAX_RESULTS = 6
+CANCELLED = " #cancelled"  # suffix of a cancelled run's key: a later full run of that recipe is kept apart
 
 
 def recipe_key(recipe: Recipe) -> str:
@@ -49,6 +60,7 @@ class Entry:
     png_ok: bool
     report: dict[str, Any]
     views: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # the whole update: attack, metrics and views (live mode shows it)
 
     @property
     def short(self) -> str:
@@ -63,22 +75,38 @@ class Entry:
         return to_numpy(self.result.x_adv)[0]
 
 
-def attack_work(model: Classifier, picked: PickedImage, recipe: Recipe, key: str) -> Callable[..., Entry]:
-    """The job body: run the attack, then everything the page needs, in the worker thread."""
+def attack_work(
+    model: Classifier, picked: PickedImage, recipe: Recipe, key: str, *, live: bool = False
+) -> Callable[..., Entry]:
+    """The job body: run the attack, then everything the page needs, in the worker thread
+    (``live``: without the slow magnification, computed on demand in its tab)."""
     x = PreparedImage(picked.loaded, picked.pixels).tensor(model.device)
 
     def work(progress: Callable[[dict[str, Any]], bool]) -> Entry:
+        start = time.perf_counter()
         result = run_attack(recipe.attack, model, x, recipe.params, seed=recipe.seed, progress=progress)
-        return finish(model, picked, recipe, key, result)
+        entry = finish(model, picked, recipe, key, result, magnification=False if live else None)
+        entry.seconds = time.perf_counter() - start
+        return entry
 
     return work
 
 
-def finish(model: Classifier, picked: PickedImage, recipe: Recipe, key: str, result: AttackResult) -> Entry:
+def finish(
+    model: Classifier,
+    picked: PickedImage,
+    recipe: Recipe,
+    key: str,
+    result: AttackResult,
+    *,
+    magnification: bool | None = None,
+) -> Entry:
+    """Everything the page shows about ``result``. A cancelled run skips the magnification (the
+    slowest view, computed on demand in its tab), so Cancel returns within about one iteration."""
     outcome = RunOutcome(recipe, model, PreparedImage(picked.loaded, picked.pixels), result)
     report = build_report(outcome)
     entry = Entry(
-        key=key,
+        key=key + CANCELLED if result.cancelled else key,
         recipe=recipe,
         image_name=picked.name,
         result=result,
@@ -90,7 +118,7 @@ def finish(model: Classifier, picked: PickedImage, recipe: Recipe, key: str, res
     )
     from ui.views import precompute
 
-    entry.views = precompute(model, entry)
+    entry.views = precompute(model, entry, not result.cancelled if magnification is None else magnification)
     return entry
 
 
@@ -132,7 +160,7 @@ def stem(entry: Entry) -> str:
 def download_row(entry: Entry, figure: Callable[[str], bytes]) -> None:
     """Lossless PNG, float NPY, JSON result+recipe and the figure as PDF/SVG/PNG."""
     name = stem(entry)
-    cols = st.columns(7)
+    cols = [*st.columns(4), *st.columns(4)[:3]]  # two rows: labels stay whole at 1024 px
     cols[0].download_button(
         "Adversarial PNG",
         data=lambda: encode_png(entry.adversarial),
@@ -190,3 +218,217 @@ def figure_buttons(cols: Sequence[Any], figure: Callable[[str], bytes], file_ste
             icon=":material/insert_chart:",
             key=f"{key}_{fmt}",
         )
+
+
+# ------------------------------------------------------------------ what Explore shows of a result
+
+
+def keep_widgets(prefix: str, keys: list[str]) -> None:
+    """Restore widget values Streamlit dropped while another page was shown (see ui.params.remember)."""
+    pinned = st.session_state.get(f"pv_pinned_{prefix}", {})
+    for key in keys:
+        if key not in st.session_state and key in pinned:
+            st.session_state[key] = pinned[key]
+
+
+def request_run(prefix: str, *_: Any) -> None:
+    """Ask the page to run the form's settings on this rerun (a preset click, a shared link)."""
+    st.session_state[f"pv_run_request_{prefix}"] = True
+
+
+def take_run_request(prefix: str) -> bool:
+    return bool(st.session_state.pop(f"pv_run_request_{prefix}", False))
+
+
+def entry_label(entry: Entry) -> str:
+    """One line per history entry: attack, strength, image, seed, outcome (and "cancelled")."""
+    r = entry.recipe
+    text = run_label(r.attack, r.params)
+    crop = f", crop {r.crop_fraction:g}" if r.crop_fraction != 1.0 else ""
+    tail = (
+        f"cancelled at iteration {len(entry.result.history)}"
+        if entry.result.cancelled
+        else entry.after[0].label
+    )
+    return f"{text} on {entry.image_name}{crop}, seed {r.seed} — {tail}"
+
+
+def preview(model: Classifier, picked: PickedImage, spec: AttackSpec, prefix: str) -> None:
+    """Before any run: what the model sees, its top-5, and what the chosen attack does."""
+    left, right = st.columns([1, 1.3], gap="large")
+    left.image(picked.pixels, caption=f"{picked.name}: what the model sees", width="stretch")
+    with right:
+        st.plotly_chart(
+            prediction_chart(cached_predictions(model, picked), f"{model.spec.title}: top-5"),
+            key=f"{prefix}_preview_chart",
+        )
+        st.markdown(f"**{spec.title}** — {spec.summary}")
+        st.markdown("Set the parameters in the sidebar and press **Run attack**.")
+
+
+def verdict_text(entry: Entry) -> tuple[str, bool]:
+    """The headline sentence (HTML, labels escaped) and whether the attack succeeded."""
+    import html
+
+    res = entry.result
+    ok = bool(res.success[0])
+    b0, a0 = entry.before[0], entry.after[0]
+    before = f"{html.escape(b0.label)} ({b0.probability:.0%})"
+    after = f"{html.escape(a0.label)} ({a0.probability:.0%})"
+    within = getattr(res, "within_bound", None)
+    fooled = bool(res.fooled[0]) if getattr(res, "fooled", None) is not None else ok
+    if ok:
+        text = f"<b>Fooled.</b> {before} → <b>{after}</b>"
+    elif fooled and within is not None and not bool(within[0]):
+        text = f"<b>Fooled, but outside the bound</b> (not a success): {before} → {after}"
+    else:
+        text = f"<b>Not fooled.</b> The model still says {after}"
+    if "rho_2" in res.constraints:  # Balda et al. Theorem 1: linearised distance to the boundary
+        text += f" · robustness ρ₂ = {res.constraints['rho_2'][0]:.4g}"
+    if res.cancelled:
+        text = f"<b>Cancelled</b> at iteration {len(res.history)} — last iterate: " + text
+    return text, ok
+
+
+def headline(entry: Entry, title: str) -> None:
+    """Verdict, the three images, both top-5 charts and the metric cards."""
+    res = entry.result
+    text, ok = verdict_text(entry)
+    st.markdown(
+        f'<div class="pv-verdict {"pv-ok" if ok else "pv-no"}">{text} · {title}, '
+        f"{len(res.history)} iterations, {res.forward_passes} forward / {res.backward_passes} backward "
+        f"passes, {res.wall_time:.2f} s on {res.device}</div>",
+        unsafe_allow_html=True,
+    )
+    if ok and not entry.png_ok:
+        st.warning(
+            "8-bit quantisation undoes this attack: the saved PNG is classified as the original class "
+            "again (use the float .npy to keep it adversarial)."
+        )
+    from ui import views
+
+    arrays = entry.views["arrays"]
+    b0, a0 = entry.before[0], entry.after[0]
+    c1, c2, c3 = st.columns(3, gap="medium")
+    c1.image(entry.original, caption=f"original — {b0.label}", width="stretch")
+    c2.image(entry.adversarial, caption=f"adversarial — {a0.label}", width="stretch")
+    c3.image(
+        arrays.perturbation,
+        caption=f"perturbation × {arrays.perturbation_gain:g} (grey = 0)",
+        width="stretch",
+    )
+    c1, c2 = st.columns(2, gap="large")
+    with c1:
+        views.show(
+            (entry.short, "before"), lambda: prediction_chart(entry.before, "original: top-5", height=220)
+        )
+    with c2:
+        views.show(
+            (entry.short, "after"),
+            lambda: prediction_chart(entry.after, "adversarial: top-5", color=ADVERSARIAL, height=220),
+        )
+    metric_cards(entry)
+
+
+def metric_cards(entry: Entry) -> None:
+    """The headline numbers with their units, in two rows of four (readable at 1024 px)."""
+    m = entry.metrics
+    h, w = entry.original.shape[:2]
+    shares = l0_shares(m, h, w)
+    cards: list[tuple[str, str, str]] = [
+        (
+            "SSIM",
+            f"{m['ssim']:.4f}",
+            "Mean SSIM over R, G, B (Gaussian window, σ 1.5, data range 1); 1 = identical.",
+        ),
+        ("PSNR", f"{m['psnr']:.1f} dB", "Peak signal-to-noise ratio for data range 1."),
+        (
+            "L∞",
+            f"{m['linf'] * 255:.2f}/255",
+            f"Largest change of one value: {m['linf']:.5f} in [0, 1] units.",
+        ),
+        (
+            "L2",
+            f"{m['l2']:.3f} ([0,1] units)",
+            f"Euclidean norm of the whole perturbation: {m['l2'] * 255:.1f} in 0–255 units.",
+        ),
+        (
+            "L0",
+            f"{shares['pixels']:.1%} of pixels",
+            f"{int(m['l0']):,} of {h * w:,} pixel locations changed in at least one channel.",
+        ),
+        (
+            "L0 (values)",
+            f"{shares['values']:.1%} of values",
+            f"{int(m['l0_values']):,} of {3 * h * w:,} channel values changed.",
+        ),
+        ("S1 / S2", f"{m['s1']:.3f} / {m['s2']:.3f}", "Global luminance (S1) and structure (S2) similarity."),
+    ]
+    for name, values in entry.result.constraints.items():
+        if name.startswith("lpips"):
+            net = name.split("_", 1)[1] if "_" in name else "self"
+            cards.insert(
+                1,
+                (
+                    f"LPIPS ({net})",
+                    f"{values[0]:.4f}",
+                    "The attack's own perceptual distance |φ(x̃) − φ(x)|₂.",
+                ),
+            )
+    cards.append(
+        (
+            "8-bit PNG",
+            "adversarial" if entry.png_ok else "not adversarial",
+            "Whether the saved 8-bit PNG still fools the model.",
+        )
+    )
+    for row in range(0, len(cards), 4):
+        cols = st.columns(4)
+        for col, (label, value, help_text) in zip(cols, cards[row : row + 4], strict=False):
+            col.metric(label, value, help=help_text)
+
+
+def details(entry: Entry) -> None:
+    """Every metric, constraint and the loss curve, in an expander."""
+    from ui import views
+
+    res, m = entry.result, entry.metrics
+    with st.expander("All metrics, constraints and diagnostics"):
+        t1, t2 = st.columns(2)
+        t1.dataframe({"metric": list(m), "value": [f"{v:.6g}" for v in m.values()]}, hide_index=True)
+        t2.dataframe(
+            {
+                "constraint": list(res.constraints),
+                "value": [f"{v[0]:.6g}" for v in res.constraints.values()],
+            },
+            hide_index=True,
+        )
+        if any(isinstance(h.get("loss"), int | float) for h in res.history):
+            views.show((entry.short, "loss"), lambda: figures.history_figure(res.history))
+        if res.info:
+            st.json(entry.report.get("info", {}), expanded=False)
+
+
+def downloads(entry: Entry, title: str) -> None:
+    """The download row; a download that fails must never take the page down."""
+    from ui import views
+
+    try:
+        download_row(
+            entry,
+            views.figure_exporter(
+                [
+                    (
+                        entry.views["arrays"],
+                        title,
+                        run_label(entry.recipe.attack, entry.recipe.params, with_attack=False),
+                    )
+                ]
+            ),
+        )
+    except Exception as exc:
+        st.error(one_sentence(exc))
+
+
+def done() -> None:
+    render_done("explore")

@@ -14,6 +14,8 @@ import numpy as np
 
 from percviz import evaluate as ev
 from percviz.attacks.base import AttackResult, get_attack, run_attack
+from percviz.figures import FigureRow, row_from_views
+from percviz.hosted import Limits, check_params, current_limits
 from percviz.images import to_tensor
 from percviz.metrics import compare_images
 from percviz.models import Classifier, Prediction, predict
@@ -60,6 +62,20 @@ class Comparison:
     before: list[Prediction]
     rows: list[CompareRow] = field(default_factory=list)
     cancelled: bool = False
+
+    def figure_rows(self, labels: Sequence[str] | None = None) -> list[FigureRow]:
+        """One publication-figure row per attack, column (e) the adversarial image's CAM for its
+        new class: the screen's grid and the PDF/SVG/PNG export are both drawn from these."""
+        return [
+            row_from_views(
+                r.views,
+                title=get_attack(r.attack).title,
+                subtitle=ev.run_label(r.attack, r.params, with_attack=False),
+                labels=labels,
+                cam="adversarial",
+            )
+            for r in self.rows
+        ]
 
 
 def compare_work(
@@ -131,6 +147,20 @@ def compare_work(
 # ------------------------------------------------------------------ Sweep
 
 
+def check_sweep(
+    attack: str, params: Mapping[str, Any], swept: Mapping[str, Sequence[float]], limits: Limits | None = None
+) -> None:
+    """Every value a sweep sends to ``attack`` passes this server's caps, as a single run would.
+
+    ``swept`` maps each swept parameter to its values (a float such as ``1000.0`` for ``steps``
+    counts like the integer); raises :class:`percviz.errors.ParameterError` naming the first
+    value above a cap (:func:`percviz.hosted.check_params`, which reads the registry's
+    iteration and cost parameters).
+    """
+    values = {**dict(params), **{name: list(v) for name, v in swept.items()}}
+    check_params(get_attack(attack), values, limits or current_limits())
+
+
 def grid_work(
     model: Classifier,
     pixels: np.ndarray,
@@ -141,6 +171,7 @@ def grid_work(
     seed: int,
 ) -> Callable[[Progress], ev.GridSweep]:
     def work(progress: Progress) -> ev.GridSweep:
+        check_sweep(attack, params, dict([rows, cols]))
         total = len(rows[1]) * len(cols[1])
         state = {"done": 0}
 
@@ -179,6 +210,8 @@ def curve_work(
 ) -> Callable[[Progress], list[ev.CurveSweep]]:
     def work(progress: Progress) -> list[ev.CurveSweep]:
         out = []
+        for attack, params in attacks:
+            check_sweep(attack, params, {param: values})
         for i, (attack, params) in enumerate(attacks):
             fixed = {k: v for k, v in params.items() if k != param}
             out.append(
@@ -246,7 +279,7 @@ def evaluate_work(
                         params={
                             k: v
                             for k, v in run.params.items()
-                            if k not in (ev.STRENGTH_PARAMS.get(run.attack), "step_size")
+                            if k not in (ev.get_attack(run.attack).strength, "step_size")
                         },
                         seed=seed,
                         batch=batch,

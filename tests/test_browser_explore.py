@@ -1,0 +1,242 @@
+"""Explore in a real browser (Chromium, 1440×900): what the screen shows after each user action.
+
+1. The newest finished run is always the one displayed (PGD → FGSM → FPGAP).
+2. The form always shows the recipe of the result on screen (read back widget by widget, also
+   after the Home → Explore → immediate Run → view tab path that used to reset it to minimums).
+3. The L0 card equals ``result.json`` of the same recipe replayed by the CLI.
+4. Cancel stops within about one iteration and shows that run's last iterate, marked cancelled,
+   with no duplicate history entry.
+5. A view-tab switch reruns nothing; the switch time is measured and printed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _browser import CHROMIUM, ROOT, chromium_page, idle, pick, sidebar_values, streamlit_server, verdict_with
+
+pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's Chromium is not installed"),
+]
+SHOTS = Path("/tmp/percviz-explore")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with streamlit_server(SHOTS / "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture()
+def page(server: str) -> Iterator[Any]:
+    with chromium_page() as pg:
+        yield pg
+
+
+def _open_explore(page: Any, server: str, query: str = "") -> None:
+    page.goto(f"{server}/Explore{query}")
+    page.get_by_role("button", name="Run attack").wait_for()
+    idle(page)
+
+
+def _set_number(page: Any, label: str, value: str) -> None:
+    box = page.locator('[data-testid="stSidebar"] [data-testid="stNumberInput"]').filter(has_text=label)
+    field = box.first.locator("input")
+    field.fill(value)
+    field.press("Tab")
+
+
+def _run(page: Any) -> None:
+    page.get_by_role("button", name="Run attack").first.click()
+
+
+def _download_json(page: Any, label: str) -> dict[str, Any]:
+    with page.expect_download() as info:
+        page.get_by_role("button", name=label).first.click()
+    return json.loads(Path(info.value.path()).read_text())
+
+
+def _recipe_on_screen_matches_form(page: Any) -> dict[str, Any]:
+    """Read every form widget back and compare it with the recipe of the displayed result."""
+    from percviz.attacks.base import get_attack
+    from ui.params import UNTARGETED, choice_label, param_label
+
+    recipe = _download_json(page, "Recipe JSON")
+    spec = get_attack(recipe["attack"])
+    shown = sidebar_values(page)
+    assert int(shown["Seed"]) == recipe["seed"], (shown, recipe)
+    for p in spec.params:
+        value = recipe["params"][p.name]
+        label = param_label(p)
+        if p.allow_inf:
+            assert shown[f"{label} = ∞"] == str(value in ("inf", math.inf)), (p.name, shown, value)
+            if value in ("inf", math.inf):
+                continue
+        text = shown[label]
+        if p.kind == "bool":
+            assert shown[label] == str(bool(value)), (p.name, shown)
+        elif p.kind == "choice":
+            assert text == choice_label(p, value), (p.name, text, value)
+        elif p.kind == "class":
+            expected = "none (untargeted)" if value in (None, UNTARGETED) else f"{value}: "
+            assert text.startswith(expected), (p.name, text)
+        else:
+            number = float(text.replace("∞", "inf"))
+            assert math.isclose(number, float(value), rel_tol=2e-3, abs_tol=5e-5), (p.name, text, value)
+    return recipe
+
+
+def test_newest_run_is_always_displayed_and_the_form_shows_its_recipe(server: str, page: Any) -> None:
+    _open_explore(page, server)
+    _set_number(page, "steps", "3")
+    idle(page)
+    seen = []
+    for attack, title in (("pgd", "PGD / BIM"), ("fgsm", "FGSM"), ("fpgap", "FPGAP")):
+        if attack != "pgd":
+            pick(page, "Attack", title)
+            if attack == "fpgap":
+                _set_number(page, "steps", "3")
+        _run(page)
+        text = verdict_with(page, f"· {title}")
+        idle(page)
+        seen.append(text)
+        assert page.get_by_text("the settings in the sidebar differ").count() == 0
+        recipe = _recipe_on_screen_matches_form(page)
+        assert recipe["attack"] == attack
+        if attack != "pgd":
+            picker = page.get_by_role("combobox", name="Result").first
+            assert picker.input_value().startswith(attack), picker.input_value()
+    page.screenshot(path=str(SHOTS / "explore-three-runs.png"), full_page=True)
+    # a pick from the history puts that result's recipe into the form
+    pick(page, "Result", re.compile(r"^pgd "))
+    verdict_with(page, "· PGD / BIM")
+    recipe = _recipe_on_screen_matches_form(page)
+    assert recipe["attack"] == "pgd" and recipe["params"]["steps"] == 3
+    assert len(seen) == 3
+
+
+def test_form_keeps_the_recipe_after_home_run_and_a_view_tab(server: str, page: Any) -> None:
+    page.goto(server)
+    page.get_by_role("heading", name="percviz").wait_for()
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explore").click()
+    run = page.get_by_role("button", name="Run attack")
+    run.wait_for()
+    run.first.click()  # as soon as it appears
+    verdict_with(page, "· PGD / BIM")
+    idle(page)
+    page.get_by_role("tab", name="SSIM maps").click()
+    idle(page)
+    recipe = _recipe_on_screen_matches_form(page)
+    assert recipe["params"]["eps"] > 0 and recipe["params"]["steps"] > 1
+    query = page.url.split("?", 1)[1]
+    assert "p_eps=0&" not in query and "p_steps=1&" not in query, query
+    # a page switch and back keeps the form and the result
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Learn").click()
+    page.get_by_role("heading", name="Learn").first.wait_for()
+    idle(page)
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explore").click()
+    verdict_with(page, "· PGD / BIM")
+    idle(page)
+    again = _recipe_on_screen_matches_form(page)
+    assert again == recipe
+
+
+def test_l0_card_equals_result_json_of_the_cli(server: str, page: Any, tmp_path: Path) -> None:
+    _open_explore(page, server, "?attack=fpgap&image=coffee&p_steps=3")
+    _run(page)
+    verdict_with(page, "· FPGAP")
+    idle(page)
+    report = _download_json(page, "Result JSON")
+    recipe = _download_json(page, "Recipe JSON")
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    out = tmp_path / "out"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "percviz",
+            "attack",
+            "--recipe",
+            str(tmp_path / "recipe.json"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    cli = json.loads((out / "result.json").read_text())
+    assert cli["metrics"]["l0"] == report["metrics"]["l0"]
+    h, w = cli["image"]["model_size"]
+    cards = {
+        m.locator('[data-testid="stMetricLabel"]').inner_text().strip(): m.locator(
+            '[data-testid="stMetricValue"]'
+        ).inner_text()
+        for m in page.locator('[data-testid="stMetric"]').all()
+    }
+    pixels = float(re.match(r"([\d.]+)%", cards["L0"]).group(1))
+    values = float(re.match(r"([\d.]+)%", cards["L0 (values)"]).group(1))
+    assert abs(pixels - 100 * cli["metrics"]["l0"] / (h * w)) <= 0.05, (cards["L0"], cli["metrics"]["l0"])
+    assert abs(values - 100 * cli["metrics"]["l0_values"] / (3 * h * w)) <= 0.05
+    assert cards["L0"].endswith("of pixels") and cards["L0 (values)"].endswith("of values")
+
+
+def test_cancel_stops_within_an_iteration_and_shows_that_run(server: str, page: Any) -> None:
+    _open_explore(page, server, "?attack=pgd&image=rocket&p_steps=1")
+    _run(page)
+    verdict_with(page, "· PGD / BIM")
+    idle(page)
+    _set_number(page, "steps", "400")
+    idle(page)
+    _run(page)
+    page.get_by_text(re.compile(r"iteration \d+ of 400")).first.wait_for()
+    page.get_by_text(re.compile(r"iteration (1[0-9]|[2-9]\d) of 400")).first.wait_for()
+    clicked = time.monotonic()
+    page.get_by_role("button", name="Cancel").click()
+    text = verdict_with(page, "Cancelled")
+    stopped = time.monotonic() - clicked
+    idle(page)
+    iterations = int(re.search(r"Cancelled at iteration (\d+)", text).group(1))
+    assert 10 <= iterations < 400, text
+    page.get_by_role("combobox", name="Result").first.click()
+    options = [o.inner_text() for o in page.get_by_role("option").all()]
+    page.keyboard.press("Escape")
+    assert len(options) == len(set(options)) == 2, options
+    assert any("cancelled at iteration" in o for o in options)
+    print(f"cancel → cancelled result on screen: {stopped:.2f} s, {iterations} of 400 iterations")
+
+
+def test_view_tabs_switch_without_a_rerun(server: str, page: Any) -> None:
+    _open_explore(page, server, "?attack=fgsm&image=chelsea")
+    _run(page)
+    verdict_with(page, "· FGSM")
+    idle(page)
+    times = {}
+    for name in ("SSIM maps", "Difference", "GradCAM++", "Noise vs CAM", "Magnification", "Perturbation"):
+        tab = page.get_by_role("tab", name=name)
+        start = time.monotonic()
+        tab.click()
+        page.wait_for_function(
+            "n => { const t = [...document.querySelectorAll('[role=tab]')].find(e => e.innerText.trim() === n);"
+            " if (!t || t.getAttribute('aria-selected') !== 'true') return false;"
+            " const p = document.getElementById(t.getAttribute('aria-controls'));"
+            " return p && p.offsetHeight > 50; }",
+            arg=name,
+        )
+        times[name] = time.monotonic() - start
+        state = page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state")
+        assert state == "notRunning", f"switching to {name} reran the script"
+    page.screenshot(path=str(SHOTS / "explore-tabs.png"), full_page=True)
+    print("tab switch seconds (click → panel shown):", {k: round(v, 3) for k, v in times.items()})

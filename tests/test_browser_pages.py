@@ -1,0 +1,203 @@
+"""Compare, Sweep, Evaluate and Learn in a real browser at 1024×768 (Debian's Chromium, Playwright).
+
+Learn: every formula renders without a KaTeX error and fits its column, every preset label is
+whole, and "Try it" opens Explore *and runs* the preset. Compare: the grid's labels stay inside
+the chart, the download labels are whole, and the PDF export downloads (rendered to PNG with
+poppler's ``pdftoppm`` where installed). The server is always stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from percviz.attacks.base import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's Chromium is not installed")
+
+# Text elements that must never be cut off (ellipsis or hidden overflow): button and download
+# labels, metric values and labels, multiselect tags.
+CLIPPED_JS = """
+() => {
+  const sel = ['.stButton [data-testid="stMarkdownContainer"]', '.stDownloadButton [data-testid="stMarkdownContainer"]',
+               '[data-testid="stMetricValue"] div', '[data-testid="stMetricLabel"] div',
+               '[data-testid="stMultiSelectTagsContainer"] span'];
+  const out = [];
+  for (const el of document.querySelectorAll(sel.join(','))) {
+    if (!el.offsetParent) continue;
+    if (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 2) {
+      const s = getComputedStyle(el);
+      if (s.overflow !== 'visible' || s.textOverflow === 'ellipsis') out.push(el.innerText.slice(0, 60));
+    }
+  }
+  return out;
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    log = log_path.open("w")
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        f"--server.port={port}",
+        "--server.address=127.0.0.1",
+        "--server.headless=true",
+        "--browser.gatherUsageStats=false",
+        "--server.fileWatcherType=none",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server: str):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1024, "height": 768}, accept_downloads=True)
+            pg = context.new_page()
+            pg.set_default_timeout(120_000)
+            yield pg
+        finally:
+            browser.close()
+
+
+def _settle(pg, timeout: float = 180) -> None:
+    pg.wait_for_timeout(500)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pg.locator('[data-testid="stStatusWidget"]').count() == 0:
+            break
+        pg.wait_for_timeout(300)
+    pg.wait_for_timeout(800)
+
+
+def _wait_job(pg, timeout: float = 600) -> None:
+    """Wait until the page's job finished (its Cancel button is gone)."""
+    pg.wait_for_timeout(2000)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pg.get_by_role("button", name="Cancel").count():
+        pg.wait_for_timeout(500)
+    _settle(pg)
+
+
+def test_learn_formulas_render_fit_and_label_every_preset(server: str, page) -> None:
+    page.goto(f"{server}/Learn")
+    page.get_by_role("heading", name="Learn").first.wait_for()
+    page.locator(".katex-display").first.wait_for()
+    _settle(page)
+    formulas = [s for s in registry().values() if s.formula]
+    shown = page.locator(".katex-display")
+    for _ in range(60):  # long pages render in pieces
+        if shown.count() >= len(formulas):
+            break
+        page.wait_for_timeout(500)
+    assert shown.count() >= len(formulas)
+    assert page.locator(".katex-error").count() == 0
+    overflow = page.evaluate(
+        """() => [...document.querySelectorAll('.katex-display')]
+              .filter(d => d.querySelector('.katex').scrollWidth > d.clientWidth + 1)
+              .map(d => d.innerText.slice(0, 40))"""
+    )
+    assert overflow == []
+    assert page.evaluate(CLIPPED_JS) == []
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_learn_try_it_opens_explore_and_runs_the_preset(server: str, page) -> None:
+    page.goto(f"{server}/Learn")
+    page.get_by_role("heading", name="Learn").first.wait_for()
+    _settle(page)
+    preset = next(iter(registry()["fgsm"].presets))
+    page.get_by_role("button", name=preset, exact=True).first.click()
+    page.get_by_role("heading", name="Explore").first.wait_for()
+    verdict = page.locator(".pv-verdict")
+    verdict.wait_for(timeout=300_000)
+    text = verdict.inner_text()
+    assert "Fooled." in text or "Not fooled." in text
+    _settle(page)
+    assert "attack=fgsm" in page.url
+
+
+def test_compare_grid_labels_and_downloads_fit_and_the_pdf_exports(server: str, page, tmp_path) -> None:
+    page.goto(f"{server}/Compare")
+    page.get_by_role("heading", name="Compare").first.wait_for()
+    _settle(page)
+    page.get_by_role("button", name="Compare", exact=True).first.click()
+    _wait_job(page)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for()
+    page.wait_for_timeout(1500)
+    outside = chart.evaluate(
+        """c => { const box = c.getBoundingClientRect();
+                  return [...c.querySelectorAll('.annotation')].map(a => a.getBoundingClientRect())
+                    .filter(r => r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1)
+                    .length; }"""
+    )
+    assert outside == 0
+    titles = chart.evaluate("c => [...c.querySelectorAll('.annotation')].map(a => a.textContent).join(' | ')")
+    assert "new class" in titles and "FGSM" in titles
+    assert page.evaluate(CLIPPED_JS) == []
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Figure PDF").first.click()
+    pdf = tmp_path / "compare.pdf"
+    download.value.save_as(pdf)
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    if shutil.which("pdftoppm"):
+        subprocess.run(["pdftoppm", "-png", "-r", "50", str(pdf), str(tmp_path / "compare")], check=True)
+        assert list(tmp_path.glob("compare*.png"))
