@@ -148,7 +148,7 @@ if model is None or picked is None:
 
 try:
     values = spec.validate(raw)
-    check_params(values, current_limits())
+    check_params(spec, values, current_limits())
 except PercvizError as exc:
     values = None
     st.error(str(exc))

@@ -64,8 +64,8 @@ for i, attack_id in enumerate(chosen):
         items.append((attack_id, values))
 ready = len(items) == len(chosen)
 try:
-    for _, values in items:
-        check_params(values, current_limits())
+    for item_id, values in items:
+        check_params(attacks[item_id], values, current_limits())
 except PercvizError as exc:
     ready = False
     st.error(str(exc))

@@ -152,7 +152,7 @@ with right:
             error = "fix the parameters"
             continue
         try:
-            check_params(values, limits)
+            check_params(attacks[a], values, limits)
             runs.extend(ev.make_runs([a], values))
         except PercvizError as exc:
             error = str(exc)
@@ -216,6 +216,7 @@ with t1:
             "run": [label[id(s)] for s in sums],
             "images": [s["images"] for s in sums],
             "fooling rate": [fmt(s["fooling_rate"], True) for s in sums],
+            "within bound": [fmt(s.get("within_bound_rate"), True) for s in sums],
             "P_suc": [fmt(s["p_suc"], True) for s in sums],
             "D̄ (L2, [0,1] units)": [fmt(s["mean_distortion"]) for s in sums],
             "mean SSIM": [fmt(s["mean_ssim"]) for s in sums],
@@ -293,6 +294,8 @@ with t5:
         "class_before",
         "class_after",
         "success",
+        "fooled",
+        "within_bound",
         "ssim",
         "psnr",
         "l2",

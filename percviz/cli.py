@@ -601,11 +601,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def split_models(text: str) -> list[str]:
     """``"a,file:b.onnx?mean=0.5,0.5,0.5"`` → two references (commas inside options stay)."""
-    from percviz.models import MODEL_SPECS
+    from percviz.models import ZOO_MODELS
 
     out: list[str] = []
     for token in (t.strip() for t in text.split(",")):
-        starts = token in MODEL_SPECS or token.partition("?")[0] in MODEL_SPECS
+        starts = token in ZOO_MODELS or token.partition("?")[0] in ZOO_MODELS
         starts = starts or token.startswith(("file:", "hf:")) or "@" in token.partition("?")[0]
         if out and not starts:
             out[-1] += "," + token

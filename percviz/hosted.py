@@ -24,10 +24,6 @@ from percviz.errors import ModelUnavailableError, ParameterError, UnknownIdError
 if TYPE_CHECKING:
     from percviz.attacks.base import AttackSpec
 
-#: Checked whatever an attack declares (registry entries not yet declaring their own): loop counts
-#: capped by ``max_steps``, and parameters multiplying a step's cost.
-ITERATION_PARAMS = ("steps", "search_steps", "cg_iters", "bisect_iters", "subsets")
-COST_PARAMS = ("candidates",)
 #: Which :class:`Limits` field caps a cost parameter; any other cost parameter gets ``max_cost``.
 COST_LIMITS = {"candidates": "max_candidates"}
 RELEASE_INTERVAL_S = 10.0
@@ -131,7 +127,8 @@ def check_params(
     (:attr:`AttackSpec.iteration_params`, :attr:`AttackSpec.cost_params`) plus the usual names
     are compared with their cap whatever their type (``1000.0``, ``"1e23"`` and ``inf`` alike; a
     list, as a sweep sends, value by value), and an external ``distance_net`` must have its
-    weights on this machine. ``check_params(values, limits)`` checks the usual names only.
+    weights on this machine. ``check_params(values, limits)`` checks every name any registered
+    attack declares.
     Raises :class:`ParameterError` (or :class:`ModelUnavailableError`) with one sentence.
     """
     if isinstance(values, Limits):
@@ -141,18 +138,24 @@ def check_params(
     if limits is None:
         limits = current_limits()
     values = values if isinstance(values, Mapping) else {}
-    iteration, cost = set(ITERATION_PARAMS), set(COST_PARAMS)
-    if spec is not None:
-        iteration.update(spec.iteration_params)
-        cost.update(spec.cost_params)
-        names = set(spec.param_names())
-        iteration, cost = iteration & names, cost & names
+    iteration, cost = declared_loop_params(spec)
     for name in sorted(iteration | cost):
         field = "max_steps" if name in iteration else COST_LIMITS.get(name, "max_cost")
         for value in _each(values.get(name)):
             _check_cap(name, value, getattr(limits, field), limits)
     if spec is not None and "distance_net" in spec.param_names():
         _check_distance_net(values.get("distance_net"), limits)
+
+
+def declared_loop_params(spec: AttackSpec | None = None) -> tuple[set[str], set[str]]:
+    """The iteration and cost parameter names :func:`check_params` caps: what ``spec`` declares
+    in the registry, or (no spec) what any registered attack declares."""
+    from percviz.attacks import registry
+
+    specs = [spec] if spec is not None else list(registry().values())
+    iteration = {n for s in specs for n in s.iteration_params}
+    cost = {n for s in specs for n in s.cost_params} - iteration
+    return iteration, cost
 
 
 def _spec(attack: AttackSpec | str | Mapping[str, Any]) -> AttackSpec | None:

@@ -126,19 +126,30 @@ def verdict_with(page: Any, text: str, timeout_s: float = 300) -> str:
     return str(page.locator(".pv-verdict").inner_text())
 
 
+SIDEBAR_VALUES_JS = """() => {
+  const form = document.querySelector('[data-testid="stSidebar"] [data-testid="stForm"]');
+  const out = {};
+  if (!form) return out;
+  const text = el => (el ? el.innerText : '').trim();
+  for (const box of form.querySelectorAll('[data-testid="stNumberInput"]'))
+    out[text(box.querySelector('label'))] = box.querySelector('input').value;
+  for (const box of form.querySelectorAll('[data-testid="stSelectbox"]')) {
+    const input = box.querySelector('input');
+    const lines = box.innerText.split('\\n');
+    out[text(box.querySelector('label'))] = (input && input.value) || lines[lines.length - 1].trim();
+  }
+  for (const box of form.querySelectorAll('[data-testid="stSlider"]')) {
+    const lines = box.innerText.split('\\n').filter(t => t.trim());
+    out[lines[0].trim()] = lines[1].trim();
+  }
+  for (const box of form.querySelectorAll('[data-testid="stCheckbox"]'))
+    out[box.innerText.trim()] = box.querySelector('input').checked ? 'True' : 'False';
+  return out;
+}"""
+
+
 def sidebar_values(page: Any) -> dict[str, str]:
-    """Every labelled input of the sidebar form as the user reads it (label → shown value)."""
-    values: dict[str, str] = {}
-    form = page.locator('[data-testid="stSidebar"] [data-testid="stForm"]')
-    for box in form.locator('[data-testid="stNumberInput"]').all():
-        values[box.locator("label").inner_text().strip()] = box.locator("input").input_value()
-    for box in form.locator('[data-testid="stSelectbox"]').all():
-        values[box.locator("label").inner_text().strip()] = box.locator("input").input_value() or (
-            box.inner_text().split("\n")[-1].strip()
-        )
-    for box in form.locator('[data-testid="stSlider"]').all():
-        lines = [t for t in box.inner_text().split("\n") if t.strip()]
-        values[lines[0].strip()] = lines[1].strip()
-    for box in form.locator('[data-testid="stCheckbox"]').all():
-        values[box.inner_text().strip()] = str(box.locator("input").is_checked())
-    return values
+    """Every labelled input of the sidebar form as the user reads it (label → shown value), read in
+    one pass once the script is idle, so a rerun cannot change the form halfway through."""
+    idle(page)
+    return dict(page.evaluate(SIDEBAR_VALUES_JS))

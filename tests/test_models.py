@@ -7,7 +7,7 @@ import torch
 
 from percviz.errors import ModelUnavailableError, UnknownIdError
 from percviz.models import (
-    MODEL_SPECS,
+    ZOO_MODELS,
     all_model_status,
     build_classifier,
     get_spec,
@@ -100,7 +100,7 @@ def test_unknown_model() -> None:
 
 def test_every_spec_builds_its_architecture_and_layers() -> None:
     """Feature and CAM layer names exist in every architecture (random init, no weights needed)."""
-    for spec in MODEL_SPECS.values():
+    for spec in ZOO_MODELS.values():
         net = spec.builder()
         names = dict(net.named_modules())
         for layer in (*spec.feature_layers, spec.cam_layer):

@@ -16,7 +16,7 @@ from torch import nn
 from percviz.attacks import get_attack, registry, run_attack
 from percviz.attacks.base import AttackCancelled, AttackContext, stop_when
 from percviz.errors import ModelUnavailableError, ParameterError
-from percviz.hosted import COST_LIMITS, HOSTED, ITERATION_PARAMS, LOCAL, check_params
+from percviz.hosted import COST_LIMITS, HOSTED, LOCAL, check_params, declared_loop_params
 from percviz.jobs import ComputeQueue, QueueClosedError
 from percviz.models import Classifier, ModelSpec, model_status
 
@@ -53,11 +53,7 @@ def test_registry_cold_start_race_fresh_interpreter() -> None:
 
 
 def _declared(spec_id: str) -> tuple[set[str], set[str]]:
-    spec = get_attack(spec_id)
-    names = set(spec.param_names())
-    iteration = (set(spec.iteration_params) | set(ITERATION_PARAMS)) & names
-    cost = (set(spec.cost_params) | set(COST_LIMITS)) & names
-    return iteration, cost
+    return declared_loop_params(get_attack(spec_id))
 
 
 def _caps() -> list[tuple[str, str, int]]:

@@ -41,7 +41,7 @@ h1 {font-weight: 700; letter-spacing: -0.01em;}
 {white-space: normal !important; overflow: visible !important; text-overflow: clip !important;}
 .stButton p, .stDownloadButton p {white-space: normal; overflow-wrap: normal; line-height: 1.25;}
 [data-testid="stMetricValue"] {overflow-wrap: anywhere; line-height: 1.25;}
-.katex-display {overflow-x: auto; overflow-y: hidden; padding: 0.15rem 0;}
+.katex-display {overflow-x: auto; overflow-y: hidden; padding: 0.15rem 0.3rem;}
 [data-testid="stMultiSelectTagsContainer"] span {white-space: normal !important; text-overflow: clip !important;
   height: auto !important; max-width: none !important; line-height: 1.3;}
 [data-testid="stMultiSelectTagsContainer"] > span {padding-top: 2px; padding-bottom: 2px;}

@@ -355,10 +355,10 @@ def recall(prefix: str, keys: list[str]) -> None:
 
 def preset_unavailable(values: Mapping[str, Any]) -> str | None:
     """Why a preset cannot run on this server (its distance network's weights are missing), or None."""
-    from percviz.models.zoo import MODEL_SPECS, model_status
+    from percviz.models.zoo import ZOO_MODELS, model_status
 
     net = values.get("distance_net")
-    if not isinstance(net, str) or net == "self" or net not in MODEL_SPECS:
+    if not isinstance(net, str) or net == "self" or net not in ZOO_MODELS:
         return None
     status = model_status(net)
     if status.available:

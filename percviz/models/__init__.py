@@ -10,7 +10,7 @@ from percviz.models.classifier import (
 )
 from percviz.models.zoo import (
     DEFAULT_MODEL,
-    MODEL_SPECS,
+    ZOO_MODELS,
     ModelSpec,
     ModelStatus,
     all_model_status,
@@ -22,7 +22,7 @@ from percviz.models.zoo import (
 
 __all__ = [
     "DEFAULT_MODEL",
-    "MODEL_SPECS",
+    "ZOO_MODELS",
     "Classifier",
     "ModelSpec",
     "ModelStatus",

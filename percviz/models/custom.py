@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from percviz.errors import PercvizError
-from percviz.models.zoo import IMAGENET_MEAN, IMAGENET_STD, MODEL_SPECS, ModelSpec
+from percviz.models.zoo import IMAGENET_MEAN, IMAGENET_STD, ZOO_MODELS, ModelSpec
 
 OPTIONS = ("labels", "input_size", "mean", "std", "cam_layer")
 DEFAULT_INPUT_SIZE = 224
@@ -98,11 +98,11 @@ def parse_model_ref(text: str) -> ModelRef:
             raise ModelFileError(f"Unknown model option '{key}'; valid options: {', '.join(OPTIONS)}.")
         options[key] = value
     ref = ModelRef(base, tuple(sorted(options.items())))
-    if ref.kind == "zoo" and ref.base not in MODEL_SPECS:
+    if ref.kind == "zoo" and ref.base not in ZOO_MODELS:
         from percviz.errors import UnknownIdError
 
         raise UnknownIdError(
-            f"Unknown model '{ref.base}'; choose one of: {', '.join(MODEL_SPECS)}, or your own: {OWN_MODELS_HELP}."
+            f"Unknown model '{ref.base}'; choose one of: {', '.join(ZOO_MODELS)}, or your own: {OWN_MODELS_HELP}."
         )
     if ref.kind == "zoo" and ref.custom:
         raise ModelFileError(f"Zoo model '{ref.base}' takes only the cam_layer option.")

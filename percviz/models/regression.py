@@ -273,7 +273,7 @@ def _embedding_spec(classifier_id: str) -> RegressorSpec:
     )
 
 
-AUTOENCODER_SPEC = RegressorSpec(
+AUTOENCODER_MODEL = RegressorSpec(
     id=AUTOENCODER,
     title="Convolutional denoising autoencoder (offline)",
     source="trained at first use on the bundled photos; stands in for the autoencoders of Balda et "
@@ -299,7 +299,7 @@ def regressor_spec(model_id: str, input_size: int | None = None) -> RegressorSpe
     """Spec of a regressor id; unknown ids raise :class:`UnknownIdError`. ``input_size`` applies
     to ``file:`` models only (default :data:`USER_INPUT_SIZE`)."""
     if model_id == AUTOENCODER:
-        return AUTOENCODER_SPEC
+        return AUTOENCODER_MODEL
     if model_id.startswith(EMBEDDING_PREFIX):
         return _embedding_spec(model_id[len(EMBEDDING_PREFIX) :])
     if model_id.startswith(FILE_PREFIX):

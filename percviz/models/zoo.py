@@ -113,7 +113,7 @@ def _lite(index: int, input_size: int) -> ModelSpec:
     )
 
 
-_SPECS: tuple[ModelSpec, ...] = (
+_ZOO_LIST: tuple[ModelSpec, ...] = (
     _lite(0, 224),
     _lite(1, 240),
     _lite(2, 260),
@@ -171,18 +171,16 @@ _SPECS: tuple[ModelSpec, ...] = (
     ),
 )
 
-MODEL_SPECS: dict[str, ModelSpec] = {s.id: s for s in _SPECS}
+ZOO_MODELS: dict[str, ModelSpec] = {s.id: s for s in _ZOO_LIST}
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
 def get_spec(model_id: str) -> ModelSpec:
     """Look up a model spec; unknown ids raise :class:`UnknownIdError` listing valid ones."""
     try:
-        return MODEL_SPECS[model_id]
+        return ZOO_MODELS[model_id]
     except KeyError:
-        raise UnknownIdError(
-            f"Unknown model '{model_id}'; choose one of: {', '.join(MODEL_SPECS)}."
-        ) from None
+        raise UnknownIdError(f"Unknown model '{model_id}'; choose one of: {', '.join(ZOO_MODELS)}.") from None
 
 
 def weight_path(spec: ModelSpec) -> Path:
@@ -230,7 +228,7 @@ def model_status(model_id: str) -> ModelStatus:
 
 def all_model_status() -> list[ModelStatus]:
     """Status of every model in the zoo, default first."""
-    return [model_status(m) for m in MODEL_SPECS]
+    return [model_status(m) for m in ZOO_MODELS]
 
 
 def unavailable_message(status: ModelStatus) -> str:
