@@ -235,6 +235,8 @@ def evaluate_ray(
         raise ParameterError(f"batch must be at least 1; got {batch}.")
     if workers < 1:
         raise ParameterError(f"--workers must be at least 1; got {workers}.")
+    if threads is not None and threads < 1:
+        raise ParameterError(f"--threads-per-worker must be at least 1; got {threads}.")
     if gpus_per_worker < 0:
         raise ParameterError(f"--gpus-per-worker must be ≥ 0; got {gpus_per_worker}.")
     names = [im.name for im in images]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start percviz as a shared lab demo (SPEC §9): hosted limits plus a locked-down Streamlit profile.
+# Start percviz as a shared lab demo: hosted limits plus a locked-down Streamlit profile.
 # Put it behind a reverse proxy (see README, "Hosted mode"); pass extra flags such as --server.port.
 # Streamlit's /_stcore/metrics cannot be switched off: the README's proxy configuration closes it.
 set -euo pipefail

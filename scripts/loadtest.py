@@ -52,6 +52,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's percviz, not whichever one is installed
+from percviz.attacks import get_attack  # noqa: E402
+
 HOST = "127.0.0.1"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -350,7 +352,7 @@ def is_own_result(s: Session) -> bool:
     """The verdict, captions, URL and (for FGSM) L∞ all belong to this session's image and attack."""
     label = s.expected_label
     verdict_ok = s.verdict.startswith((f"Fooled. {label} (", f"Not fooled. The model still says {label} ("))
-    attack_ok = f"· {s.attack}," in s.verdict
+    attack_ok = f"· {get_attack(s.attack).title}," in s.verdict
     caption_ok = f"original — {label}" in s.captions
     url_ok = f"image={s.image}" in s.url and f"attack={s.attack}" in s.url
     linf_ok = linf_matches(s)

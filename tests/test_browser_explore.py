@@ -129,7 +129,7 @@ def test_newest_run_is_always_displayed_and_the_form_shows_its_recipe(server: st
 def test_form_keeps_the_recipe_after_home_run_and_a_view_tab(server: str, page: Any) -> None:
     page.goto(server)
     page.get_by_role("heading", name="percviz").wait_for()
-    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explore").click()
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Explore").click()
     run = page.get_by_role("button", name="Run attack")
     run.wait_for()
     run.first.click()  # as soon as it appears
@@ -142,10 +142,10 @@ def test_form_keeps_the_recipe_after_home_run_and_a_view_tab(server: str, page: 
     query = page.url.split("?", 1)[1]
     assert "p_eps=0&" not in query and "p_steps=1&" not in query, query
     # a page switch and back keeps the form and the result
-    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Learn").click()
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Learn").click()
     page.get_by_role("heading", name="Learn").first.wait_for()
     idle(page)
-    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explore").click()
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Explore").click()
     verdict_with(page, "· PGD / BIM")
     idle(page)
     again = _recipe_on_screen_matches_form(page)

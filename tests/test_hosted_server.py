@@ -92,6 +92,10 @@ def test_eight_sessions_queue_in_order_stay_isolated_and_memory_returns() -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("PERCVIZ_LOAD_TESTS") != "1",
+    reason="about 9 minutes on 2 cores, beyond the CI budget: PERCVIZ_LOAD_TESTS=1 runs it",
+)
 @browser
 def test_sixteen_sessions_on_two_slots_match_solo_runs_and_memory_returns() -> None:
     """Issue 21: 16 sessions, 2 compute slots, a cold start; every page shows exactly what the same

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -150,7 +151,13 @@ def test_interrupt_then_resume(ray_local, tiny, images32, runs, reference, tmp_p
     resumed = evaluate_ray(make_tiny, "tiny", images32, runs, seed=3, batch=2, store=store)
     assert resumed.reused == len(second) and resumed.computed == len(reference) - len(second)
     local = ev.evaluate(tiny, images32, runs, seed=3, batch=2, store=twin)  # resumes the same way
-    assert _numbers(resumed.rows) == _numbers(local.rows)
+    pairs = zip(_numbers(resumed.rows), _numbers(local.rows), strict=True)
+    differ = [(a["image"], a["attack"], k, a[k], b.get(k)) for a, b in pairs for k in a if a[k] != b.get(k)]
+    # Measured once: lpips_self of one resumed row 1 float32 ulp apart (0.145349294 vs 0.145349279);
+    # every other value of every row bit-identical. Anything beyond float32 rounding fails.
+    assert all(
+        isinstance(v, float) and math.isclose(v, w, rel_tol=3e-7, abs_tol=1e-9) for *_, v, w in differ
+    ), differ[:8]
     counts = _keys_in(store)
     assert len(counts) == len(reference) and set(counts.values()) == {1}
 

@@ -49,12 +49,28 @@ h1 {font-weight: 700; letter-spacing: -0.01em;}
 """
 
 
+#: The sidebar navigation (Streamlit's automatic one is off in .streamlit/config.toml because it
+#: would name the home page after its file, "app").
+NAVIGATION = (
+    ("app.py", "Home", ":material/home:"),
+    ("pages/1_Explore.py", "Explore", ":material/travel_explore:"),
+    ("pages/2_Compare.py", "Compare", ":material/view_module:"),
+    ("pages/3_Sweep.py", "Sweep", ":material/grid_on:"),
+    ("pages/4_Evaluate.py", "Evaluate", ":material/table_chart:"),
+    ("pages/5_Learn.py", "Learn", ":material/school:"),
+    ("pages/6_Regression.py", "Regression", ":material/image_search:"),
+)
+
+
 def page_setup(title: str, lead: str, icon: str = "🔬") -> None:
-    """Page config, shared style, title and a one-line lead (and the render clock's start)."""
+    """Page config, shared style, navigation, title and a one-line lead (and the render clock's start)."""
     st.session_state["pv_render_start"] = time.perf_counter()
     _hosted_memory()
     st.set_page_config(page_title=f"{title} · percviz", page_icon=icon, layout="wide")
     st.markdown(_CSS, unsafe_allow_html=True)
+    with st.sidebar:
+        for path, label, nav_icon in NAVIGATION:
+            st.page_link(path, label=label, icon=nav_icon)
     st.title(title)
     st.markdown(f'<div class="pv-lead">{lead}</div>', unsafe_allow_html=True)
 

@@ -113,7 +113,14 @@ def other_models_top5(entry: Any, model: Classifier, key: str) -> None:
     if not others:
         return
     st.subheader("Other models on the adversarial image")
-    chosen = st.multiselect("Models", others, default=others[:3], key=f"{key}_transfer_models")
+    hosted = current_limits().hosted  # there, each extra model is opt-in: it runs outside the queue
+    chosen = st.multiselect(
+        "Models",
+        others,
+        default=[] if hosted else others[:3],
+        key=f"{key}_transfer_models",
+        help="Each chosen model classifies the adversarial image (a few forward passes per model).",
+    )
     if not chosen:
         return
     store = st.session_state.setdefault(f"pv_{key}_top5", {})
