@@ -9,6 +9,7 @@ required, one sentence for every failure.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,7 @@ def transfer_section(
         )
         st.download_button(
             "Transfer matrix JSON",
-            data=lambda: __import__("json").dumps(result, indent=2),
+            data=lambda: json.dumps(result, indent=2),
             file_name="percviz-transfer.json",
             mime="application/json",
             on_click="ignore",

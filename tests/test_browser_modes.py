@@ -1,0 +1,125 @@
+"""Live mode, the teaching view and every page at two window sizes, read back from Chromium.
+
+- Live mode: FGSM re-runs as ε changes; the L∞ card follows ε at three positions (screenshots).
+- Teaching view: one switch gives the large verdict, the lesson buttons and the wipe comparison;
+  a lesson step loads and runs its attack.
+- Every page at 1024×768 and 1920×1080: no exception, no clipped label, value or button text.
+
+Screenshots go to ``/tmp/percviz-modes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _browser import CHROMIUM, chromium_page, idle, streamlit_server, verdict_with
+
+pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's Chromium is not installed"),
+]
+SHOTS = Path("/tmp/percviz-modes")
+PAGES = ("", "Explore", "Compare", "Sweep", "Evaluate", "Learn", "Regression")
+CLIPPED_JS = """
+() => {
+  const sel = ['.stButton [data-testid="stMarkdownContainer"]', '.stDownloadButton [data-testid="stMarkdownContainer"]',
+               '[data-testid="stMetricValue"] div', '[data-testid="stMetricLabel"] div',
+               '[data-testid="stMultiSelectTagsContainer"] span'];
+  const out = [];
+  for (const el of document.querySelectorAll(sel.join(','))) {
+    if (!el.offsetParent) continue;
+    if (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 2) {
+      const s = getComputedStyle(el);
+      if (s.overflow !== 'visible' || s.textOverflow === 'ellipsis') out.push(el.innerText.slice(0, 60));
+    }
+  }
+  return out;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with streamlit_server(SHOTS / "streamlit.log") as url:
+        yield url
+
+
+def _card(page: Any, label: str) -> str:
+    """The value of the metric card labelled exactly ``label`` (one read of the whole page)."""
+    cards = page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid="stMetric"]')].map(m => [
+             m.querySelector('[data-testid="stMetricLabel"]').innerText.trim(),
+             m.querySelector('[data-testid="stMetricValue"]').innerText.trim()])"""
+    )
+    values = [value for name, value in cards if name == label]
+    assert len(values) == 1, cards
+    return str(values[0])
+
+
+def _set_eps(page: Any, value: str) -> None:
+    box = page.locator('[data-testid="stSidebar"] [data-testid="stNumberInput"]').filter(has_text="ε")
+    field = box.first.locator("input")
+    field.fill(value)
+    field.press("Enter")
+
+
+def test_live_mode_reruns_as_eps_moves(server: str) -> None:
+    with chromium_page() as page:
+        page.goto(f"{server}/Explore?attack=fgsm&image=chelsea")
+        page.get_by_role("button", name="Run attack").wait_for()
+        idle(page)
+        page.get_by_text("Live", exact=True).click()
+        idle(page)
+        assert page.get_by_role("button", name="Run attack").count() == 0  # no form in live mode
+        seen = []
+        for eps, shown in (("0.0039", "0.99/255"), ("0.0157", "4.00/255"), ("0.0314", "8.01/255")):
+            _set_eps(page, eps)
+            idle(page)
+            verdict_with(page, "· FGSM")
+            page.wait_for_function(
+                "t => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')]"
+                ".some(e => e.innerText.includes(t))",
+                arg=shown,
+                timeout=120_000,
+            )
+            idle(page)
+            seen.append(_card(page, "L∞"))
+            page.screenshot(path=str(SHOTS / f"live-eps-{eps}.png"), full_page=False)
+        assert seen == ["0.99/255", "4.00/255", "8.01/255"], seen
+        assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_teaching_view_and_a_lesson_step(server: str) -> None:
+    with chromium_page() as page:
+        page.goto(f"{server}/Explore")
+        page.get_by_role("button", name="Run attack").wait_for()
+        idle(page)
+        page.get_by_text("Teaching view", exact=True).click()
+        idle(page)
+        page.get_by_role("button", name="1 · FGSM").click()
+        page.get_by_text("One signed gradient step of 4/255").first.wait_for(timeout=120_000)
+        text = verdict_with(page, "ooled", timeout_s=120)  # "Fooled." or "Not fooled."
+        idle(page)
+        assert "Fooled" in text or "Not fooled" in text
+        page.screenshot(path=str(SHOTS / "teaching-fgsm.png"), full_page=True)
+        page.locator(".katex").first.wait_for(timeout=30_000)  # the formula
+        assert page.get_by_text("left").filter(has_text="original").count() >= 1  # the wipe caption
+        page.screenshot(path=str(SHOTS / "teaching-fgsm.png"), full_page=True)
+        assert page.locator('[data-testid="stException"]').count() == 0
+
+
+@pytest.mark.parametrize(("width", "height"), [(1024, 768), (1920, 1080)])
+def test_every_page_fits_the_window(server: str, width: int, height: int) -> None:
+    with chromium_page(width, height) as page:
+        for name in PAGES:
+            page.goto(f"{server}/{name}")
+            page.locator("h1").first.wait_for()
+            idle(page)
+            page.wait_for_timeout(500)
+            assert page.locator('[data-testid="stException"]').count() == 0, name
+            assert page.evaluate(CLIPPED_JS) == [], (name, width)
+            page.screenshot(path=str(SHOTS / f"{name or 'Home'}-{width}x{height}.png"), full_page=True)
