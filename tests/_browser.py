@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +148,15 @@ SIDEBAR_VALUES_JS = """() => {
 }"""
 
 
-def sidebar_values(page: Any) -> dict[str, str]:
+def sidebar_values(page: Any, expect: Sequence[str] = (), timeout_s: float = 60) -> dict[str, str]:
     """Every labelled input of the sidebar form as the user reads it (label → shown value), read in
-    one pass once the script is idle, so a rerun cannot change the form halfway through."""
-    idle(page)
-    return dict(page.evaluate(SIDEBAR_VALUES_JS))
+    one pass once the script is idle, so a rerun cannot change the form halfway through; with
+    ``expect``, read again until those labels are drawn (the browser may still be rendering the form
+    of the result just shown)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        idle(page)
+        values = dict(page.evaluate(SIDEBAR_VALUES_JS))
+        if all(label in values for label in expect) or time.monotonic() > deadline:
+            return values
+        page.wait_for_timeout(250)

@@ -72,9 +72,11 @@ def _recipe_on_screen_matches_form(page: Any) -> dict[str, Any]:
     from percviz.attacks.base import get_attack
     from ui.params import UNTARGETED, choice_label, param_label
 
+    idle(page)  # the download button of the result on screen, not the one being replaced
     recipe = _download_json(page, "Recipe JSON")
     spec = get_attack(recipe["attack"])
-    shown = sidebar_values(page)
+    labels = [f"{param_label(p)} = ∞" if p.allow_inf else param_label(p) for p in spec.params]
+    shown = sidebar_values(page, expect=["Seed", *labels])
     assert int(shown["Seed"]) == recipe["seed"], (shown, recipe)
     for p in spec.params:
         value = recipe["params"][p.name]
@@ -83,6 +85,7 @@ def _recipe_on_screen_matches_form(page: Any) -> dict[str, Any]:
             assert shown[f"{label} = ∞"] == str(value in ("inf", math.inf)), (p.name, shown, value)
             if value in ("inf", math.inf):
                 continue
+        assert label in shown, (label, recipe["attack"], shown)
         text = shown[label]
         if p.kind == "bool":
             assert shown[label] == str(bool(value)), (p.name, shown)

@@ -66,6 +66,28 @@ def _numbers(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
+def _beyond_float32(a_rows: list[dict], b_rows: list[dict]) -> list[tuple]:
+    """Values that differ by more than float32 rounding (3e-7 relative); labels, flags and text exactly.
+
+    Measured: most runs are bit-identical; under load a few metric values (lpips_self, ssim) of a
+    Ray worker came out 1 float32 ulp from the in-process value."""
+    out = []
+    for a, b in zip(a_rows, b_rows, strict=True):
+        for k in a.keys() | b.keys():
+            x, y = a.get(k), b.get(k)
+            if x == y:
+                continue
+            try:
+                fx, fy = float(x), float(y)  # CSV cells are strings
+            except (TypeError, ValueError):
+                out.append((a.get("image"), a.get("attack"), k, x, y))
+                continue
+            integral = isinstance(x, int) or (isinstance(x, str) and x.lstrip("-").isdigit())
+            if integral or not math.isclose(fx, fy, rel_tol=3e-7, abs_tol=1e-9):
+                out.append((a.get("image"), a.get("attack"), k, x, y))
+    return out
+
+
 def _keys_in(store: Path) -> Counter:
     return Counter(json.loads(line)["key"] for line in store.read_text().splitlines())
 
@@ -151,13 +173,8 @@ def test_interrupt_then_resume(ray_local, tiny, images32, runs, reference, tmp_p
     resumed = evaluate_ray(make_tiny, "tiny", images32, runs, seed=3, batch=2, store=store)
     assert resumed.reused == len(second) and resumed.computed == len(reference) - len(second)
     local = ev.evaluate(tiny, images32, runs, seed=3, batch=2, store=twin)  # resumes the same way
-    pairs = zip(_numbers(resumed.rows), _numbers(local.rows), strict=True)
-    differ = [(a["image"], a["attack"], k, a[k], b.get(k)) for a, b in pairs for k in a if a[k] != b.get(k)]
-    # Measured once: lpips_self of one resumed row 1 float32 ulp apart (0.145349294 vs 0.145349279);
-    # every other value of every row bit-identical. Anything beyond float32 rounding fails.
-    assert all(
-        isinstance(v, float) and math.isclose(v, w, rel_tol=3e-7, abs_tol=1e-9) for *_, v, w in differ
-    ), differ[:8]
+    assert len(resumed.rows) == len(local.rows)
+    assert not _beyond_float32(_numbers(resumed.rows), _numbers(local.rows))
     counts = _keys_in(store)
     assert len(counts) == len(reference) and set(counts.values()) == {1}
 
@@ -255,7 +272,8 @@ def test_cli_engine_ray_writes_the_same_results_csv(ray_local, tmp_path: Path) -
     assert main([*base, "--engine", "ray", "--workers", "2", "--out", str(tmp_path / "ray")]) == 0
     local = _csv_without_timing(tmp_path / "local" / "results.csv")
     remote = _csv_without_timing(tmp_path / "ray" / "results.csv")
-    assert len(local) == 14 and remote == local
+    assert len(local) == 14 and len(remote) == 14
+    assert not _beyond_float32(remote, local)
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
     assert summary["complete"] and summary["cluster"]["engine"] == "ray"
     assert len(summary["cluster"]["workers"]) == 2

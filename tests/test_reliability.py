@@ -263,3 +263,25 @@ def test_targeted_run_whose_target_is_already_the_class_is_refused(tiny: Classif
     result = run_attack("fgsm", tiny, batch, {"target": int(labels[0]), "eps": 0.0})
     assert bool(result.success[0]) and result.info["already_target"][0]  # at the target, and said so
     assert result.info["already_target"][1:] == (labels[1:] == labels[0]).tolist()
+
+
+# ------------------------------------------------------------------------ hosted mode names no server path
+
+
+@pytest.mark.skipif(model_status("alexnet").available, reason="AlexNet weights are installed here")
+def test_hosted_mode_names_no_server_path(monkeypatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from percviz.models.zoo import unavailable_message, weight_path
+
+    status = model_status("alexnet")
+    folder = str(weight_path(status.spec).parent)
+    assert folder in unavailable_message(status)  # local mode says where the file goes
+    monkeypatch.setenv("PERCVIZ_HOSTED", "1")
+    assert folder not in unavailable_message(
+        status
+    ) and "not installed on this server" in unavailable_message(status)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    assert not at.exception
+    shown = " ".join(m.value for m in at.markdown)
+    assert "not installed on this server" in shown and folder not in shown

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -68,11 +69,20 @@ def page_setup(title: str, lead: str, icon: str = "🔬") -> None:
     _hosted_memory()
     st.set_page_config(page_title=f"{title} · percviz", page_icon=icon, layout="wide")
     st.markdown(_CSS, unsafe_allow_html=True)
-    with st.sidebar:
-        for path, label, nav_icon in NAVIGATION:
-            st.page_link(path, label=label, icon=nav_icon)
+    if _runs_as_app():
+        with st.sidebar:
+            for path, label, nav_icon in NAVIGATION:
+                st.page_link(path, label=label, icon=nav_icon)
     st.title(title)
     st.markdown(f'<div class="pv-lead">{lead}</div>', unsafe_allow_html=True)
+
+
+def _runs_as_app() -> bool:
+    """Whether the entry point is app.py (a page run on its own, as tests do, has no other pages)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx is not None and Path(ctx.main_script_path).name == "app.py"
 
 
 @st.cache_resource(show_spinner=False)
@@ -121,7 +131,8 @@ def model_picker(key: str = "model") -> str | None:
     if missing:
         with st.expander(f"{len(missing)} more models need their weights"):
             for s in missing:
-                st.markdown(f"**{s.spec.title}** — {s.how_to_enable}.")
+                how = "not installed on this server" if current_limits().hosted else s.how_to_enable
+                st.markdown(f"**{s.spec.title}** — {how}.")
     return choice
 
 
