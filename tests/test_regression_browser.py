@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _browser import chromium_page, streamlit_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = Path(os.environ.get("PERCVIZ_SHOTS", Path(tempfile.gettempdir()) / "percviz-shots"))
@@ -30,45 +27,10 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = _free_port()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    log = (SHOTS / "streamlit-regression.log").open("w")
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", "app.py", f"--server.port={port}",
-        "--server.address=127.0.0.1", "--server.headless=true", "--browser.gatherUsageStats=false",
-        "--server.fileWatcherType=none",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("streamlit did not start")
-            time.sleep(0.3)
+    with streamlit_server(SHOTS / "streamlit-regression.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
 
 
 def _settle(pg, timeout: float = 400) -> None:
@@ -82,38 +44,29 @@ def _settle(pg, timeout: float = 400) -> None:
 
 
 def test_regression_page_attack_and_fig4(server: str) -> None:
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update"],
-        )  # fmt: skip
-        try:
-            page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
-            page.set_default_timeout(400_000)
-            page.goto(f"{server}/Regression")
-            page.get_by_role("heading", name="Regression").first.wait_for()
-            _settle(page)
-            page.get_by_role("button", name="Run").first.click()
-            page.get_by_text("output PSNR").first.wait_for()
-            _settle(page)
-            page.locator(".js-plotly-plot").first.wait_for()
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(SHOTS / "regression-attack.png"), full_page=True)
-            assert page.locator('[data-testid="stException"]').count() == 0
-            assert "f(x + η)" in page.content()
-            eps = page.get_by_label("ε values (comma-separated; empty = default grid)")
-            eps.fill("0.5, 1, 2")
-            eps.press("Tab")
-            page.get_by_role("button", name="Compute the curve").click()
-            chart = page.locator(".js-plotly-plot").filter(has_text="Output PSNR against ε")
-            chart.first.wait_for()
-            _settle(page)
-            assert page.locator('[data-testid="stException"]').count() == 0
-            content = page.content()
-            assert "quadratic-ℓ2" in content and "random-ℓ2" in content and "linear-ℓ2-10" in content
-            chart.first.scroll_into_view_if_needed()
-            page.wait_for_timeout(800)
-            page.screenshot(path=str(SHOTS / "regression-fig4.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium_page(1440, 1000) as page:
+        page.set_default_timeout(400_000)
+        page.goto(f"{server}/Regression")
+        page.get_by_role("heading", name="Regression").first.wait_for()
+        _settle(page)
+        page.get_by_role("button", name="Run").first.click()
+        page.get_by_text("output PSNR").first.wait_for()
+        _settle(page)
+        page.locator(".js-plotly-plot").first.wait_for()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(SHOTS / "regression-attack.png"), full_page=True)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert "f(x + η)" in page.content()
+        eps = page.get_by_label("ε values (comma-separated; empty = default grid)")
+        eps.fill("0.5, 1, 2")
+        eps.press("Tab")
+        page.get_by_role("button", name="Compute the curve").click()
+        chart = page.locator(".js-plotly-plot").filter(has_text="Output PSNR against ε")
+        chart.first.wait_for()
+        _settle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        content = page.content()
+        assert "quadratic-ℓ2" in content and "random-ℓ2" in content and "linear-ℓ2-10" in content
+        chart.first.scroll_into_view_if_needed()
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(SHOTS / "regression-fig4.png"), full_page=True)
