@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from _browser import CHROMIUM, chromium_page, idle, streamlit_server, verdict_with
 
-pytest.importorskip("playwright.sync_api")
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's Chromium is not installed"),
@@ -73,8 +74,8 @@ def test_live_mode_reruns_as_eps_moves(server: str) -> None:
         page.get_by_role("button", name="Run attack").wait_for()
         idle(page)
         page.get_by_text("Live", exact=True).click()
+        expect(page.get_by_role("button", name="Run attack")).to_have_count(0, timeout=60_000)  # no form
         idle(page)
-        assert page.get_by_role("button", name="Run attack").count() == 0  # no form in live mode
         seen = []
         for eps, shown in (("0.0039", "0.99/255"), ("0.0157", "4.00/255"), ("0.0314", "8.01/255")):
             _set_eps(page, eps)
