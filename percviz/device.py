@@ -13,3 +13,13 @@ def best_device(preferred: str | None = None) -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """True for a device out-of-memory error (CUDA's ``OutOfMemoryError``, MPS's ``RuntimeError``);
+    the accelerator's cached blocks are released so a smaller retry can fit."""
+    if not (isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()):
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return True

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from percviz.attacks.base import AttackResult, get_attack, run_attack
+from percviz.device import out_of_memory
 from percviz.errors import ImageError, ParameterError
 from percviz.explain import explain_scores, gradcam_plus_plus
 from percviz.images import ALLOWED_FORMATS, fit_to_model, load_image, to_numpy, to_uint8
@@ -412,7 +413,31 @@ def run_unit(
     progress: ProgressCallback | None,
 ) -> list[dict[str, Any]] | None:
     """One work unit (a batch of images × one attack × one parameter point): its rows, or ``None``
-    when cancelled. The in-process loop and the Ray workers (:mod:`percviz.ray_engine`) both call it."""
+    when cancelled. The in-process loop and the Ray workers (:mod:`percviz.ray_engine`) both call it.
+
+    A batch the device has no memory for is retried as two halves, down to one image, whose
+    out-of-memory error is raised (the Ray engine turns it into an error row). Rows of a split batch
+    can differ from the unsplit batch's by float32 rounding (batched kernels accumulate differently).
+    """
+    try:
+        return _run_batch(model, chunk, run, seed, explainer, progress)
+    except RuntimeError as exc:
+        if len(chunk) == 1 or not out_of_memory(exc):
+            raise
+    half = (len(chunk) + 1) // 2
+    first = run_unit(model, chunk[:half], run, seed, explainer, progress)
+    second = None if first is None else run_unit(model, chunk[half:], run, seed, explainer, progress)
+    return None if first is None or second is None else first + second
+
+
+def _run_batch(
+    model: Classifier,
+    chunk: Sequence[EvalImage],
+    run: RunSpec,
+    seed: int,
+    explainer: Callable[..., list[dict[str, float | None]]] | None,
+    progress: ProgressCallback | None,
+) -> list[dict[str, Any]] | None:
     x = torch.from_numpy(np.stack([im.pixels for im in chunk])).permute(0, 3, 1, 2).contiguous()
     x = x.to(model.device)
 

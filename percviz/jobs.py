@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 
 from percviz.attacks.base import AttackCancelled, stop_when
+from percviz.device import out_of_memory
 from percviz.errors import PercvizError
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -140,9 +141,7 @@ class Job:
 
 def describe_failure(exc: BaseException) -> str:
     """One sentence for the user; frees GPU memory after an out-of-memory error."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    if out_of_memory(exc):
         return "The device ran out of memory for this job; try a smaller image, batch or fewer steps."
     if isinstance(exc, PercvizError | ValueError):
         return " ".join(str(exc).split())

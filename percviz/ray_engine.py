@@ -14,7 +14,9 @@ a second row), and reports progress in rows across the cluster.
 
 Faults: a worker whose process or node dies is restarted by Ray (``max_restarts``) while its unit
 goes back to the front of the line and runs on the next idle worker, up to
-:data:`MAX_ATTEMPTS` times; a unit that raises (a bad image) is re-run one image at a time so
+:data:`MAX_ATTEMPTS` times; a batch out of device memory is split in halves until it fits
+(:func:`percviz.evaluate.run_unit`); a unit that raises (a bad image, one image out of device memory)
+is re-run one image at a time so
 only the offending images become *error rows* — ``{"key", "image", "attack", …, "error": reason}``
 — stored like any row and listed in :attr:`RayEvaluation.errors`. Cancelling (the progress callback
 returns ``False``, or ``Ctrl-C`` in the driver) cancels the units in flight and ends the workers;

@@ -74,6 +74,27 @@ def make_tiny(seed: int = 0) -> Classifier:
     return Classifier(net, TINY_SPEC)
 
 
+class _DeviceMemory:
+    """A forward pre-hook: a pass over more than ``limit`` images raises CUDA's out-of-memory error,
+    as a full GPU does (a hook, not a ``forward`` override, so feature extractors still trace)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def __call__(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if args[0].shape[0] > self.limit:
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory (test device: {args[0].shape[0]} > {self.limit} images)."
+            )
+
+
+def make_tiny_with_memory_for(limit: int) -> Classifier:
+    """``make_tiny()`` on a device with memory for ``limit`` images per pass."""
+    model = make_tiny()
+    model.net.register_forward_pre_hook(_DeviceMemory(limit))
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny() -> Classifier:
     """A seeded tiny CNN wrapped as a percviz Classifier (CPU, eval, frozen)."""

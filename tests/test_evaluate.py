@@ -261,3 +261,20 @@ def test_benchmark_quick_prints_one_json_line() -> None:
     ratios = figures["attack_ratio_per_pass"]
     assert "pgd" in ratios and all(math.isfinite(v) and v > 0 for v in ratios.values())
     assert figures["peak_rss_mb_one_attack"] > 0
+
+
+def test_batch_without_device_memory_is_split_until_it_fits(tiny: Classifier) -> None:
+    """A batch the device cannot hold is retried in halves; rows equal those of batches that fit (and
+    say their batch size); one image that does not fit raises the device's error."""
+    from conftest import make_tiny_with_memory_for
+
+    images = ev.load_samples(32)[0][:4]
+    runs = ev.make_runs(["fgsm", "pgd"], {"eps": 0.03, "pgd.steps": 3})
+    fitting = ev.evaluate(tiny, images, runs, seed=1, batch=1, explain=False)  # metrics pass x and x_adv: 2
+    split = ev.evaluate(make_tiny_with_memory_for(2), images, runs, seed=1, batch=4, explain=False)
+    strip = ("wall_time_s", "metrics_time_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in split.rows] == [
+        {k: v for k, v in r.items() if k not in strip} for r in fitting.rows
+    ]
+    with pytest.raises(torch.OutOfMemoryError, match="out of memory"):
+        ev.evaluate(make_tiny_with_memory_for(0), images[:2], runs[:1], seed=1, batch=2, explain=False)

@@ -7,6 +7,7 @@ except the ``slow`` CLI tests on the real 224×224 model.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny
+from conftest import make_tiny, make_tiny_with_memory_for
 
 from percviz import evaluate as ev
 from percviz.attacks import run_attack
@@ -194,6 +195,20 @@ def test_bad_image_becomes_error_row(ray_local, images32, tmp_path: Path) -> Non
     again = evaluate_ray(make_tiny, "tiny", images, runs, batch=3, store=store, explain=False)
     assert again.computed == 0 and again.reused == 3 and len(again.errors) == 1
     assert set(_keys_in(store).values()) == {1}
+
+
+def test_out_of_device_memory_retried_smaller_then_reported(ray_local, images32, tmp_path: Path) -> None:
+    """A worker whose device holds 2 images per pass splits a batch of 4 until it fits (rows as at
+    batch 1); a device that holds none gives one error row per image with the device's reason."""
+    images, runs = images32[:4], ev.make_runs(["fgsm"], {"eps": 0.03})
+    small = functools.partial(make_tiny_with_memory_for, 2)
+    fitted = evaluate_ray(small, "tiny", images, runs, batch=4, store=tmp_path / "a.jsonl", explain=False)
+    alone = ev.evaluate(make_tiny(), images, runs, batch=1, explain=False)
+    assert not fitted.errors and not _beyond_float32(_numbers(fitted.rows), _numbers(alone.rows))
+    none = functools.partial(make_tiny_with_memory_for, 0)
+    failed = evaluate_ray(none, "tiny", images, runs, batch=4, store=tmp_path / "b.jsonl", explain=False)
+    assert not failed.rows and [r["image"] for r in failed.errors] == [im.name for im in images]
+    assert all("out of memory" in r["error"] for r in failed.errors)
 
 
 def test_hosted_queue_runs_jobs_on_ray_workers(ray_local, tiny, photos32, monkeypatch) -> None:
