@@ -419,38 +419,26 @@ def run_unit(
     out-of-memory error is raised (the Ray engine turns it into an error row). Rows of a split batch
     can differ from the unsplit batch's by float32 rounding (batched kernels accumulate differently).
     """
-    try:
-        return _run_batch(model, chunk, run, seed, explainer, progress)
-    except RuntimeError as exc:
-        if len(chunk) == 1 or not out_of_memory(exc):
-            raise
-    half = (len(chunk) + 1) // 2
-    first = run_unit(model, chunk[:half], run, seed, explainer, progress)
-    second = None if first is None else run_unit(model, chunk[half:], run, seed, explainer, progress)
-    return None if first is None or second is None else first + second
-
-
-def _run_batch(
-    model: Classifier,
-    chunk: Sequence[EvalImage],
-    run: RunSpec,
-    seed: int,
-    explainer: Callable[..., list[dict[str, float | None]]] | None,
-    progress: ProgressCallback | None,
-) -> list[dict[str, Any]] | None:
-    x = torch.from_numpy(np.stack([im.pixels for im in chunk])).permute(0, 3, 1, 2).contiguous()
-    x = x.to(model.device)
 
     def inner(record: dict[str, Any]) -> bool | None:
         if progress is None:
             return None
         return progress({"stage": "iteration", "attack": run.attack, **record})
 
-    started = time.perf_counter()
-    result = run_attack(run.attack, model, x, run.params, seed=seed, progress=inner)
-    if result.cancelled:
-        return None
-    rows = result_rows(model, result, chunk, seed, explainer=explainer)
+    try:
+        x = torch.from_numpy(np.stack([im.pixels for im in chunk])).permute(0, 3, 1, 2).contiguous()
+        started = time.perf_counter()
+        result = run_attack(run.attack, model, x.to(model.device), run.params, seed=seed, progress=inner)
+        if result.cancelled:
+            return None
+        rows = result_rows(model, result, chunk, seed, explainer=explainer)
+    except RuntimeError as exc:
+        if len(chunk) == 1 or not out_of_memory(exc):
+            raise
+        half = (len(chunk) + 1) // 2
+        first = run_unit(model, chunk[:half], run, seed, explainer, progress)
+        second = None if first is None else run_unit(model, chunk[half:], run, seed, explainer, progress)
+        return None if first is None or second is None else first + second
     extra = (time.perf_counter() - started - result.wall_time) / len(chunk)
     for row in rows:
         row["metrics_time_s"] = extra
