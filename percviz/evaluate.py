@@ -27,10 +27,13 @@ random starts draw their noise per batch, so their rows depend (slightly) on the
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import math
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -459,8 +462,7 @@ def result_rows(
     x, x_adv = result.x.to(model.device), result.x_adv.to(model.device)
     quantised = torch.from_numpy(to_uint8(to_numpy(result.x_adv)).astype(np.float32) / 255.0)
     quantised = quantised.permute(0, 3, 1, 2).to(model.device)
-    tag = f"{model.spec.id}@{model.device}"
-    originals = _original_cache(model, tag, x, images)
+    originals = _originals(model, x, images)
     probs = torch.softmax(model(torch.cat([x_adv, quantised])).float(), 1).cpu()
     p_before = torch.stack([originals[i][0] for i in range(n)])
     p_after, png_pred = probs[:n], probs[n:].argmax(1)
@@ -528,57 +530,72 @@ def result_rows(
     return rows
 
 
-_CAM_CACHE: dict[tuple[str, str, int], np.ndarray] = {}
-_ORIGINAL_CACHE: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
-_ORIGINAL_CACHE_SIZE = 64
+class PerModelCache:
+    """Values computed once per (model instance, key) and kept while the model lives; thread-safe,
+    at most ``size`` values per model. Keyed by the instance, never by its id string, so two models
+    that share an id (a retrained checkpoint, a test double) never see each other's values."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: weakref.WeakKeyDictionary[Classifier, dict[Any, Any]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, model: Classifier, key: Any, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            values = self._values.setdefault(model, {})
+            if key in values:
+                return values[key]
+        value = compute()
+        with self._lock:
+            if len(values) >= self.size:
+                values.clear()
+            values[key] = value
+        return value
 
 
-def _original_cache(
-    model: Classifier, tag: str, x: torch.Tensor, images: Sequence[EvalImage]
+_ORIGINALS = PerModelCache(64)
+_CAMS = PerModelCache(512)
+
+
+def _originals(
+    model: Classifier, x: torch.Tensor, images: Sequence[EvalImage]
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Class probabilities and φ (Laidlaw et al. features) of each original, computed once per image content."""
-    keys = [(tag, im.sha256) for im in images]
-    missing = [i for i, k in enumerate(keys) if k not in _ORIGINAL_CACHE]
-    if missing:
-        sub = x[missing]
-        probs = torch.softmax(model(sub).float(), 1).cpu()
-        phi = perceptual_features(model, sub).cpu()
-        if len(_ORIGINAL_CACHE) + len(missing) > _ORIGINAL_CACHE_SIZE:
-            _ORIGINAL_CACHE.clear()
-        for j, i in enumerate(missing):
-            _ORIGINAL_CACHE[keys[i]] = (probs[j], phi[j])
-    found = {k: _ORIGINAL_CACHE.get(k) for k in keys}
-    if any(v is None for v in found.values()):  # cleared concurrently: compute directly
-        probs = torch.softmax(model(x).float(), 1).cpu()
-        phi = perceptual_features(model, x).cpu()
-        return [(probs[i], phi[i]) for i in range(len(keys))]
-    return [found[k] for k in keys]  # type: ignore[misc]
+    """Class probabilities and φ (Laidlaw et al. features) of each original, computed once per model
+    and image content, each image alone: batched kernels round differently, and a row must not depend
+    on which batch, run or worker first saw its image."""
+
+    def original(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        one = x[i : i + 1]
+        return torch.softmax(model(one).float(), 1)[0].cpu(), perceptual_features(model, one)[0].cpu()
+
+    return [
+        _ORIGINALS.get(model, (str(model.device), im.sha256), functools.partial(original, i))
+        for i, im in enumerate(images)
+    ]
 
 
 def _explainer() -> Callable[..., list[dict[str, float | None]]]:
     """Pochimireddy et al. 2021 §V-B scores at threshold 0.11 from :mod:`percviz.explain`.
 
     The GradCAM++ map of an original image does not depend on the attack, so it is computed once
-    per (model, image content, class) and kept (at most 512 maps) for the other runs and probes.
+    per (model, image content, class), each image alone (as :func:`_originals`), and kept (at most
+    512 maps per model) for the other runs and probes.
     """
-    cams = _CAM_CACHE
 
     def run(
         model: Classifier, x: torch.Tensor, smap: torch.Tensor, labels: torch.Tensor, keys: Sequence[str]
     ) -> list[dict[str, float | None]]:
-        tag = f"{model.spec.id}@{model.device}"
-        wanted = [(tag, k, int(c)) for k, c in zip(keys, labels.tolist(), strict=True)]
-        missing = [i for i, w in enumerate(wanted) if w not in cams]
-        if missing:
-            maps = gradcam_plus_plus(model, x[missing], [wanted[i][2] for i in missing])
-            if len(cams) > 512:
-                cams.clear()
-            for j, i in enumerate(missing):
-                cams[wanted[i]] = maps.cam[j]
+        def cam(i: int, label: int) -> np.ndarray:
+            return gradcam_plus_plus(model, x[i : i + 1], [label]).cam[0]
+
+        cams = [
+            _CAMS.get(model, (str(model.device), k, c), functools.partial(cam, i, c))
+            for i, (k, c) in enumerate(zip(keys, labels.tolist(), strict=True))
+        ]
         maps = smap.permute(0, 2, 3, 1).cpu().numpy()
         out = []
-        for i, w in enumerate(wanted):
-            scores = explain_scores(maps[i], cams[w], EXPLAIN_THRESHOLD)
+        for i, reference_cam in enumerate(cams):
+            scores = explain_scores(maps[i], reference_cam, EXPLAIN_THRESHOLD)
             out.append({k: _none_if_nan(scores.get(k)) for k in EXPLAIN_COLUMNS})
         return out
 

@@ -70,10 +70,12 @@ def _numbers(rows: list[dict]) -> list[dict]:
 def _beyond_float32(a_rows: list[dict], b_rows: list[dict]) -> list[tuple]:
     """Values that differ by more than float32 accumulation (1e-5 relative); labels, flags, text exactly.
 
-    Measured on 2 cores: most runs bit-identical; in two of four full-suite runs a few values of a Ray
-    worker's rows came out a few float32 ulps from the in-process ones (lpips_self 0.145349294 vs
-    0.145349279; prob_before 0.393153518 vs 0.393153340), predictions and successes equal. The cause
-    (kernel choice or threading inside the worker process) is not found yet."""
+    Used where the two sides run in separate processes (the CLI). Measured on 2 cores: in two of four
+    full-suite runs a few values came out a few float32 ulps apart (prob_before 0.393153518 vs
+    0.393153340). One cause was found and removed: the originals' probabilities and features were
+    cached by model id and computed in whichever batch first saw the image, so a row depended on the
+    process's history; they are now computed one image at a time, per model instance.
+    """
     out = []
     for a, b in zip(a_rows, b_rows, strict=True):
         for k in a.keys() | b.keys():
