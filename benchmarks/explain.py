@@ -20,11 +20,11 @@ import torch
 from pytorch_grad_cam import GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from percviz.analysis.explain import explain_scores, gradcam_plus_plus, mean_scores, resolve_layer
+from percviz.analysis.views import ssim_maps
 from percviz.attacks import registry, run_attack
-from percviz.explain import explain_scores, gradcam_plus_plus, mean_scores, resolve_layer
 from percviz.images import fit_to_model, load_sample, sample_names, to_tensor
 from percviz.models import Classifier, load_model
-from percviz.views import ssim_maps
 
 ATTACKS: list[tuple[str, dict[str, float]]] = [
     ("fpgap", {"eps2": 0.005, "steps": 50}),  # Pochimireddy et al. ImageNet preset

@@ -47,9 +47,9 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from percviz.analysis.metrics import perceptual_distance, perturbation_norms, ssim  # noqa: E402
 from percviz.attacks import run_attack  # noqa: E402
 from percviz.images import fit_to_model, load_sample, to_tensor  # noqa: E402
-from percviz.metrics import perceptual_distance, perturbation_norms, ssim  # noqa: E402
 from percviz.models import load_model  # noqa: E402
 
 NOT_INSTALLED = "peer not installed"

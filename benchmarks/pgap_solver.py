@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import torch
 
-from percviz import qcqp
+from percviz.analysis.metrics import s1_s2
+from percviz.attacks.solvers import qcqp
 from percviz.images import fit_to_model, load_sample, to_tensor
-from percviz.metrics import s1_s2
 
 PHOTOS = ("chelsea", "coffee", "rocket")
 CONFIGS = ((0.0, 0.01), (0.05, 0.1))  # (eps1, eps2)

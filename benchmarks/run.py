@@ -12,7 +12,7 @@ through the ratios. Rows:
 - ours vs torchattacks PGD (same model, image, ε, step, steps): time ratio and both success rates;
   ours returns success and re-measured metrics (one more forward, SSIM), so the ratio is also given
   against torchattacks followed by the forward that tells its success;
-- PGAP: the exact solver (``percviz.qcqp.solve_exact``) vs cvxpy at 64×64 (speed-up, objective
+- PGAP: the exact solver (``percviz.attacks.solvers.qcqp.solve_exact``) vs cvxpy at 64×64 (speed-up, objective
   agreement) and one exact solve at 224×224;
 - one smoothing solve (50 CG iterations, α = 0.997) and one magnification, both at the run's size
   (``benchmarks/smoothing.py``'s ``measure``);

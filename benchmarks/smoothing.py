@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
+from percviz.analysis.magnification import magnify
+from percviz.attacks.solvers.smoothing import LaplacianSmoother, conjugate_gradient, image_graph
 from percviz.images import fit_to_model, load_sample, to_tensor
-from percviz.magnification import magnify
-from percviz.smoothing import LaplacianSmoother, conjugate_gradient, image_graph
 
 
 def _photo(size: int) -> torch.Tensor:

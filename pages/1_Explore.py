@@ -4,8 +4,8 @@ import streamlit as st
 
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
-from percviz.hosted import check_params, current_limits
 from percviz.recipes import Recipe
+from percviz.serving.hosted import check_params, current_limits
 from ui import jobs, results, teach, urlstate, views
 from ui.common import image_input, page_setup
 from ui.models import model_choice_with_own, other_models_top5

@@ -7,8 +7,8 @@ import streamlit as st
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
-from percviz.hosted import check_params, current_limits
 from percviz.models.classifier import imagenet_labels
+from percviz.serving.hosted import check_params, current_limits
 from ui import jobs, results, views
 from ui.common import image_input, model_choice, page_setup, render_done, short_label
 from ui.params import attack_block

@@ -8,8 +8,8 @@ from percviz import evaluate as ev
 from percviz import figures as pv_figures
 from percviz.attacks.base import AttackSpec, registry
 from percviz.errors import PercvizError
-from percviz.hosted import current_limits
 from percviz.images import SAMPLES, fit_to_model
+from percviz.serving.hosted import current_limits
 from ui import jobs, results, views
 from ui.common import cached_sample, image_input, model_choice, page_setup, render_done
 from ui.params import around_default, attack_block, check_sweep_size, numeric_params, parse_values, run_button

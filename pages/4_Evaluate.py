@@ -12,8 +12,8 @@ from percviz import evaluate as ev
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
-from percviz.hosted import check_params, current_limits
 from percviz.images import SAMPLES, fit_to_model
+from percviz.serving.hosted import check_params, current_limits
 from ui import jobs, views
 from ui.common import (
     UPLOAD_TYPES,

@@ -4,7 +4,7 @@ import streamlit as st
 
 from percviz.attacks.base import AttackSpec, registry
 from percviz.errors import PercvizError
-from percviz.hosted import check_params, current_limits
+from percviz.serving.hosted import check_params, current_limits
 from ui.common import formula_lines, page_setup
 from ui.params import describe_params
 

@@ -292,7 +292,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def own_models_help() -> list[str]:
     """How to use your own model, as printed by ``percviz models``."""
-    from percviz.hosted import current_limits
+    from percviz.serving.hosted import current_limits
 
     if not current_limits().allow_custom_models:
         return ["Own models are turned off on this server (hosted mode)."]
@@ -418,7 +418,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     np.save(out / "adversarial.npy", adversarial.astype(np.float32))
     report = build_report(outcome)
     if args.maps:
-        from percviz.views import save_maps
+        from percviz.analysis.views import save_maps
 
         save_maps(outcome.result, outcome.model, out)
     (out / "result.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -4,7 +4,7 @@ What it computes:
 
 - per image and attack run: prediction before/after, success, SSIM, PSNR, S1, S2, L0/L2/L∞,
   the self-bounded perceptual distance (Laidlaw et al. 2021) (``lpips_self``), whether the 8-bit PNG is still adversarial,
-  passes, wall time, and (unless ``explain=False``) the Pochimireddy et al. 2021 §V-B :mod:`percviz.explain`
+  passes, wall time, and (unless ``explain=False``) the Pochimireddy et al. 2021 §V-B :mod:`percviz.analysis.explain`
   explainability scores at noise threshold 0.11 (precision, recall, IOU, IOU-outside);
 - per run (attack + parameters): the fooling rate of Pochimireddy et al. 2021 §V-A, the success probability
   ``P_suc``, the conditional mean distortion ``D̄`` (mean L2 over successes) and the operating
@@ -42,12 +42,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from percviz.analysis.explain import explain_scores, gradcam_plus_plus
+from percviz.analysis.metrics import SSIM_RADIUS, perceptual_features, psnr, ssim, ssim_map
 from percviz.attacks.base import AttackResult, get_attack, run_attack
 from percviz.device import out_of_memory
 from percviz.errors import ImageError, ParameterError
-from percviz.explain import explain_scores, gradcam_plus_plus
 from percviz.images import ALLOWED_FORMATS, fit_to_model, load_image, to_numpy, to_uint8
-from percviz.metrics import SSIM_RADIUS, perceptual_features, psnr, ssim, ssim_map
 from percviz.models import Classifier
 
 ProgressCallback = Callable[[dict[str, Any]], bool | None]
@@ -575,7 +575,7 @@ def _originals(
 
 
 def _explainer() -> Callable[..., list[dict[str, float | None]]]:
-    """Pochimireddy et al. 2021 §V-B scores at threshold 0.11 from :mod:`percviz.explain`.
+    """Pochimireddy et al. 2021 §V-B scores at threshold 0.11 from :mod:`percviz.analysis.explain`.
 
     The GradCAM++ map of an original image does not depend on the attack, so it is computed once
     per (model, image content, class), each image alone (as :func:`_originals`), and kept (at most

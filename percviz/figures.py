@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from percviz.evaluate import run_label
-from percviz.explain import CAM_THRESHOLD, NOISE_THRESHOLD, confusion, explain_scores, noise_map
-from percviz.views import (
+from percviz.analysis.explain import CAM_THRESHOLD, NOISE_THRESHOLD, confusion, explain_scores, noise_map
+from percviz.analysis.views import (
     REGION_COLOURS,
     REGION_LABELS,
     ViewArrays,
@@ -41,6 +40,7 @@ from percviz.views import (
     ssim_maps,
     to_unit,
 )
+from percviz.evaluate import run_label
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -436,7 +436,7 @@ def curve_figure(
 ) -> go.Figure:
     """Pochimireddy et al. 2021 Fig. 5: precision, recall, IOU and IOU-outside against the noise threshold.
 
-    ``curve`` is :func:`percviz.explain.explain_curve`'s dict (scores in [0, 1]). Undefined
+    ``curve`` is :func:`percviz.analysis.explain.explain_curve`'s dict (scores in [0, 1]). Undefined
     values (``None``, a 0/0 ratio) are gaps, never zeros. The fraction of pixels perturbed is in
     the legend, hidden until clicked. A dashed line marks ``threshold``, a dotted one Table I's.
     The x axis ends a little after the last threshold that still leaves a pixel in N (beyond it
@@ -564,8 +564,8 @@ def figure_row(
     result: AttackResult, model: torch.nn.Module, index: int = 0, title: str | None = None
 ) -> FigureRow:
     """A :class:`FigureRow` from an attack result (computes SSIM maps and the original's CAM)."""
+    from percviz.analysis.explain import gradcam_plus_plus
     from percviz.attacks.base import get_attack
-    from percviz.explain import gradcam_plus_plus
     from percviz.models import predict
 
     x, x_adv = result.x[index : index + 1], result.x_adv[index : index + 1]

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from percviz.analysis.metrics import compare_images
 from percviz.attacks.base import AttackResult, ProgressCallback, run_attack
 from percviz.errors import ImageError, RecipeError
 from percviz.images import LoadedImage, fit_to_model, load_image, load_sample, to_numpy, to_tensor, to_uint8
-from percviz.metrics import compare_images
 from percviz.models import Classifier, load_model, predict
 from percviz.recipes import ImageRef, Recipe, environment_versions, file_sha256
 

@@ -22,7 +22,7 @@ only the offending images become *error rows* â€” ``{"key", "image", "attack", â
 returns ``False``, or ``Ctrl-C`` in the driver) cancels the units in flight and ends the workers;
 finished rows stay in the store, so the next run resumes.
 
-Hosted compute (:class:`RayDispatcher`): the compute queue of :mod:`percviz.jobs` keeps its line,
+Hosted compute (:class:`RayDispatcher`): the compute queue of :mod:`percviz.serving.jobs` keeps its line,
 caps, cancel and time limit, and hands each running job to a Ray worker (one per slot, one GPU
 each when the cluster has GPUs). Models captured by a job travel by id: each worker loads its own
 copy once (:func:`register_model_factory` for models outside the zoo).

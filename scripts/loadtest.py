@@ -310,9 +310,9 @@ def card(snap: dict[str, Any], name: str) -> str:
 def solo_results(sessions: list[Session]) -> None:
     """Each session's run computed alone in this process, as the page shows it: the verdict's start
     (labels and probabilities), SSIM, PSNR and L∞ (``Session.solo``)."""
+    from percviz.analysis.metrics import compare_images
     from percviz.attacks import run_attack
     from percviz.images import fit_to_model, load_sample, to_tensor
-    from percviz.metrics import compare_images
     from percviz.models import load_model, predict
 
     model = load_model("efficientnet_lite0", "cpu")
@@ -396,7 +396,7 @@ async def settle(url: str, pid: int, browser: Any, ttl: int) -> dict[str, float]
     """RSS once no session is left: wait out the TTL, let a probe session connect and leave
     (Streamlit drops expired sessions when another one disconnects), give hosted mode's memory
     release one period, and read VmRSS."""
-    from percviz.hosted import RELEASE_INTERVAL_S
+    from percviz.serving.hosted import RELEASE_INTERVAL_S
 
     await asyncio.sleep(ttl + 2)
     probe = await browser.new_context()
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.sessions <= MAX_SESSIONS or not 1 <= args.ttl <= 120 or not 1 <= args.slots <= MAX_SLOTS:
         parser.error(f"--sessions must be 1–{MAX_SESSIONS}, --slots 1–{MAX_SLOTS} and --ttl 1–120")
     log = args.log or Path(tempfile.mkdtemp(prefix="percviz-loadtest-")) / "streamlit.log"
-    from percviz.jobs import INJECT_OOM_ENV
+    from percviz.serving.jobs import INJECT_OOM_ENV
 
     env = {INJECT_OOM_ENV: "0"} if args.scenario == "fault" else {}
     if args.scenario == "load":
@@ -642,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.scenario == "fault":
             work = fault_scenario(url, proc.pid)
         else:
-            from percviz.jobs import SHUTDOWN_GRACE_S
+            from percviz.serving.jobs import SHUTDOWN_GRACE_S
 
             work = sigterm_scenario(url, proc, SHUTDOWN_GRACE_S + 20)
         report = asyncio.run(asyncio.wait_for(work, args.timeout))

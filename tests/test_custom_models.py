@@ -12,9 +12,9 @@ import torch
 from conftest import TINY_SPEC, make_tiny
 from torch import nn
 
+from percviz.analysis.explain import gradcam_plus_plus
 from percviz.cli import main
 from percviz.errors import PercvizError
-from percviz.explain import gradcam_plus_plus
 from percviz.models import build_classifier, load_model, predict
 from percviz.models.custom import (
     ModelFileError,

@@ -13,7 +13,7 @@ from pytorch_grad_cam import GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from percviz.explain import (
+from percviz.analysis.explain import (
     confusion,
     explain_curve,
     explain_pair,
@@ -99,7 +99,7 @@ def test_gradcam_shares_weights_and_leaves_model_clean(tiny, photos32):
     assert _hook_count(tiny) == 0
     assert not any(p.requires_grad for p in tiny.parameters())
     assert all(p.grad is None for p in tiny.parameters())
-    from percviz.explain import _CAM_NETS
+    from percviz.analysis.explain import _CAM_NETS
 
     private = _CAM_NETS[tiny].net
     shared = {p.data_ptr() for p in tiny.parameters()}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 
-from percviz.jobs import INJECT_OOM_ENV, ComputeQueue, describe_failure
+from percviz.serving.jobs import INJECT_OOM_ENV, ComputeQueue, describe_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "test-output"

@@ -10,8 +10,8 @@ import torch
 
 from percviz.attacks import run_attack
 from percviz.errors import ParameterError
-from percviz.hosted import HOSTED, LOCAL, check_image_size, check_params, current_limits
-from percviz.jobs import ComputeQueue, QueueFullError
+from percviz.serving.hosted import HOSTED, LOCAL, check_image_size, check_params, current_limits
+from percviz.serving.jobs import ComputeQueue, QueueFullError
 
 
 def _wait_all(jobs, timeout: float = 60.0) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from percviz.magnification import joint_bilateral, magnify, shared_scale, to_display, window_radius
+from percviz.analysis.magnification import joint_bilateral, magnify, shared_scale, to_display, window_radius
 
 
 def _reference_magnify(x: np.ndarray, beta: float, ss: float, sr: float) -> np.ndarray:

@@ -9,9 +9,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from percviz.errors import ModelUnavailableError
-from percviz.images import fit_to_model, load_sample, to_tensor
-from percviz.metrics import (
+from percviz.analysis.metrics import (
     C1,
     C2,
     CalibratedLPIPS,
@@ -25,6 +23,8 @@ from percviz.metrics import (
     ssim,
     ssim_map,
 )
+from percviz.errors import ModelUnavailableError
+from percviz.images import fit_to_model, load_sample, to_tensor
 
 
 def _pair(name: str, size: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -142,7 +142,7 @@ def test_qpgd_paper_presets_use_margin_loss() -> None:
 def test_exact_solver_reports_a_true_duality_gap(eps1: float, eps2: float) -> None:
     """The gap is D(λ, ν) − gᵀy with D the dual function: ≈ 0 at the solver's multipliers, > 0 at
     others (weak duality), and D bounds cvxpy's optimum from above."""
-    from percviz import qcqp
+    from percviz.attacks.solvers import qcqp
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(3, 3 * 12 * 12, generator=gen, dtype=torch.float64)

@@ -11,6 +11,7 @@ import torch
 import torchvision
 from conftest import make_tiny
 
+from percviz.analysis.metrics import gaussian_blur, perceptual_distance, perceptual_features
 from percviz.attacks import run_attack
 from percviz.attacks.perceptual import (
     fast_lpa_passes,
@@ -19,10 +20,9 @@ from percviz.attacks.perceptual import (
     ppgd_passes,
     preset_bound,
 )
+from percviz.attacks.solvers.projections import bisection, newton
 from percviz.errors import ModelUnavailableError, ParameterError
-from percviz.metrics import gaussian_blur, perceptual_distance, perceptual_features
 from percviz.models import Classifier, get_spec, model_status
-from percviz.projections import bisection, newton
 
 TOL = 1e-4
 

@@ -25,9 +25,9 @@ from conftest import make_tiny, make_tiny_with_memory_for
 
 from percviz import evaluate as ev
 from percviz.attacks import run_attack
-from percviz.jobs import ComputeQueue, QueueFullError
 from percviz.models import Classifier
 from percviz.ray_engine import evaluate_ray, register_model_factory
+from percviz.serving.jobs import ComputeQueue, QueueFullError
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("wall_time_s", "metrics_time_s")
@@ -258,9 +258,9 @@ def test_percviz_never_imports_ray_without_the_engine(tmp_path: Path) -> None:
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
         "from conftest import make_tiny\n"
-        "import percviz.cli, percviz.jobs, percviz.hosted\n"
+        "import percviz.cli, percviz.serving.jobs, percviz.serving.hosted\n"
         "from percviz import evaluate as ev\n"
-        "q = percviz.jobs.ComputeQueue(time_limit_s=0)\n"
+        "q = percviz.serving.jobs.ComputeQueue(time_limit_s=0)\n"
         "job = q.submit(lambda p: ev.evaluate(make_tiny(), ev.load_samples(32, ['chelsea'])[0],"
         " ev.make_runs(['fgsm']), explain=False).rows)\n"
         "assert job.wait(60) and job.status == 'done', job.error\n"

@@ -16,9 +16,9 @@ from torch import nn
 from percviz.attacks import get_attack, registry, run_attack
 from percviz.attacks.base import AttackCancelled, AttackContext, stop_when
 from percviz.errors import ModelUnavailableError, ParameterError
-from percviz.hosted import COST_LIMITS, HOSTED, LOCAL, check_params, declared_loop_params
-from percviz.jobs import ComputeQueue, QueueClosedError
 from percviz.models import Classifier, ModelSpec, model_status
+from percviz.serving.hosted import COST_LIMITS, HOSTED, LOCAL, check_params, declared_loop_params
+from percviz.serving.jobs import ComputeQueue, QueueClosedError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from percviz.analysis.magnification import magnify, to_display
+from percviz.analysis.metrics import gaussian_blur
 from percviz.attacks import run_attack
 from percviz.attacks.base import AttackContext, get_attack
 from percviz.attacks.cw import ClipBox, lagrangian_search, margin_loss
-from percviz.magnification import magnify, to_display
-from percviz.metrics import gaussian_blur
+from percviz.attacks.solvers.smoothing import image_graph, laplacian_energy
 from percviz.models import Classifier
-from percviz.smoothing import image_graph, laplacian_energy
 
 OUT = Path(__file__).resolve().parents[1] / "test-output"
 QUICK = {"steps": 10, "search_steps": 1, "step_size": 0.02, "c": 1.0}

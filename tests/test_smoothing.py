@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from percviz.smoothing import (
+from percviz.attacks.solvers.smoothing import (
     LaplacianSmoother,
     conjugate_gradient,
     image_graph,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from percviz import qcqp
+from percviz.analysis.metrics import s1_s2
 from percviz.attacks import run_attack
+from percviz.attacks.solvers import qcqp
 from percviz.errors import ParameterError
-from percviz.metrics import s1_s2
 
 TOL = 1e-6
 

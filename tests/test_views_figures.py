@@ -10,8 +10,22 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+from percviz.analysis.explain import explain_curve, explain_scores, gradcam_plus_plus
+from percviz.analysis.metrics import ssim
+from percviz.analysis.views import (
+    REGION_COLOURS,
+    abs_diff,
+    as_hwc,
+    colourize,
+    compute_views,
+    nice_gain,
+    overlay,
+    perturbation_view,
+    region_colours,
+    save_maps,
+    ssim_maps,
+)
 from percviz.attacks import run_attack
-from percviz.explain import explain_curve, explain_scores, gradcam_plus_plus
 from percviz.figures import (
     CAM_ALPHA,
     FigureRow,
@@ -33,20 +47,6 @@ from percviz.figures import (
     ssim_floor,
     ssim_scale,
     static_figure,
-)
-from percviz.metrics import ssim
-from percviz.views import (
-    REGION_COLOURS,
-    abs_diff,
-    as_hwc,
-    colourize,
-    compute_views,
-    nice_gain,
-    overlay,
-    perturbation_view,
-    region_colours,
-    save_maps,
-    ssim_maps,
 )
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}

@@ -14,11 +14,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from percviz.errors import PercvizError
-from percviz.hosted import Limits, check_image_size, current_limits, start_memory_release
 from percviz.images import SAMPLES, LoadedImage, fit_to_model, load_image, load_sample
-from percviz.jobs import ComputeQueue
 from percviz.models import Classifier, Prediction, all_model_status, load_model
 from percviz.recipes import ImageRef
+from percviz.serving.hosted import Limits, check_image_size, current_limits, start_memory_release
+from percviz.serving.jobs import ComputeQueue
 
 ACCENT = "#3b5bdb"
 ADVERSARIAL = "#e8590c"
@@ -381,7 +381,7 @@ def short_label(label: str, limit: int = 18) -> str:
 
 def one_sentence(exc: BaseException) -> str:
     """What the user reads when something fails: one sentence, never a traceback."""
-    from percviz.jobs import describe_failure
+    from percviz.serving.jobs import describe_failure
 
     return describe_failure(exc)
 

@@ -1,6 +1,6 @@
 """Background runs for one session: submit to the shared compute queue, show progress, cancel.
 
-The work runs in a queue thread (``percviz.jobs``); the page script polls it with a progress bar.
+The work runs in a queue thread (``percviz.serving.jobs``); the page script polls it with a progress bar.
 Any widget interaction reruns the script and polling resumes; the Cancel button's callback asks
 the job to stop at its next progress report, and so does a session that stops while it waits
 (its browser disconnected: Streamlit stops the script), so a departed user never holds the compute
@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.scriptrunner import StopException
 
-from percviz.jobs import Job, QueueFullError
+from percviz.serving.jobs import Job, QueueFullError
 from ui.common import compute_queue, session_owner
 
 POLL_S = 0.2

@@ -20,9 +20,9 @@ import streamlit as st
 from percviz.errors import PercvizError
 from percviz.evaluate import EvalImage, RunSpec
 from percviz.figures import transfer_figure
-from percviz.hosted import current_limits
 from percviz.models import Classifier, all_model_status
 from percviz.models.custom import model_ref
+from percviz.serving.hosted import current_limits
 from percviz.transfer import TransferMatrix, top_predictions, transfer_matrix
 from ui import jobs, views
 from ui.common import cached_model, model_choice

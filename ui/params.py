@@ -15,8 +15,8 @@ import streamlit as st
 
 from percviz.attacks.base import AttackSpec, Param
 from percviz.errors import ParameterError, PercvizError
-from percviz.hosted import Limits
 from percviz.models.classifier import imagenet_labels
+from percviz.serving.hosted import Limits
 
 T = TypeVar("T")
 

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from percviz import evaluate as ev
+from percviz.analysis.metrics import compare_images
 from percviz.attacks.base import AttackResult, get_attack, run_attack
 from percviz.figures import FigureRow, row_from_views
-from percviz.hosted import Limits, check_params, current_limits
 from percviz.images import to_tensor
-from percviz.metrics import compare_images
 from percviz.models import Classifier, Prediction, predict
+from percviz.serving.hosted import Limits, check_params, current_limits
 
 Progress = Callable[[dict[str, Any]], bool]
 
@@ -88,7 +88,7 @@ def compare_work(
 ) -> Callable[[Progress], Comparison]:
     """Several attacks on one image; with ``match=(metric, target)`` each attack's strength is first
     searched (percviz.evaluate.match_quality) so all reach the same SSIM/PSNR."""
-    from percviz.views import compute_views
+    from percviz.analysis.views import compute_views
 
     x = to_tensor(pixels, model.device)
     image = ev.EvalImage.from_pixels(name, pixels)
@@ -154,7 +154,7 @@ def check_sweep(
 
     ``swept`` maps each swept parameter to its values (a float such as ``1000.0`` for ``steps``
     counts like the integer); raises :class:`percviz.errors.ParameterError` naming the first
-    value above a cap (:func:`percviz.hosted.check_params`, which reads the registry's
+    value above a cap (:func:`percviz.serving.hosted.check_params`, which reads the registry's
     iteration and cost parameters).
     """
     values = {**dict(params), **{name: list(v) for name, v in swept.items()}}
@@ -287,7 +287,7 @@ def evaluate_work(
                         progress=tagged(progress, i + 1, parts, f"matching {run.attack}"),
                     )
                 except Exception as exc:  # one attack without a strength parameter must not lose the rest
-                    from percviz.jobs import describe_failure
+                    from percviz.serving.jobs import describe_failure
 
                     matched.append({"attack": run.attack, "note": describe_failure(exc)})
                     continue

@@ -1,4 +1,4 @@
-"""Every view of one result, as Streamlit tabs (figures from ``percviz.figures``, arrays from ``percviz.views``).
+"""Every view of one result, as Streamlit tabs (figures from ``percviz.figures``, arrays from ``percviz.analysis.views``).
 
 ``precompute`` runs once per result in the worker thread (GradCAM++ needs the model); the tabs
 only arrange cached arrays into cached figures, so switching a tab or moving a view control never
@@ -14,8 +14,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from percviz import figures as pv_figures
-from percviz import views as pv_views
-from percviz.explain import NOISE_THRESHOLD, explain_curve, explain_report
+from percviz.analysis import views as pv_views
+from percviz.analysis.explain import NOISE_THRESHOLD, explain_curve, explain_report
 from percviz.models import Classifier
 from percviz.models.classifier import imagenet_labels
 

@@ -511,7 +511,7 @@ def run_attack(
     original image (:func:`judge_bounds`). The input tensor is never modified.
     """
     from percviz.attacks.checks import measure_constraints
-    from percviz.hosted import enforce
+    from percviz.serving.hosted import enforce
 
     spec = get_attack(attack_id)
     if spec.task != "classification":

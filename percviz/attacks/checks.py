@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from percviz.metrics import perturbation_norms, s1_s2, ssim
+from percviz.analysis.metrics import perturbation_norms, s1_s2, ssim
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """PPGD, LPA and Fast-LPA, bounded by the neural perceptual distance (Laidlaw et al. 2021 §3–5, App. A).
 
 The threat model is ``d(x̃, x) = |φ(x̃) − φ(x)|₂ ≤ ε`` (§3, eq. 3) with ``φ`` the channel-normalised,
-size-scaled activations of a *distance network* (:func:`percviz.metrics.perceptual_features`):
+size-scaled activations of a *distance network* (:func:`percviz.analysis.metrics.perceptual_features`):
 the attacked classifier itself (*self-bounded*, works offline) or AlexNet / VGG-16 / ResNet-50
 (*externally bounded*, App. H.1 layers; their weights must be on this machine, else
 :class:`~percviz.errors.ModelUnavailableError` names the missing file).
@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from percviz.analysis.metrics import perceptual_features
 from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
 from percviz.attacks.losses import cross_entropy, is_adversarial, margin
 from percviz.attacks.params import KAPPA, LOSS, RANDOM_START, STEPS, TARGET, with_default
+from percviz.attacks.solvers.projections import Projection, bisection, distance_to, newton
 from percviz.errors import ParameterError
-from percviz.metrics import perceptual_features
-from percviz.projections import Projection, bisection, distance_to, newton
 
 PPGD_H = 1e-3  # finite-difference step for Jv (App. A.1, Algorithm 1 lines 15 and 23)
 LPA_H = 0.1  # finite-difference step for the directional derivative m (Algorithm 2 line 9)

@@ -115,7 +115,7 @@ def output_metrics(
 
 @torch.no_grad()
 def _input_metrics(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
-    from percviz.metrics import perturbation_norms, psnr, ssim
+    from percviz.analysis.metrics import perturbation_norms, psnr, ssim
 
     norms = perturbation_norms(x, x_adv)
     out = {"psnr": psnr(x, x_adv), "l2": norms["l2"], "linf": norms["linf"], "l0": norms["l0"]}
@@ -146,7 +146,7 @@ def run_regression_attack(
     The attack function receives ``f(x)`` in the ``labels`` slot (the reference output, the
     paper's ``y ≈ f(x)``). The input tensor is never modified.
     """
-    from percviz.hosted import enforce
+    from percviz.serving.hosted import enforce
 
     spec = get_attack(attack_id)
     if spec.task != "regression":

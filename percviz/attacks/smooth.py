@@ -1,7 +1,7 @@
 """Smooth adversarial examples (Zhang et al. 2020 §4): qPGD₂ (§4.1.1 eq. 12) and sC&W (§4.2 eq. 16–19).
 
 Both shape the perturbation with the Laplacian smoothing ``ŝ_α`` guided by the original image
-(:mod:`percviz.smoothing`), so it is smooth wherever the image is and may be sharp across its
+(:mod:`percviz.attacks.solvers.smoothing`), so it is smooth wherever the image is and may be sharp across its
 edges. qPGD₂ smooths each gradient before normalising it; sC&W optimises a latent ``z`` with
 ``r = ŝ_α(z)`` inside the C&W objective, sharing :func:`percviz.attacks.cw.lagrangian_search`.
 """
@@ -16,7 +16,7 @@ from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constr
 from percviz.attacks.cw import SEARCH_PARAMS, SOFT_L2, lagrangian_search
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import EPS_L2, KAPPA, LOSS, STEP_SIZE, STEPS, TARGET, with_default
-from percviz.smoothing import LaplacianSmoother, laplacian_energy
+from percviz.attacks.solvers.smoothing import LaplacianSmoother, laplacian_energy
 
 SMOOTH_ALPHA = Param(
     name="smooth_alpha",

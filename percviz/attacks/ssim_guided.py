@@ -3,7 +3,7 @@
 Both maximise the linearised loss ``gᵀy`` under the moment-form SSIM constraints
 ``S1(x, y) ≥ 1 − ε1²`` and ``S2(x, y) ≥ 1 − ε2²`` (§III-A eq. 3, 6; App. A), with the corrected radii (docs/REFERENCES.md, errata). The gradient is that of the CW margin with κ = 50 (App. C, supplementary) by
 default. With ``scope=channel`` the same construction is applied to each RGB channel on its own.
-The solvers live in :mod:`percviz.qcqp`.
+The solvers live in :mod:`percviz.attacks.solvers.qcqp`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from percviz import qcqp
+from percviz.analysis.metrics import s1_s2
 from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import KAPPA, LOSS, STEPS, TARGET, with_default
-from percviz.metrics import s1_s2
+from percviz.attacks.solvers import qcqp
 
 EPS1 = Param(
     name="eps1",
@@ -186,9 +186,9 @@ def pgap(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict
 
     Every step maximises ``gᵀy`` (``g`` the gradient at the current iterate) subject to both SSIM
     constraints around the *original* image and ``0 ≤ y ≤ 1``; images stop at their first success.
-    ``solver`` picks the exact multiplier solver or cvxpy (:mod:`percviz.qcqp`). ``info['duality_gap']``
+    ``solver`` picks the exact multiplier solver or cvxpy (:mod:`percviz.attacks.solvers.qcqp`). ``info['duality_gap']``
     is cvxpy's own, or for the exact solver the dual function at its multipliers minus the objective
-    (:func:`percviz.qcqp.lagrangian_dual`), both for the unit-norm gradient.
+    (:func:`percviz.attacks.solvers.qcqp.lagrangian_dual`), both for the unit-norm gradient.
     """
     eps1, eps2, steps, scope = params["eps1"], params["eps2"], params["steps"], params["scope"]
     n = x.shape[0]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from percviz.explain import (
+from percviz.analysis.explain import (
     CAM_THRESHOLD,
     NOISE_THRESHOLD,
     PairCams,
@@ -125,7 +125,7 @@ def perturbation_view(
 
 def ssim_maps(x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor) -> np.ndarray:
     """Per-channel SSIM maps ``H×W×3`` (scikit-image's full map, Gaussian σ 1.5, data range 1)."""
-    from percviz.metrics import ssim_map
+    from percviz.analysis.metrics import ssim_map
 
     m = ssim_map(as_batch(x).double(), as_batch(x_adv).double())
     return m[0].permute(1, 2, 0).numpy().astype(np.float32)
@@ -145,7 +145,7 @@ def magnified_pair(
 
     Computed on ``device`` (e.g. the model's GPU) when given; results come back to the CPU.
     """
-    from percviz.magnification import magnify, shared_scale
+    from percviz.analysis.magnification import magnify, shared_scale
 
     batch = torch.cat([as_batch(x), as_batch(x_adv)])
     mags = magnify(batch.to(device) if device is not None else batch).cpu()

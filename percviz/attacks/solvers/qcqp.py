@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from percviz.metrics import C1, C2
+from percviz.analysis.metrics import C1, C2
 
 _SHIFT_TOL = 1e-14
 _NORM_RTOL = 1e-12
