@@ -4,11 +4,12 @@ import json
 
 import streamlit as st
 
-from percviz import evaluate as ev
+from percviz import evaluation as ev
 from percviz import figures as pv_figures
 from percviz.attacks.base import AttackSpec, registry
 from percviz.errors import PercvizError
 from percviz.images import SAMPLES, fit_to_model
+from percviz.jsonsafe import json_safe
 from percviz.serving.hosted import current_limits
 from ui import jobs, results, views
 from ui.common import cached_sample, image_input, model_choice, page_setup, render_done
@@ -176,7 +177,7 @@ with grid_tab:
             )
             buttons[3].download_button(
                 "Grid JSON",
-                data=lambda: json.dumps(ev.strict_json(grid.as_dict()), indent=2),
+                data=lambda: json.dumps(json_safe(grid.as_dict()), indent=2),
                 file_name=f"percviz-grid-{grid.attack}.json",
                 mime="application/json",
                 on_click="ignore",

@@ -8,11 +8,12 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from percviz import evaluate as ev
+from percviz import evaluation as ev
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
 from percviz.images import SAMPLES, fit_to_model
+from percviz.jsonsafe import json_safe
 from percviz.serving.hosted import check_params, current_limits
 from ui import jobs, views
 from ui.common import (
@@ -322,7 +323,7 @@ def json_bytes() -> str:
         "skipped": [s.as_dict() for s in out.skipped],
         "rows": out.evaluation.rows,
     }
-    return json.dumps(ev.strict_json(data), indent=2)
+    return json.dumps(json_safe(data), indent=2)
 
 
 d1, d2, _ = st.columns(3)

@@ -461,7 +461,9 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from percviz import cli_regression
-    from percviz import evaluate as ev
+    from percviz import evaluation as ev
+    from percviz.evaluation.report import plot_report
+    from percviz.jsonsafe import json_safe
 
     if any(cli_regression.is_regression_attack(a) for a in args.attack):
         return cli_regression.cmd_evaluate(args)
@@ -571,7 +573,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     summaries = ev.summarize(rows)
     ev.write_csv(out / "results.csv", rows)
     sweep_names = [n.rpartition(".")[2] for n in parse_sweep(args.sweep)]
-    plots = ev.plot_report(out, summaries, list(dict.fromkeys(sweep_names)))
+    plots = plot_report(out, summaries, list(dict.fromkeys(sweep_names)))
     payload = {
         "model": model.spec.id,
         "device": str(model.device),
@@ -595,7 +597,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         payload["cluster"] = cluster
     if args.transfer_to and not cancelled:
         payload["transfer"] = _transfer(args, model, runs, out, bar)
-    (out / "summary.json").write_text(json.dumps(ev.strict_json(payload), indent=2) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n", encoding="utf-8")
     for s in summaries:
         print(
             f"{ev.run_label(s['attack'], s['params'])}: fooling rate {s['fooling_rate']:.3f}, "
@@ -624,7 +626,7 @@ def split_models(text: str) -> list[str]:
 
 def _transfer(args: argparse.Namespace, model: Any, runs: Sequence[Any], out: Path, bar: Any) -> list[Any]:
     """Transfer matrices over ``--model`` and ``--transfer-to`` (one per attack, its first run)."""
-    from percviz import evaluate as ev
+    from percviz import evaluation as ev
     from percviz.models import load_model
     from percviz.transfer import transfer_matrix
 

@@ -176,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``percviz evaluate`` with regression attacks: the Fig. 4 curve over a folder or the samples."""
     import torch
 
-    from percviz import evaluate as ev
+    from percviz import evaluation as ev
     from percviz import regression_eval as rev
     from percviz.attacks import get_attack
     from percviz.cli import parse_params

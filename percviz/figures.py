@@ -40,7 +40,7 @@ from percviz.analysis.views import (
     ssim_maps,
     to_unit,
 )
-from percviz.evaluate import run_label
+from percviz.evaluation import run_label
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -911,7 +911,7 @@ def _metric(metric: str) -> tuple[str, str]:
 def sweep_figure(
     curves: Sequence[Any], metric: str, names: Mapping[str, str], x_label: str, height: int = 300
 ) -> go.Figure:
-    """One metric of :class:`percviz.evaluate.CurveSweep` results against the swept value, one
+    """One metric of :class:`percviz.evaluation.CurveSweep` results against the swept value, one
     line per attack (``names``: attack id → title) in the Okabe–Ito colours with distinct markers
     (Pochimireddy et al. 2021 Fig. 6–9)."""
     import plotly.graph_objects as go
@@ -994,7 +994,7 @@ def grid_cell_caption(cell: Any, show_s1: bool = False) -> list[str]:
 
 
 def export_grid(grid: Any, row_label: str, col_label: str, fmt: str = "png", *, dpi: int = 200) -> bytes:
-    """A :class:`percviz.evaluate.GridSweep` (Pochimireddy et al. 2021 Fig. 1) as PNG/SVG/PDF: the
+    """A :class:`percviz.evaluation.GridSweep` (Pochimireddy et al. 2021 Fig. 1) as PNG/SVG/PDF: the
     adversarial thumbnails with the same captions as on screen."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -15,7 +15,7 @@ a second row), and reports progress in rows across the cluster.
 Faults: a worker whose process or node dies is restarted by Ray (``max_restarts``) while its unit
 goes back to the front of the line and runs on the next idle worker, up to
 :data:`MAX_ATTEMPTS` times; a batch out of device memory is split in halves until it fits
-(:func:`percviz.evaluate.run_unit`); a unit that raises (a bad image, one image out of device memory)
+(:func:`percviz.evaluation.run_unit`); a unit that raises (a bad image, one image out of device memory)
 is re-run one image at a time so
 only the offending images become *error rows* — ``{"key", "image", "attack", …, "error": reason}``
 — stored like any row and listed in :attr:`RayEvaluation.errors`. Cancelling (the progress callback
@@ -44,9 +44,11 @@ from typing import Any
 
 import torch
 
-from percviz import evaluate as ev
+from percviz import evaluation as ev
 from percviz.errors import ParameterError, PercvizError
+from percviz.evaluation.engine import explainability_scorer
 from percviz.models import Classifier, load_model
+from percviz.progress import ProgressCallback
 
 ModelFactory = Callable[[], Classifier]
 
@@ -163,7 +165,7 @@ class EvalWorker:
         except Exception as exc:  # reported by info(), so the driver stops with the reason
             self.failure = _reason(exc)
             return
-        self.explainer = ev._explainer() if explain else None
+        self.explainer = explainability_scorer() if explain else None
 
     def info(self) -> dict[str, Any]:
         if self.failure is not None:
@@ -195,7 +197,7 @@ class EvalWorker:
 
 @dataclass
 class RayEvaluation(ev.Evaluation):
-    """:class:`percviz.evaluate.Evaluation` plus error rows and what the cluster did."""
+    """:class:`percviz.evaluation.Evaluation` plus error rows and what the cluster did."""
 
     errors: list[dict[str, Any]] = field(default_factory=list)
     retried: int = 0
@@ -215,14 +217,14 @@ def evaluate_ray(
     batch: int = 8,
     store: ev.RowStore | str | Path | None = None,
     explain: bool = True,
-    progress: ev.ProgressCallback | None = None,
+    progress: ProgressCallback | None = None,
     address: str | None = None,
     workers: int = 2,
     gpus_per_worker: float = 0.0,
     threads: int | None = None,
     device: str | None = None,
 ) -> RayEvaluation:
-    """:func:`percviz.evaluate.evaluate` with the units spread over ``workers`` Ray actors.
+    """:func:`percviz.evaluation.evaluate` with the units spread over ``workers`` Ray actors.
 
     ``model`` is a zoo id (each worker calls ``load_model(id, device)``; with ``gpus_per_worker`` > 0
     the worker's default device is its GPU) or a picklable factory. ``threads`` is each worker's
@@ -288,7 +290,7 @@ class _Sink:
     store: ev.RowStore | None
     fresh: dict[str, dict[str, Any]]
     result: RayEvaluation
-    progress: ev.ProgressCallback | None
+    progress: ProgressCallback | None
     total: int
     done: int
 

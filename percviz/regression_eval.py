@@ -223,11 +223,11 @@ def write_curve(out: Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str,
     import csv
     import json
 
-    from percviz.evaluate import strict_json
+    from percviz.jsonsafe import json_safe
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(
-        json.dumps(strict_json({**meta, "source": FIGURE_SOURCE, "rows": list(rows)}), indent=2) + "\n",
+        json.dumps(json_safe({**meta, "source": FIGURE_SOURCE, "rows": list(rows)}), indent=2) + "\n",
         encoding="utf-8",
     )
     columns = [

@@ -1,4 +1,4 @@
-"""The evaluation engine (percviz.evaluate) and ``percviz evaluate``: columns, resume, summary maths,
+"""The evaluation engine (percviz.evaluation) and ``percviz evaluate``: columns, resume, summary maths,
 matched quality, sweeps, and the benchmark's JSON line."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from percviz import evaluate as ev
+from percviz import evaluation as ev
 from percviz.cli import main
+from percviz.errors import ParameterError
+from percviz.evaluation import engine
 from percviz.images import encode_png, fit_to_model, load_sample, sample_names
 from percviz.models import Classifier
 
@@ -99,13 +101,13 @@ def test_cancel_then_resume_computes_only_the_rest(
     runs = ev.make_runs(["pgd"], {"eps": 2 / 255, "steps": 2})
     store = tmp_path / "rows.jsonl"
     attacked: list[int] = []
-    real = ev.run_attack
+    real = engine.run_attack
 
     def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
         attacked.append(int(args[2].shape[0]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ev, "run_attack", counting)
+    monkeypatch.setattr(engine, "run_attack", counting)
 
     def stop_after_three(record: dict) -> bool | None:
         return False if record["stage"] == "row" and record["done"] >= 3 else None
@@ -189,9 +191,9 @@ def test_make_runs_scopes_and_validates() -> None:
         ("pgd", 0.02),
     ]
     assert all(r.params["steps"] == 3 for r in runs if r.attack == "pgd")
-    with pytest.raises(ev.ParameterError, match="valid names"):
+    with pytest.raises(ParameterError, match="valid names"):
         ev.make_runs(["fgsm"], {"steps": 3})
-    with pytest.raises(ev.ParameterError):
+    with pytest.raises(ParameterError):
         ev.make_runs(["fgsm"], {"eps": "nan"})
 
 

@@ -51,7 +51,7 @@ def test_sweep_jobs_refuse_before_running_anything(tiny, photos32, monkeypatch):
     grid = grid_work(tiny, pixels, "pgd", ("steps", [3.0, 1000.0]), ("eps", [0.01]), {}, 0)
     with pytest.raises(ParameterError, match="at most 200 for 'steps'"):
         grid(lambda r: seen.append(r) or True)
-    from percviz import evaluate as ev
+    from percviz import evaluation as ev
 
     images = [ev.EvalImage.from_pixels("a", pixels)]
     curves = curve_work(tiny, images, [("fgsm", {}), ("pgd", {})], "steps", [5.0, 400.0], 0, 1)

@@ -23,7 +23,7 @@ import pytest
 import torch
 from conftest import make_tiny, make_tiny_with_memory_for
 
-from percviz import evaluate as ev
+from percviz import evaluation as ev
 from percviz.attacks import run_attack
 from percviz.models import Classifier
 from percviz.ray_engine import evaluate_ray, register_model_factory
@@ -259,7 +259,7 @@ def test_percviz_never_imports_ray_without_the_engine(tmp_path: Path) -> None:
         "import sys; sys.path.insert(0, 'tests')\n"
         "from conftest import make_tiny\n"
         "import percviz.cli, percviz.serving.jobs, percviz.serving.hosted\n"
-        "from percviz import evaluate as ev\n"
+        "from percviz import evaluation as ev\n"
         "q = percviz.serving.jobs.ComputeQueue(time_limit_s=0)\n"
         "job = q.submit(lambda p: ev.evaluate(make_tiny(), ev.load_samples(32, ['chelsea'])[0],"
         " ev.make_runs(['fgsm']), explain=False).rows)\n"

@@ -18,7 +18,7 @@ import numpy as np
 import streamlit as st
 
 from percviz.errors import PercvizError
-from percviz.evaluate import EvalImage, RunSpec
+from percviz.evaluation import EvalImage, RunSpec
 from percviz.figures import transfer_figure
 from percviz.models import Classifier, all_model_status
 from percviz.models.custom import model_ref

@@ -20,7 +20,7 @@ import streamlit as st
 from percviz import figures
 from percviz.analysis.metrics import compare_images, l0_shares
 from percviz.attacks.base import AttackResult, AttackSpec, run_attack
-from percviz.evaluate import run_label
+from percviz.evaluation import run_label
 from percviz.images import encode_png, to_numpy
 from percviz.models import Classifier, Prediction, predict
 from percviz.pipeline import PreparedImage, RunOutcome, build_report, png_still_adversarial

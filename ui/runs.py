@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from percviz import evaluate as ev
+from percviz import evaluation as ev
 from percviz.analysis.metrics import compare_images
 from percviz.attacks.base import AttackResult, get_attack, run_attack
 from percviz.figures import FigureRow, row_from_views
@@ -87,7 +87,7 @@ def compare_work(
     match: tuple[str, float] | None,
 ) -> Callable[[Progress], Comparison]:
     """Several attacks on one image; with ``match=(metric, target)`` each attack's strength is first
-    searched (percviz.evaluate.match_quality) so all reach the same SSIM/PSNR."""
+    searched (percviz.evaluation.match_quality) so all reach the same SSIM/PSNR."""
     from percviz.analysis.views import compute_views
 
     x = to_tensor(pixels, model.device)
