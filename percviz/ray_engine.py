@@ -466,7 +466,7 @@ class JobWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, job_id: str, work: Callable[[Callable[[dict[str, Any]], bool]], Any]) -> Any:
+    def run(self, job_id: str, work: Callable[[ProgressCallback], Any]) -> Any:
         from percviz.attacks.base import stop_when
 
         def progress(record: dict[str, Any]) -> bool:
@@ -529,8 +529,8 @@ class RayDispatcher:
 
     def run(
         self,
-        work: Callable[[Callable[[dict[str, Any]], bool]], Any],
-        progress: Callable[[dict[str, Any]], bool],
+        work: Callable[[ProgressCallback], Any],
+        progress: ProgressCallback,
     ) -> Any:
         ray = self._ray()
         self._available.acquire()
@@ -550,9 +550,7 @@ class RayDispatcher:
                 self._free.append(actor)
             self._available.release()
 
-    def _follow(
-        self, ray: Any, actor: Any, work: Callable[..., Any], progress: Callable[[dict[str, Any]], bool]
-    ) -> Any:
+    def _follow(self, ray: Any, actor: Any, work: Callable[..., Any], progress: ProgressCallback) -> Any:
         job_id = uuid.uuid4().hex
         ref = actor.run.remote(job_id, work)
         stop = False

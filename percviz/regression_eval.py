@@ -8,7 +8,7 @@ Regression page; nothing here prints or imports Streamlit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from percviz.attacks.base import get_attack
 from percviz.attacks.regression import RegressionResult, run_regression_attack
 from percviz.errors import ParameterError
 from percviz.models.regression import Regressor
+from percviz.progress import ProgressCallback
 
 FIGURE_SOURCE = "Balda, Behboodi, Mathar, Perturbation Analysis of Learning Algorithms, §VI-B Fig. 4"
 DASH_BASELINE = "dash"
@@ -79,9 +80,6 @@ def with_baselines(runs: Sequence[CurveRun]) -> list[CurveRun]:
     return out
 
 
-Progress = Callable[[dict[str, Any]], bool | None]
-
-
 def output_psnr_curve(
     model: Regressor,
     x: torch.Tensor,
@@ -89,7 +87,7 @@ def output_psnr_curve(
     eps_values: Sequence[float],
     *,
     seed: int = 0,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (curve, ε): means over the images of output PSNR / MSE and input PSNR / SSIM.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,8 @@ from percviz.attacks.base import run_attack
 from percviz.errors import ParameterError
 from percviz.images import fit_to_model
 from percviz.models import Classifier, Prediction, predict
+from percviz.progress import ProgressCallback
 
-ProgressCallback = Callable[[dict[str, Any]], bool | None]
 CSV_COLUMNS = ("source", "target", "image", "class_clean", "class_adversarial", "fooled")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.scriptrunner import StopException
 
+from percviz.progress import ProgressCallback
 from percviz.serving.jobs import Job, QueueFullError
 from ui.common import compute_queue, session_owner
 
@@ -32,9 +33,7 @@ def running(name: str) -> bool:
     return info is not None and not info["job"].finished
 
 
-def submit(
-    name: str, work: Callable[[Callable[[dict[str, Any]], bool]], Any], label: str, **meta: Any
-) -> bool:
+def submit(name: str, work: Callable[[ProgressCallback], Any], label: str, **meta: Any) -> bool:
     """Queue ``work(progress)`` for this session under ``name``; False (and a message) if refused."""
     if running(name):
         st.warning("A run is already in progress on this page; cancel it or wait for it to finish.")
@@ -55,9 +54,7 @@ def pending_key(name: str) -> str | None:
     return info.get("key") if info is not None and not info["job"].finished else None
 
 
-def replace(
-    name: str, work: Callable[[Callable[[dict[str, Any]], bool]], Any], label: str, **meta: Any
-) -> bool:
+def replace(name: str, work: Callable[[ProgressCallback], Any], label: str, **meta: Any) -> bool:
     """Live mode: cancel this page's running job (its result is dropped), then queue ``work``."""
     info = st.session_state.pop(_slot(name), None)
     if info is not None and not info["job"].finished:

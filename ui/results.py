@@ -24,6 +24,7 @@ from percviz.evaluation import run_label
 from percviz.images import encode_png, to_numpy
 from percviz.models import Classifier, Prediction, predict
 from percviz.pipeline import PreparedImage, RunOutcome, build_report, png_still_adversarial
+from percviz.progress import ProgressCallback
 from percviz.recipes import Recipe
 from ui.common import (
     ADVERSARIAL,
@@ -82,7 +83,7 @@ def attack_work(
     (``live``: without the slow magnification, computed on demand in its tab)."""
     x = PreparedImage(picked.loaded, picked.pixels).tensor(model.device)
 
-    def work(progress: Callable[[dict[str, Any]], bool]) -> Entry:
+    def work(progress: ProgressCallback) -> Entry:
         start = time.perf_counter()
         result = run_attack(recipe.attack, model, x, recipe.params, seed=recipe.seed, progress=progress)
         entry = finish(model, picked, recipe, key, result, magnification=False if live else None)

@@ -18,15 +18,14 @@ from percviz.attacks.base import AttackResult, get_attack, run_attack
 from percviz.figures import FigureRow, row_from_views
 from percviz.images import to_tensor
 from percviz.models import Classifier, Prediction, predict
+from percviz.progress import ProgressCallback
 from percviz.serving.hosted import Limits, check_params, current_limits
 
-Progress = Callable[[dict[str, Any]], bool]
 
+def tagged(progress: ProgressCallback, index: int, count: int, name: str) -> ProgressCallback:
+    """ProgressCallback records of part ``index`` of ``count``: an overall fraction and the part's name."""
 
-def tagged(progress: Progress, index: int, count: int, name: str) -> Progress:
-    """Progress records of part ``index`` of ``count``: an overall fraction and the part's name."""
-
-    def inner(record: dict[str, Any]) -> bool:
+    def inner(record: dict[str, Any]) -> bool | None:
         sub = 0.0
         if record.get("total"):
             key = "iteration" if "iteration" in record else "done"
@@ -85,7 +84,7 @@ def compare_work(
     items: Sequence[tuple[str, Mapping[str, Any]]],
     seed: int,
     match: tuple[str, float] | None,
-) -> Callable[[Progress], Comparison]:
+) -> Callable[[ProgressCallback], Comparison]:
     """Several attacks on one image; with ``match=(metric, target)`` each attack's strength is first
     searched (percviz.evaluation.match_quality) so all reach the same SSIM/PSNR."""
     from percviz.analysis.views import compute_views
@@ -93,7 +92,7 @@ def compare_work(
     x = to_tensor(pixels, model.device)
     image = ev.EvalImage.from_pixels(name, pixels)
 
-    def work(progress: Progress) -> Comparison:
+    def work(progress: ProgressCallback) -> Comparison:
         out = Comparison(name, predict(model, x, 5)[0])
         for i, (attack, params) in enumerate(items):
             inner = tagged(progress, i, len(items), attack)
@@ -169,13 +168,13 @@ def grid_work(
     cols: tuple[str, list[float]],
     params: Mapping[str, Any],
     seed: int,
-) -> Callable[[Progress], ev.GridSweep]:
-    def work(progress: Progress) -> ev.GridSweep:
+) -> Callable[[ProgressCallback], ev.GridSweep]:
+    def work(progress: ProgressCallback) -> ev.GridSweep:
         check_sweep(attack, params, dict([rows, cols]))
         total = len(rows[1]) * len(cols[1])
         state = {"done": 0}
 
-        def inner(record: dict[str, Any]) -> bool:
+        def inner(record: dict[str, Any]) -> bool | None:
             if record.get("stage") == "cell":
                 state["done"] = int(record["done"])
             sub = (
@@ -207,8 +206,8 @@ def curve_work(
     values: list[float],
     seed: int,
     batch: int,
-) -> Callable[[Progress], list[ev.CurveSweep]]:
-    def work(progress: Progress) -> list[ev.CurveSweep]:
+) -> Callable[[ProgressCallback], list[ev.CurveSweep]]:
+    def work(progress: ProgressCallback) -> list[ev.CurveSweep]:
         out = []
         for attack, params in attacks:
             check_sweep(attack, params, {param: values})
@@ -254,8 +253,8 @@ def evaluate_work(
     explain: bool,
     match: tuple[str, float] | None,
     skipped: list[ev.Skipped],
-) -> Callable[[Progress], EvalOutcome]:
-    def work(progress: Progress) -> EvalOutcome:
+) -> Callable[[ProgressCallback], EvalOutcome]:
+    def work(progress: ProgressCallback) -> EvalOutcome:
         parts = 1 + (len(runs) if match else 0)
         evaluation = ev.evaluate(
             model,

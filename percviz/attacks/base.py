@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from percviz.errors import ParameterError, PercvizError, UnknownIdError
+from percviz.progress import ProgressCallback
 
 ParamKind = Literal["float", "int", "bool", "choice", "class"]
 ParamValue = float | int | bool | str | None
@@ -142,7 +143,6 @@ class AttackOutput:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-ProgressCallback = Callable[[dict[str, Any]], bool | None]
 StopCheck = Callable[[], bool]
 
 _STOP_CHECK: ContextVar[StopCheck | None] = ContextVar("percviz_stop_check", default=None)

@@ -38,9 +38,9 @@ import torch
 from percviz.attacks.base import AttackCancelled, stop_when
 from percviz.device import out_of_memory
 from percviz.errors import PercvizError
+from percviz.progress import ProgressCallback
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-ProgressFn = Callable[[dict[str, Any]], bool]
 
 #: Test hook for the fault tests (``scripts/loadtest.py fault``), off unless set: a comma-separated
 #: list of job tickets (``"0"`` = the first job a queue runs) whose first progress report raises
@@ -67,7 +67,7 @@ class Job:
     """One unit of work and its state; created by :meth:`ComputeQueue.submit`."""
 
     def __init__(
-        self, queue: ComputeQueue, ticket: int, owner: str, work: Callable[[ProgressFn], Any]
+        self, queue: ComputeQueue, ticket: int, owner: str, work: Callable[[ProgressCallback], Any]
     ) -> None:
         self.ticket = ticket
         self.owner = owner
@@ -148,7 +148,7 @@ def describe_failure(exc: BaseException) -> str:
     return f"The computation failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})."
 
 
-def _executor(slots: int) -> Callable[[Callable[[ProgressFn], Any], ProgressFn], Any]:
+def _executor(slots: int) -> Callable[[Callable[[ProgressCallback], Any], ProgressCallback], Any]:
     """How a running job's ``work(progress)`` is executed (:data:`COMPUTE_ENV`)."""
     engine = os.environ.get(COMPUTE_ENV, "").strip().lower()
     if engine == "ray":
@@ -187,7 +187,7 @@ class ComputeQueue:
         self.execute = _executor(slots)
         _QUEUES.add(self)
 
-    def submit(self, work: Callable[[ProgressFn], Any], owner: str = "") -> Job:
+    def submit(self, work: Callable[[ProgressCallback], Any], owner: str = "") -> Job:
         """Queue ``work(progress)``; returns immediately with the job handle."""
         with self._lock:
             if self.closed:
