@@ -55,8 +55,8 @@ import torch  # noqa: E402
 from benchmarks import interactive, peers  # noqa: E402
 from benchmarks.attacks import ITERATIVE, floor_pass, per_iteration  # noqa: E402
 from benchmarks.smoothing import measure as measure_smoothing  # noqa: E402
-from percviz.attacks.solvers import qcqp  # noqa: E402
 from percviz.attacks import registry, run_attack  # noqa: E402
+from percviz.attacks.solvers import qcqp  # noqa: E402
 from percviz.images import fit_to_model, load_sample, to_tensor  # noqa: E402
 from percviz.models import load_model  # noqa: E402
 

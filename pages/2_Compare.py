@@ -9,10 +9,10 @@ from percviz.attacks.base import registry
 from percviz.errors import PercvizError
 from percviz.models.classifier import imagenet_labels
 from percviz.serving.hosted import check_params, current_limits
+from percviz.workflows import Comparison, compare_work
 from ui import jobs, results, views
 from ui.common import image_input, model_choice, page_setup, render_done, short_label
 from ui.params import attack_block
-from ui.runs import Comparison, compare_work
 
 P = "cmp"
 page_setup(

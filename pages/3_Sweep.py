@@ -11,10 +11,10 @@ from percviz.errors import PercvizError
 from percviz.images import SAMPLES, fit_to_model
 from percviz.jsonsafe import json_safe
 from percviz.serving.hosted import current_limits
+from percviz.workflows import check_sweep, curve_work, grid_work
 from ui import jobs, results, views
 from ui.common import cached_sample, image_input, model_choice, page_setup, render_done
 from ui.params import around_default, attack_block, check_sweep_size, numeric_params, parse_values, run_button
-from ui.runs import check_sweep, curve_work, grid_work
 
 P = "sw"
 EPS1_ROWS = "0, 0.002, 0.005, 0.01"  # where the luminance bound S1 still binds (see the caption)

@@ -15,6 +15,7 @@ from percviz.errors import PercvizError
 from percviz.images import SAMPLES, fit_to_model
 from percviz.jsonsafe import json_safe
 from percviz.serving.hosted import check_params, current_limits
+from percviz.workflows import EvalOutcome, evaluate_work
 from ui import jobs, views
 from ui.common import (
     UPLOAD_TYPES,
@@ -28,7 +29,6 @@ from ui.common import (
 )
 from ui.models import transfer_section
 from ui.params import attack_block
-from ui.runs import EvalOutcome, evaluate_work
 
 P = "evl"
 page_setup(

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from percviz.errors import ParameterError, PercvizError
+from percviz.progress import ProgressCallback
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -467,18 +468,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if any(cli_regression.is_regression_attack(a) for a in args.attack):
         return cli_regression.cmd_evaluate(args)
-    from percviz.attacks import get_attack
     from percviz.models import load_model
 
     out = Path(args.out)
     raw_params = parse_params(args.param)
     runs = ev.make_runs(args.attack, raw_params, parse_sweep(args.sweep))
-    # Only the parameters the user gave (validated), so matched mode can tie step sizes to ε.
-    user: dict[str, dict[str, Any]] = {}
-    for attack_id in dict.fromkeys(args.attack):
-        spec = get_attack(attack_id)
-        given = ev.scoped_params(raw_params, attack_id, spec.param_names())
-        user[attack_id] = {k: v for k, v in spec.validate(given).items() if k in given}
     match = ev.parse_match(args.match) if args.match else None
     if match is not None:
         if args.sweep:
@@ -541,27 +535,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             computed, reused, explain_ok = result.computed, result.reused, result.explain_available
         else:
             metric, target = match
-            rows, cancelled, computed, reused = [], False, 0, 0
-            for run in runs:
-                bar.describe(f"matching {run.attack}")
-                strength = ev.strength_param(run.attack)
-                fixed = {k: v for k, v in user[run.attack].items() if k != strength}
-                found = ev.match_quality(
-                    model,
-                    images,
-                    run.attack,
-                    metric=metric,
-                    target=target,
-                    params=fixed,
-                    explain=explain,
-                    **common,
-                )
-                rows += found.rows
-                matched.append(found.as_dict())
-                cancelled = cancelled or found.note == "cancelled"
-                computed += found.computed
-                reused += found.reused
-                explain_ok = any(k in r for r in found.rows for k in ev.EXPLAIN_COLUMNS)
+
+            def matching(i: int, attack: str) -> ProgressCallback:
+                bar.describe(f"matching {attack}")
+                return bar
+
+            found = ev.match_runs(
+                model,
+                images,
+                runs,
+                metric,
+                target,
+                seed=args.seed,
+                batch=args.batch,
+                store=store,
+                explain=explain,
+                progress=matching,
+            )
+            rows = [r for m in found for r in m.rows]
+            matched = [m.as_dict() for m in found]
+            cancelled = any(m.note == "cancelled" for m in found)
+            computed, reused = sum(m.computed for m in found), sum(m.reused for m in found)
+            explain_ok = any(k in r for r in rows for k in ev.EXPLAIN_COLUMNS)
     finally:
         bar.close()
     # Error rows (an image a Ray worker could not evaluate, also when resumed here) stay out of

@@ -212,6 +212,34 @@ def test_match_quality_hits_target_ssim(lite0: Classifier, images64: list[ev.Eva
     assert all(b["ssim"] <= a["ssim"] + 1e-9 for a, b in itertools.pairwise(ordered))
 
 
+def test_cli_and_app_match_quality_give_the_same_numbers(
+    lite0: Classifier, folder224: Path, tmp_path: Path
+) -> None:
+    """One matched-quality rule (percviz.evaluation.matched_params, MATCH_MAX_EVALS) behind
+    ``percviz evaluate --match`` and the Evaluate page's workflow: the same request, the same result."""
+    from percviz.workflows import evaluate_work
+
+    out = tmp_path / "matched"
+    argv = ["evaluate", "--images", str(folder224), "--limit", "2", "--attack", "pgd"]
+    argv += ["--param", "steps=2", "--match", "ssim=0.97", "--no-explain", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    cli = json.loads((out / "summary.json").read_text())["matched"][0]
+    images, _ = ev.load_folder(folder224, 224, limit=2)
+    runs = ev.make_runs(["pgd"], {"steps": 2})
+    app = evaluate_work(lite0, images, runs, 0, 8, False, ("ssim", 0.97), [])(lambda record: None)
+    matched = app.matched[0]
+    assert [p["value"] for p in matched["probes"]] == [p["value"] for p in cli["probes"]]
+    assert matched["value"] == cli["value"] and matched["achieved"] == pytest.approx(
+        cli["achieved"], abs=1e-9
+    )
+    assert matched["fooling_rate"] == cli["fooling_rate"]
+    # The step size followed the budget (it was at its default), in both.
+    params = ev.matched_params("pgd", runs[0].params)
+    assert "step_size" not in params and "eps" not in params and params["steps"] == 2
+    moved = ev.matched_params("pgd", {**runs[0].params, "step_size": 0.004})
+    assert moved["step_size"] == 0.004
+
+
 def test_curve_and_grid_sweeps(lite0: Classifier, images64: list[ev.EvalImage]) -> None:
     curve = ev.curve_sweep(lite0, images64[:2], "fgsm", "eps", [0.002, 0.01, 0.05], batch=2, explain=False)
     ssims = [pt["mean_ssim"] for pt in curve.points]

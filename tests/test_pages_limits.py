@@ -13,8 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from percviz.errors import ParameterError, PercvizError
 from percviz.serving.hosted import HOSTED, LOCAL
+from percviz.workflows import check_sweep, curve_work, grid_work
 from ui.common import MB, accept_uploads, read_upload, upload_total_mb
-from ui.runs import check_sweep, curve_work, grid_work
 
 ROOT = Path(__file__).resolve().parent.parent
 

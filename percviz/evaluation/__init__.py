@@ -33,7 +33,15 @@ from percviz.evaluation.data import (
     read_true_labels,
 )
 from percviz.evaluation.engine import EXPLAIN_THRESHOLD, Evaluation, evaluate, result_rows, run_unit
-from percviz.evaluation.matching import MatchResult, QualityMetric, match_quality, parse_match
+from percviz.evaluation.matching import (
+    MATCH_MAX_EVALS,
+    MatchResult,
+    QualityMetric,
+    match_quality,
+    match_runs,
+    matched_params,
+    parse_match,
+)
 from percviz.evaluation.plan import RunSpec, make_runs, params_key, run_label, scoped_params, strength_param
 from percviz.evaluation.stats import envelope, operating_characteristic, summarize, summarize_rows
 from percviz.evaluation.store import CSV_COLUMNS, EXPLAIN_COLUMNS, RowStore, row_key, write_csv
@@ -44,6 +52,7 @@ __all__ = [
     "EXPLAIN_COLUMNS",
     "EXPLAIN_THRESHOLD",
     "IMAGE_SUFFIXES",
+    "MATCH_MAX_EVALS",
     "CurveSweep",
     "EvalImage",
     "Evaluation",
@@ -62,6 +71,8 @@ __all__ = [
     "load_samples",
     "make_runs",
     "match_quality",
+    "match_runs",
+    "matched_params",
     "operating_characteristic",
     "params_key",
     "parse_match",

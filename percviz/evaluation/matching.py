@@ -4,7 +4,7 @@ SSIM or PSNR reaches a target, and the fooling rate there."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +13,7 @@ from percviz.attacks.base import get_attack
 from percviz.errors import ParameterError
 from percviz.evaluation.data import EvalImage
 from percviz.evaluation.engine import evaluate
-from percviz.evaluation.plan import make_runs, strength_param
+from percviz.evaluation.plan import RunSpec, make_runs, strength_param
 from percviz.evaluation.stats import summarize_rows
 from percviz.evaluation.store import RowStore
 from percviz.models import Classifier
@@ -82,6 +82,64 @@ def parse_match(text: str) -> tuple[QualityMetric, float]:
     return name, target  # type: ignore[return-value]
 
 
+MATCH_MAX_EVALS = 12
+"""Probes one matched-quality search may spend, in the CLI and in the app alike."""
+
+
+def matched_params(attack: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The fixed parameters a matched-quality search of ``attack`` starts from, one rule everywhere.
+
+    ``params`` are validated against the registry; the strength is removed (the search starts
+    from its default), and so is ``step_size`` while it is at its default, so that
+    :func:`match_quality` ties it to the budget (``2.5·ε/steps``). A step size the user moved is kept.
+    """
+    spec = get_attack(attack)
+    values = spec.validate(dict(params))
+    values.pop(strength_param(attack), None)
+    if "step_size" in values and values["step_size"] == spec.param("step_size").default:
+        del values["step_size"]
+    return values
+
+
+def match_runs(
+    model: Classifier,
+    images: Sequence[EvalImage],
+    runs: Sequence[RunSpec],
+    metric: QualityMetric,
+    target: float,
+    *,
+    seed: int = 0,
+    batch: int = 8,
+    explain: bool = False,
+    store: RowStore | str | Path | None = None,
+    progress: Callable[[int, str], ProgressCallback | None] | None = None,
+) -> list[MatchResult]:
+    """One :func:`match_quality` per run (a :class:`RunSpec`), from :func:`matched_params`, with
+    :data:`MATCH_MAX_EVALS` probes: the CLI's ``evaluate --match`` and the Evaluate page both call
+    this, so one request gives one set of numbers. ``progress(i, attack)`` gives run ``i``'s
+    callback. Stops after a cancelled search (its partial result is the last item)."""
+    out: list[MatchResult] = []
+    for i, run in enumerate(runs):
+        found = match_quality(
+            model,
+            images,
+            run.attack,
+            metric=metric,
+            target=target,
+            params=matched_params(run.attack, run.params),
+            max_evals=MATCH_MAX_EVALS,
+            seed=seed,
+            batch=batch,
+            store=store,
+            explain=explain,
+            progress=progress(i, run.attack) if progress is not None else None,
+        )
+        out.append(found)
+        if found.note == "cancelled":
+            break
+    return out
+
+
 def match_quality(
     model: Classifier,
     images: Sequence[EvalImage],
@@ -92,7 +150,7 @@ def match_quality(
     params: Mapping[str, Any] | None = None,
     param: str | None = None,
     tol: float | None = None,
-    max_evals: int = 12,
+    max_evals: int = MATCH_MAX_EVALS,
     seed: int = 0,
     batch: int = 8,
     store: RowStore | str | Path | None = None,

@@ -1,7 +1,9 @@
-"""Job bodies for the Compare, Sweep and Evaluate pages: thin wrappers over percviz.
+"""The multi-step workflows of the Compare, Sweep and Evaluate pages, defined once in the core.
 
-Each returns ``work(progress)`` for :func:`ui.jobs.submit`; everything heavy (attacks, views,
-sweeps, evaluations) is a percviz call; results come back as plain CPU data for the session.
+Each returns ``work(progress)``, a job body (:mod:`percviz.serving.jobs` runs it in the background
+with progress and cancel); results are plain CPU data. Matched quality goes through
+:func:`percviz.evaluation.matched_params` and :data:`~percviz.evaluation.MATCH_MAX_EVALS`, the rule
+the CLI's ``evaluate --match`` uses too.
 """
 
 from __future__ import annotations
@@ -18,28 +20,8 @@ from percviz.attacks.base import AttackResult, get_attack, run_attack
 from percviz.figures import FigureRow, row_from_views
 from percviz.images import to_tensor
 from percviz.models import Classifier, Prediction, predict
-from percviz.progress import ProgressCallback
+from percviz.progress import ProgressCallback, part_progress
 from percviz.serving.hosted import Limits, check_params, current_limits
-
-
-def tagged(progress: ProgressCallback, index: int, count: int, name: str) -> ProgressCallback:
-    """ProgressCallback records of part ``index`` of ``count``: an overall fraction and the part's name."""
-
-    def inner(record: dict[str, Any]) -> bool | None:
-        sub = 0.0
-        if record.get("total"):
-            key = "iteration" if "iteration" in record else "done"
-            sub = float(record.get(key, 0)) / float(record["total"])
-        return progress(
-            {
-                **record,
-                "fraction": (index + min(sub, 1.0)) / count,
-                "message": f"{name} ({index + 1} of {count})",
-            }
-        )
-
-    return inner
-
 
 # ------------------------------------------------------------------ Compare
 
@@ -95,7 +77,7 @@ def compare_work(
     def work(progress: ProgressCallback) -> Comparison:
         out = Comparison(name, predict(model, x, 5)[0])
         for i, (attack, params) in enumerate(items):
-            inner = tagged(progress, i, len(items), attack)
+            inner = part_progress(progress, i, len(items), attack)
             values = dict(params)
             info = None
             if match is not None:
@@ -105,10 +87,8 @@ def compare_work(
                     attack,
                     metric=match[0],
                     target=match[1],
-                    params=values,
+                    params=ev.matched_params(attack, values),
                     seed=seed,
-                    explain=False,
-                    max_evals=8,
                     progress=inner,
                 )
                 if m.note == "cancelled":
@@ -223,7 +203,7 @@ def curve_work(
                     params=fixed,
                     seed=seed,
                     batch=batch,
-                    progress=tagged(progress, i, len(attacks), attack),
+                    progress=part_progress(progress, i, len(attacks), attack),
                 )
             )
             if out[-1].evaluation.cancelled:
@@ -254,6 +234,10 @@ def evaluate_work(
     match: tuple[str, float] | None,
     skipped: list[ev.Skipped],
 ) -> Callable[[ProgressCallback], EvalOutcome]:
+    if match:
+        for run in runs:
+            ev.strength_param(run.attack)
+
     def work(progress: ProgressCallback) -> EvalOutcome:
         parts = 1 + (len(runs) if match else 0)
         evaluation = ev.evaluate(
@@ -263,36 +247,21 @@ def evaluate_work(
             seed=seed,
             batch=batch,
             explain=explain,
-            progress=tagged(progress, 0, parts, "evaluation"),
+            progress=part_progress(progress, 0, parts, "evaluation"),
         )
-        matched = []
+        matched: list[dict[str, Any]] = []
         if match and not evaluation.cancelled:
-            for i, run in enumerate(runs):
-                try:
-                    m = ev.match_quality(
-                        model,
-                        images,
-                        run.attack,
-                        metric=match[0],
-                        target=match[1],
-                        params={
-                            k: v
-                            for k, v in run.params.items()
-                            if k not in (ev.get_attack(run.attack).strength, "step_size")
-                        },
-                        seed=seed,
-                        batch=batch,
-                        max_evals=8,
-                        progress=tagged(progress, i + 1, parts, f"matching {run.attack}"),
-                    )
-                except Exception as exc:  # one attack without a strength parameter must not lose the rest
-                    from percviz.serving.jobs import describe_failure
-
-                    matched.append({"attack": run.attack, "note": describe_failure(exc)})
-                    continue
-                matched.append(m.as_dict())
-                if m.note == "cancelled":
-                    break
+            found = ev.match_runs(
+                model,
+                images,
+                runs,
+                match[0],
+                match[1],
+                seed=seed,
+                batch=batch,
+                progress=lambda i, attack: part_progress(progress, i + 1, parts, f"matching {attack}"),
+            )
+            matched = [m.as_dict() for m in found]
         return EvalOutcome(evaluation, ev.summarize(evaluation.rows), matched, skipped)
 
     return work
