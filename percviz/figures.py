@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from percviz.analysis.explain import CAM_THRESHOLD, NOISE_THRESHOLD, confusion, explain_scores, noise_map
+from percviz.analysis.metrics import ssim_interior
 from percviz.analysis.views import (
     REGION_COLOURS,
     REGION_LABELS,
@@ -299,7 +300,10 @@ def perturbation_figure(views: ViewArrays, gain: float | None = None, height: in
 def ssim_figure(views: ViewArrays, height: int = 300) -> go.Figure:
     """The per-channel SSIM maps (values in [−1, 1], 1 = unchanged) with their means."""
     m = views.ssim_map
-    titles = [f"SSIM {n} (mean {m[5:-5, 5:-5, c].mean():.4f})" for c, n in enumerate(CHANNEL_NAMES)]
+    titles = [
+        f"SSIM {n} (mean {ssim_interior(m, channels_last=True)[..., c].mean():.4f})"
+        for c, n in enumerate(CHANNEL_NAMES)
+    ]
     return heatmap_figure([m[..., c] for c in range(3)], titles, ssim_scale(m), height)
 
 
@@ -549,10 +553,10 @@ class FigureRow:
 
     @property
     def ssim(self) -> float:
-        return float(self.ssim_map[5:-5, 5:-5].mean())
+        return float(ssim_interior(self.ssim_map, channels_last=True).mean())
 
     def channel_ssim(self, c: int) -> float:
-        return float(self.ssim_map[5:-5, 5:-5, c].mean())
+        return float(ssim_interior(self.ssim_map, channels_last=True)[..., c].mean())
 
     def cam_overlay(self, alpha: float = CAM_ALPHA) -> np.ndarray:
         """Column (e): ``cam`` in the jet colour map blended over its image, ``H×W×3`` in [0, 1]."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -74,10 +75,20 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return num / den
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, per_channel: bool = False) -> torch.Tensor:
-    """Mean SSIM per image ``(N,)`` (or ``(N, C)``), excluding a 5-pixel border like scikit-image."""
+MapT = TypeVar("MapT", torch.Tensor, np.ndarray)
+
+
+def ssim_interior(smap: MapT, *, channels_last: bool = False) -> MapT:
+    """The part of an SSIM map that mean SSIM averages: ``SSIM_RADIUS`` pixels off every border,
+    as scikit-image does. ``smap`` is ``…×H×W`` (a tensor from :func:`ssim_map`) or, with
+    ``channels_last``, an ``H×W×C`` array (the views' maps)."""
     r = SSIM_RADIUS
-    m = ssim_map(x, y)[..., r:-r, r:-r].mean(dim=(-2, -1))
+    return smap[r:-r, r:-r] if channels_last else smap[..., r:-r, r:-r]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, per_channel: bool = False) -> torch.Tensor:
+    """Mean SSIM per image ``(N,)`` (or ``(N, C)``) over :func:`ssim_interior`."""
+    m = ssim_interior(ssim_map(x, y)).mean(dim=(-2, -1))
     return m if per_channel else m.mean(dim=1)
 
 

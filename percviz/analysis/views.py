@@ -28,6 +28,7 @@ from percviz.analysis.explain import (
     explain_report,
     noise_map,
 )
+from percviz.analysis.metrics import ssim_interior, ssim_map
 
 # Pochimireddy et al. 2021 §V-B comparison colours (RGB in [0, 1]): colour-blind-safe (Okabe–Ito).
 REGION_COLOURS: dict[str, tuple[float, float, float]] = {
@@ -125,7 +126,6 @@ def perturbation_view(
 
 def ssim_maps(x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor) -> np.ndarray:
     """Per-channel SSIM maps ``H×W×3`` (scikit-image's full map, Gaussian σ 1.5, data range 1)."""
-    from percviz.analysis.metrics import ssim_map
 
     m = ssim_map(as_batch(x).double(), as_batch(x_adv).double())
     return m[0].permute(1, 2, 0).numpy().astype(np.float32)
@@ -213,8 +213,8 @@ class ViewArrays:
 
     @property
     def ssim(self) -> float:
-        """Mean SSIM (5-pixel border excluded, like scikit-image)."""
-        return float(self.ssim_map[5:-5, 5:-5].mean())
+        """Mean SSIM over :func:`~percviz.analysis.metrics.ssim_interior`, as scikit-image averages."""
+        return float(ssim_interior(self.ssim_map, channels_last=True).mean())
 
     def cam_overlay(
         self, which: str = "original", alpha: float = 0.45, *, shared: bool = False

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from percviz.analysis.explain import explain_scores, gradcam_plus_plus
-from percviz.analysis.metrics import SSIM_RADIUS, perceptual_features, psnr, ssim_map
+from percviz.analysis.metrics import perceptual_features, psnr, ssim_interior, ssim_map
 from percviz.attacks.base import AttackResult, run_attack
 from percviz.device import out_of_memory
 from percviz.errors import ParameterError
@@ -174,8 +174,7 @@ def result_rows(
     png_ok = png_pred == target if target is not None else png_pred != result.labels
     x64, a64 = x.double().cpu(), x_adv.double().cpu()
     smap = ssim_map(x64, a64)
-    r = SSIM_RADIUS
-    ssim_v = smap[..., r:-r, r:-r].mean(dim=(-2, -1)).mean(dim=1)
+    ssim_v = ssim_interior(smap).mean(dim=(-2, -1)).mean(dim=1)
     psnr_v = psnr(x64, a64)
     phi_adv = perceptual_features(model, x_adv).cpu()
     self_d = torch.stack([(originals[i][1] - phi_adv[i]).norm() for i in range(n)]).double()
