@@ -126,7 +126,6 @@ def perturbation_view(
 
 def ssim_maps(x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor) -> np.ndarray:
     """Per-channel SSIM maps ``H×W×3`` (scikit-image's full map, Gaussian σ 1.5, data range 1)."""
-
     m = ssim_map(as_batch(x).double(), as_batch(x_adv).double())
     return m[0].permute(1, 2, 0).numpy().astype(np.float32)
 
