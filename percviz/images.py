@@ -307,6 +307,12 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(pixels) * 255.0), 0, 255).astype(np.uint8)
 
 
+def quantise_8bit(batch: torch.Tensor) -> torch.Tensor:
+    """``N×3×H×W`` in [0, 1] → the same images rounded to 8 bits as :func:`to_uint8` (and a PNG)
+    stores them, back in [0, 1] as float32 on the same device."""
+    return torch.round(batch.detach().float().clamp(0.0, 1.0) * 255.0) / 255.0
+
+
 def encode_png(pixels: np.ndarray) -> bytes:
     """Lossless 8-bit PNG bytes of an ``H×W×3`` image in [0, 1]."""
     buf = io.BytesIO()

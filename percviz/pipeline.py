@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from percviz.analysis.metrics import compare_images
+from percviz.analysis.metrics import compare_images, png_still_adversarial
 from percviz.attacks.base import AttackResult, ProgressCallback, run_attack
 from percviz.errors import ImageError, RecipeError
-from percviz.images import LoadedImage, fit_to_model, load_image, load_sample, to_numpy, to_tensor, to_uint8
-from percviz.models import Classifier, load_model, predict
+from percviz.images import LoadedImage, fit_to_model, load_image, load_sample, to_tensor
+from percviz.models import Classifier, Prediction, load_model, predict
 from percviz.recipes import ImageRef, Recipe, environment_versions, file_sha256
 
 
@@ -68,27 +68,39 @@ def run_recipe(
     return RunOutcome(recipe, model, image, result)
 
 
-@torch.no_grad()
-def png_still_adversarial(model: Classifier, result: AttackResult) -> list[bool]:
-    """Re-classify the 8-bit quantised adversarial images (what a PNG stores)."""
-    quantised = torch.from_numpy(to_uint8(to_numpy(result.x_adv)).astype(np.float32) / 255.0)
-    preds = model(quantised.permute(0, 3, 1, 2).to(model.device)).argmax(1).cpu()
+@dataclass
+class Measured:
+    """What is measured on image 0 of a finished run: top predictions before and after,
+    :func:`~percviz.analysis.metrics.compare_images`'s metrics, and the 8-bit re-check."""
+
+    before: list[Prediction]
+    after: list[Prediction]
+    metrics: dict[str, float]
+    png_still_adversarial: bool
+
+
+def measure(model: Classifier, result: AttackResult, top: int = 5) -> Measured:
+    """:class:`Measured` for image 0 of ``result``, each quantity computed once."""
     target = result.params.get("target")
-    hit = preds == target if target is not None else preds != result.labels
-    return [bool(v) for v in hit]
+    return Measured(
+        predict(model, result.x, top)[0],
+        predict(model, result.x_adv, top)[0],
+        compare_images(result.x, result.x_adv)[0],
+        bool(png_still_adversarial(model, result.x_adv, result.labels, target)[0]),
+    )
 
 
-def build_report(outcome: RunOutcome, top: int = 5) -> dict[str, Any]:
+def build_report(outcome: RunOutcome, top: int = 5, measured: Measured | None = None) -> dict[str, Any]:
     """Everything ``result.json`` holds for image 0 of the run.
 
     ``success`` is ``fooled`` (the prediction changed, or reached the target) **and**
     ``within_bound`` (every hard constraint of the attack holds on the re-measured distances);
     ``bounds`` lists each constraint judged, hard or soft, with its limit, value and excess.
+    ``measured`` (from :func:`measure`, when the caller has it) is reused, not recomputed.
     """
     model, result = outcome.model, outcome.result
-    before = predict(model, result.x, top)[0]
-    after = predict(model, result.x_adv, top)[0]
-    metrics = compare_images(result.x, result.x_adv)[0]
+    m = measured or measure(model, result, top)
+    before, after, metrics = m.before, m.after, m.metrics
     recipe = outcome.recipe.as_dict()
     recipe["params"] = {k: (v if v != float("inf") else "inf") for k, v in result.params.items()}
     recipe["device"] = result.device
@@ -108,7 +120,7 @@ def build_report(outcome: RunOutcome, top: int = 5) -> dict[str, Any]:
         "fooled": bool(result.fooled[0]),
         "within_bound": bool(result.within_bound[0]),
         "bounds": [bound_record(check, 0) for check in result.bounds],
-        "png_still_adversarial": png_still_adversarial(model, result)[0],
+        "png_still_adversarial": m.png_still_adversarial,
         "metrics": _finite(metrics),
         "constraints": {k: _finite(v[0]) for k, v in result.constraints.items()},
         "forward_passes": result.forward_passes,

@@ -200,3 +200,16 @@ def test_every_sample_loads_offline(name: str) -> None:
 def test_unknown_sample() -> None:
     with pytest.raises(ImageError, match="Unknown sample"):
         load_sample("nope")
+
+
+def test_quantise_8bit_matches_what_a_png_stores() -> None:
+    import torch
+
+    from percviz.images import encode_png, load_image, quantise_8bit, to_numpy
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.2 - 0.1
+    q = quantise_8bit(x)
+    for i in range(2):
+        stored = load_image(encode_png(to_numpy(x[i])), name="q.png").pixels
+        assert np.array_equal(to_numpy(q[i]), stored)
+    assert torch.equal(quantise_8bit(q), q)

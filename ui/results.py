@@ -18,12 +18,12 @@ import numpy as np
 import streamlit as st
 
 from percviz import figures
-from percviz.analysis.metrics import compare_images, l0_shares
+from percviz.analysis.metrics import l0_shares
 from percviz.attacks.base import AttackResult, AttackSpec, run_attack
 from percviz.evaluation import run_label
 from percviz.images import encode_png, to_numpy
-from percviz.models import Classifier, Prediction, predict
-from percviz.pipeline import PreparedImage, RunOutcome, build_report, png_still_adversarial
+from percviz.models import Classifier, Prediction
+from percviz.pipeline import PreparedImage, RunOutcome, build_report, measure
 from percviz.progress import ProgressCallback
 from percviz.recipes import Recipe
 from ui.common import (
@@ -105,16 +105,17 @@ def finish(
     """Everything the page shows about ``result``. A cancelled run skips the magnification (the
     slowest view, computed on demand in its tab), so Cancel returns within about one iteration."""
     outcome = RunOutcome(recipe, model, PreparedImage(picked.loaded, picked.pixels), result)
-    report = build_report(outcome)
+    measured = measure(model, result)
+    report = build_report(outcome, measured=measured)
     entry = Entry(
         key=key + CANCELLED if result.cancelled else key,
         recipe=recipe,
         image_name=picked.name,
         result=result,
-        before=predict(model, result.x, 5)[0],
-        after=predict(model, result.x_adv, 5)[0],
-        metrics=compare_images(result.x, result.x_adv)[0],
-        png_ok=png_still_adversarial(model, result)[0],
+        before=measured.before,
+        after=measured.after,
+        metrics=measured.metrics,
+        png_ok=measured.png_still_adversarial,
         report=report,
     )
     from ui.views import precompute

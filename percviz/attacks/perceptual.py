@@ -36,6 +36,7 @@ from percviz.analysis.metrics import perceptual_features
 from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
 from percviz.attacks.losses import cross_entropy, is_adversarial, margin
 from percviz.attacks.params import KAPPA, LOSS, RANDOM_START, STEPS, TARGET, with_default
+from percviz.attacks.solvers.cg import conjugate_gradient
 from percviz.attacks.solvers.projections import Projection, bisection, distance_to, newton
 from percviz.errors import ParameterError
 
@@ -223,10 +224,6 @@ class DistanceNet:
         return 1 + int(self.external or self.joint is None)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1)
-
-
 def _bc(v: torch.Tensor) -> torch.Tensor:
     return v.view(-1, 1, 1, 1)
 
@@ -277,29 +274,6 @@ def _project(
 # --------------------------------------------------------------------------------------------
 # PPGD (App. A.1, Algorithm 1)
 # --------------------------------------------------------------------------------------------
-
-
-def conjugate_gradient(
-    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int
-) -> torch.Tensor:
-    """``iters`` conjugate-gradient iterations on ``A δ = b`` from ``δ₀ = 0``, per image.
-
-    Algorithm 1 lines 5–14 (``r₀ = b − A·0 = b``, so the product with ``δ₀ = 0`` is skipped).
-    Where ``pᵀAp ≤ 0`` (finite differences can make it so) or the residual is 0, that image stops.
-    """
-    delta = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rr = _dot(r, r)
-    for _ in range(iters):
-        ap = matvec(p)
-        alpha = _safe_div(rr, _dot(p, ap))
-        delta = delta + _bc(alpha) * p
-        r = r - _bc(alpha) * ap
-        rr_next = _dot(r, r)
-        p = r + _bc(_safe_div(rr_next, rr)) * p
-        rr = rr_next
-    return delta
 
 
 def _jtj_operator(
@@ -362,7 +336,7 @@ def ppgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict
     proj: Projection | None = None
     for t in range(steps):
         xg, phi_adv, grad, value, logits = _ppgd_gradient(dist, x_adv, loss)
-        delta = conjugate_gradient(_jtj_operator(dist, xg, phi_adv), grad, params["cg_iters"])
+        delta, _ = conjugate_gradient(_jtj_operator(dist, xg, phi_adv), grad, params["cg_iters"])
         m = (dist.phi(x_adv + PPGD_H * delta) - phi_adv.detach()).norm(dim=1) / PPGD_H
         del xg, phi_adv
         x_adv = (x_adv + _bc(_safe_div(torch.full_like(m, eta), m)) * delta).clamp(0.0, 1.0)

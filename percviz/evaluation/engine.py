@@ -16,13 +16,14 @@ import torch
 from percviz.analysis.explain import explain_scores, gradcam_plus_plus
 from percviz.analysis.metrics import perceptual_features, psnr, ssim_interior, ssim_map
 from percviz.attacks.base import AttackResult, run_attack
+from percviz.attacks.losses import is_adversarial
 from percviz.device import out_of_memory
 from percviz.errors import ParameterError
 from percviz.evaluation.cache import PerModelCache
 from percviz.evaluation.data import EvalImage, Skipped
 from percviz.evaluation.plan import RunSpec
 from percviz.evaluation.store import EXPLAIN_COLUMNS, RowStore, row_key
-from percviz.images import to_numpy, to_uint8
+from percviz.images import quantise_8bit
 from percviz.jsonsafe import json_safe
 from percviz.models import Classifier
 from percviz.progress import ProgressCallback, emit
@@ -164,14 +165,12 @@ def result_rows(
     """One row per image of an attack result (all per-image columns of the evaluation)."""
     n = len(images)
     x, x_adv = result.x.to(model.device), result.x_adv.to(model.device)
-    quantised = torch.from_numpy(to_uint8(to_numpy(result.x_adv)).astype(np.float32) / 255.0)
-    quantised = quantised.permute(0, 3, 1, 2).to(model.device)
     originals = _originals(model, x, images)
-    probs = torch.softmax(model(torch.cat([x_adv, quantised])).float(), 1).cpu()
+    # One forward for x_adv and its 8-bit copy (the re-check of metrics.png_still_adversarial).
+    logits = model(torch.cat([x_adv, quantise_8bit(x_adv)])).float().cpu()
+    p_after = torch.softmax(logits[:n], 1)
     p_before = torch.stack([originals[i][0] for i in range(n)])
-    p_after, png_pred = probs[:n], probs[n:].argmax(1)
-    target = result.params.get("target")
-    png_ok = png_pred == target if target is not None else png_pred != result.labels
+    png_ok = is_adversarial(logits[n:], result.labels.cpu(), result.params.get("target"))
     x64, a64 = x.double().cpu(), x_adv.double().cpu()
     smap = ssim_map(x64, a64)
     ssim_v = ssim_interior(smap).mean(dim=(-2, -1)).mean(dim=1)

@@ -25,6 +25,8 @@ from typing import Literal
 
 import torch
 
+from percviz.attacks.solvers import cg
+
 Kernel = Literal["laplacian", "gaussian"]
 Preconditioner = Literal["none", "jacobi"]
 
@@ -156,7 +158,7 @@ class CGInfo:
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-system inner products over the spatial axes, shape ``N×C×1×1``."""
-    return torch.linalg.vecdot(a.flatten(-2), b.flatten(-2))[..., None, None]
+    return cg.system_dot(a, b, systems=2)
 
 
 class _Operator:
@@ -183,7 +185,8 @@ def conjugate_gradient(
     tol: float = 0.0,
     preconditioner: Preconditioner = "none",
 ) -> tuple[torch.Tensor, CGInfo]:
-    """Solve ``L_α x = b`` by CG, one system per image and channel, from ``x = 0``.
+    """Solve ``L_α x = b`` by CG (:func:`percviz.attacks.solvers.cg.conjugate_gradient`), one system
+    per image and channel, from ``x = 0``.
 
     Runs ``iters`` iterations, stopping earlier once every system has relative residual ≤ ``tol``
     (``tol = 0``: always ``iters``, no host synchronisation inside the loop). The reported residual
@@ -196,36 +199,21 @@ def conjugate_gradient(
         raise ValueError(f"preconditioner must be 'none' or 'jacobi'; got {preconditioner!r}.")
     op = _Operator(graph, alpha)
     tiny = torch.finfo(b.dtype).tiny
-    # Jacobi: diag(L_α) = 1/(1 − α) everywhere because 𝒲 has a zero diagonal.
-    inv_diag = (1.0 - alpha) if preconditioner == "jacobi" else None
-    x = torch.zeros_like(b)
-    r = b.clone()
-    z = r * inv_diag if inv_diag is not None else r
-    p = z.clone()
-    ap = torch.empty_like(b)
-    rz = _dot(r, z)
     bnorm = _dot(b, b).sqrt()
-    done = 0
-    converged = False
-    for k in range(iters):
-        op(p, out=ap)
-        step = rz / _dot(p, ap).clamp_min(tiny)
-        x.addcmul_(step, p)
-        r.addcmul_(step, ap, value=-1.0)
-        done = k + 1
-        if tol > 0 and bool((_dot(r, r).sqrt() <= tol * bnorm).all()):
-            converged = True
-            break
-        z = r * inv_diag if inv_diag is not None else r
-        rz_new = _dot(r, z)
-        p.mul_(rz_new / rz.clamp_min(tiny)).add_(z)
-        rz = rz_new
+    # Jacobi: diag(L_α) = 1/(1 − α) everywhere because 𝒲 has a zero diagonal.
+    scale = 1.0 - alpha
+    x, done = cg.conjugate_gradient(
+        op,
+        b,
+        iters,
+        systems=2,
+        tol=tol,
+        precondition=(lambda r: r * scale) if preconditioner == "jacobi" else None,
+    )
     true_r = b - op(x)
     rel = (_dot(true_r, true_r).sqrt() / bnorm.clamp_min(tiny)).flatten(1).amax(1)
     rel = torch.where(bnorm.flatten(1).amax(1) > 0, rel, torch.zeros_like(rel))
-    if tol > 0:
-        converged = bool((rel <= tol).all())
-    return x, CGInfo(rel, done, converged)
+    return x, CGInfo(rel, done, tol > 0 and bool((rel <= tol).all()))
 
 
 class _Solve(torch.autograd.Function):
