@@ -273,7 +273,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             }
             for s in rows
         ]
-        print(json.dumps(payload, indent=2))
+        from percviz.jsonsafe import json_safe
+
+        print(json.dumps(json_safe(payload), indent=2))
         return 0
     for s in rows:
         state = "available" if s.available else "UNAVAILABLE"
@@ -316,7 +318,9 @@ def cmd_attacks(args: argparse.Namespace) -> int:
 
     specs = registry()
     if args.json:
-        print(json.dumps([s.as_dict() for s in specs.values()], indent=2))
+        from percviz.jsonsafe import json_safe
+
+        print(json.dumps(json_safe([s.as_dict() for s in specs.values()]), indent=2))
         return 0
     for spec in specs.values():
         print(f"{spec.id:12s} {spec.title} — {spec.source}")
@@ -345,7 +349,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "conversions": list(image.loaded.conversions),
         "top": [p.as_dict() for p in preds],
     }
-    print(json.dumps(payload, indent=2))
+    from percviz.jsonsafe import json_safe
+
+    print(json.dumps(json_safe(payload), indent=2))
     return 0
 
 

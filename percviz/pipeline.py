@@ -13,6 +13,7 @@ from percviz.analysis.metrics import compare_images, png_still_adversarial
 from percviz.attacks.base import AttackResult, ProgressCallback, run_attack
 from percviz.errors import ImageError, RecipeError
 from percviz.images import LoadedImage, fit_to_model, load_image, load_sample, to_tensor
+from percviz.jsonsafe import json_safe
 from percviz.models import Classifier, Prediction, load_model, predict
 from percviz.recipes import ImageRef, Recipe, environment_versions, file_sha256
 
@@ -102,7 +103,7 @@ def build_report(outcome: RunOutcome, top: int = 5, measured: Measured | None = 
     m = measured or measure(model, result, top)
     before, after, metrics = m.before, m.after, m.metrics
     recipe = outcome.recipe.as_dict()
-    recipe["params"] = {k: (v if v != float("inf") else "inf") for k, v in result.params.items()}
+    recipe["params"] = json_safe(result.params)
     recipe["device"] = result.device
     recipe["versions"] = environment_versions()
     return {
@@ -121,21 +122,21 @@ def build_report(outcome: RunOutcome, top: int = 5, measured: Measured | None = 
         "within_bound": bool(result.within_bound[0]),
         "bounds": [bound_record(check, 0) for check in result.bounds],
         "png_still_adversarial": m.png_still_adversarial,
-        "metrics": _finite(metrics),
-        "constraints": {k: _finite(v[0]) for k, v in result.constraints.items()},
+        "metrics": json_safe(metrics),
+        "constraints": {k: json_safe(v[0]) for k, v in result.constraints.items()},
         "forward_passes": result.forward_passes,
         "backward_passes": result.backward_passes,
         "wall_time_s": result.wall_time,
         "cancelled": result.cancelled,
-        "info": _jsonable(result.info),
-        "history": _jsonable(result.history),
+        "info": json_safe(result.info),
+        "history": json_safe(result.history),
         "recipe": recipe,
     }
 
 
 def bound_record(check: dict[str, Any], index: int) -> dict[str, Any]:
     """One judged constraint (see :func:`percviz.attacks.base.judge`) for image ``index``."""
-    return _finite(
+    return json_safe(
         {
             "distance": check["distance"],
             "kind": check["kind"],
@@ -148,30 +149,3 @@ def bound_record(check: dict[str, Any], index: int) -> dict[str, Any]:
             "text": check["text"],
         }
     )
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no inf/NaN: encode them as strings."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, float) and not np.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.detach().cpu().tolist())
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float):
-        return _finite(value)
-    if value is None or isinstance(value, str | int | bool):
-        return value
-    return str(value)

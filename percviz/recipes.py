@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from percviz.errors import RecipeError
+from percviz.jsonsafe import json_safe
 
 RECIPE_VERSION = 1
 _VERSIONED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pillow")
@@ -85,7 +86,7 @@ class Recipe:
             "image": self.image.as_dict(),
             "crop_fraction": self.crop_fraction,
             "attack": self.attack,
-            "params": {k: _encode(v) for k, v in self.params.items()},
+            "params": json_safe(self.params),
             "seed": self.seed,
             "device": self.device,
             "versions": self.versions or environment_versions(),
@@ -167,12 +168,6 @@ def _crop(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.1 <= value <= 1.0:
         raise RecipeError(f"The recipe's 'crop_fraction' must be a number in [0.1, 1]; got {value!r}.")
     return float(value)
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return value
 
 
 def _decode(name: str, value: Any) -> Any:

@@ -187,31 +187,31 @@ def report(
     result: RegressionResult, model: Regressor, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """What ``result.json`` holds for image 0 of a regression run."""
-    from percviz.pipeline import _finite, _jsonable
+    from percviz.jsonsafe import json_safe
 
     return {
         "model": model.spec.id,
         "model_kind": "regressor",
         "output": model.spec.output,
         "attack": result.attack_id,
-        "params": _jsonable(result.params),
+        "params": json_safe(result.params),
         "seed": result.seed,
-        "metrics": _finite(result.metrics[0]),
+        "metrics": json_safe(result.metrics[0]),
         "within_bound": bool(result.within_bound[0]),
-        "bounds": _jsonable(
+        "bounds": json_safe(
             [
                 {**b, "values": b["values"][:1], "excess": b["excess"][:1], "within": b["within"][:1]}
                 for b in result.bounds
             ]
         ),
-        "constraints": {k: _finite(v[0]) for k, v in result.constraints.items()},
+        "constraints": {k: json_safe(v[0]) for k, v in result.constraints.items()},
         "forward_passes": result.forward_passes,
         "backward_passes": result.backward_passes,
         "wall_time_s": result.wall_time,
         "cancelled": result.cancelled,
         "device": result.device,
-        "info": _jsonable(result.info),
-        "history": _jsonable(result.history),
+        "info": json_safe(result.info),
+        "history": json_safe(result.history),
         **(extra or {}),
     }
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from percviz.attacks.base import run_attack
 from percviz.errors import ParameterError
 from percviz.images import fit_to_model
+from percviz.jsonsafe import json_safe
 from percviz.models import Classifier, Prediction, predict
 from percviz.progress import ProgressCallback
 
@@ -60,7 +61,7 @@ class TransferMatrix:
         """JSON-ready: the matrix as nested lists (``None`` where not run) and the per-image rows."""
         return {
             "attack": self.attack,
-            "params": {k: _plain(v) for k, v in self.params.items()},
+            "params": json_safe(self.params),
             "sources": list(self.sources),
             "targets": list(self.targets),
             "images": list(self.images),
@@ -78,16 +79,12 @@ class TransferMatrix:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         json_path, csv_path = out / f"{stem}.json", out / f"{stem}.csv"
-        json_path.write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+        json_path.write_text(json.dumps(json_safe(self.as_dict()), indent=2) + "\n", encoding="utf-8")
         with csv_path.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.rows)
         return [json_path, csv_path]
-
-
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
 def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -163,7 +160,7 @@ def transfer_matrix(
             if res.cancelled:
                 result.cancelled = True
                 return result
-            result.params = {k: _plain(v) for k, v in res.params.items()}
+            result.params = dict(res.params)
             successes += int(res.success.sum())
             x_cpu, adv_cpu = res.x.detach().cpu(), res.x_adv.detach().cpu()
             for j, target in enumerate(models):

@@ -20,6 +20,7 @@ import streamlit as st
 from percviz.errors import PercvizError
 from percviz.evaluation import EvalImage, RunSpec
 from percviz.figures import transfer_figure
+from percviz.jsonsafe import json_safe
 from percviz.models import Classifier, all_model_status
 from percviz.models.custom import model_ref
 from percviz.serving.hosted import current_limits
@@ -198,7 +199,7 @@ def transfer_section(
         )
         st.download_button(
             "Transfer matrix JSON",
-            data=lambda: json.dumps(result, indent=2),
+            data=lambda: json.dumps(json_safe(result), indent=2),
             file_name="percviz-transfer.json",
             mime="application/json",
             on_click="ignore",

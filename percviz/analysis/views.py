@@ -29,6 +29,7 @@ from percviz.analysis.explain import (
     noise_map,
 )
 from percviz.analysis.metrics import ssim_interior, ssim_map
+from percviz.jsonsafe import json_safe
 
 # Pochimireddy et al. 2021 §V-B comparison colours (RGB in [0, 1]): colour-blind-safe (Okabe–Ito).
 REGION_COLOURS: dict[str, tuple[float, float, float]] = {
@@ -319,7 +320,7 @@ def save_maps(source: Source, model: torch.nn.Module, out_dir: str | Path, index
     report["original_class"] = _class_entry(c.label, labels)
     report["adversarial_class"] = _class_entry(c.adv_label, labels)
     paths["explain.json"] = out / "explain.json"
-    paths["explain.json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    paths["explain.json"].write_text(json.dumps(json_safe(report), indent=2) + "\n", encoding="utf-8")
     index_doc = {
         "files": {
             name: {"shape": list(np.shape(arr)), "dtype": "float32", "meaning": MAP_FILES[name]}
@@ -330,7 +331,7 @@ def save_maps(source: Source, model: torch.nn.Module, out_dir: str | Path, index
         "ssim": views.ssim,
     }
     paths["maps.json"] = out / "maps.json"
-    paths["maps.json"].write_text(json.dumps(index_doc, indent=2) + "\n", encoding="utf-8")
+    paths["maps.json"].write_text(json.dumps(json_safe(index_doc), indent=2) + "\n", encoding="utf-8")
     return paths
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from percviz.errors import ParameterError, PercvizError, UnknownIdError
+from percviz.jsonsafe import json_safe
 from percviz.progress import ProgressCallback
 
 ParamKind = Literal["float", "int", "bool", "choice", "class"]
@@ -98,7 +99,7 @@ class Param:
         return {
             "name": self.name,
             "kind": self.kind,
-            "default": _jsonable(self.default),
+            "default": json_safe(self.default),
             "low": self.low,
             "high": self.high,
             "choices": list(self.choices),
@@ -120,12 +121,6 @@ def _as_bool(name: str, value: Any) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ParameterError(f"Parameter '{name}' must be true or false; got {value!r}.")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return value
 
 
 @dataclass
@@ -307,7 +302,7 @@ class Constraint:
             "param": self.param,
             "limit": self.param if self.limit is None else "computed (see text)",
             "tolerance": self.tolerance,
-            "when": {k: _jsonable(v) for k, v in self.when.items()},
+            "when": {k: json_safe(v) for k, v in self.when.items()},
             "text": self.text,
         }
 
@@ -388,7 +383,7 @@ class AttackSpec:
             "bound": self.bound,
             "params": [p.as_dict() for p in self.params],
             "presets": {
-                k: {n: _jsonable(v) for n, v in preset.items()} for k, preset in self.presets.items()
+                k: {n: json_safe(v) for n, v in preset.items()} for k, preset in self.presets.items()
             },
             "strength": self.strength,
             "iteration_params": list(self.iteration_params),
