@@ -2,12 +2,12 @@
 
 import streamlit as st
 
+from percviz.figures import prediction_figure
 from ui.common import (
     cached_predictions,
     image_input,
     model_choice,
     page_setup,
-    prediction_chart,
 )
 
 page_setup(
@@ -28,7 +28,7 @@ if model is not None and picked is not None:
             caption=f"{picked.name}, as the model sees it ({picked.pixels.shape[1]}×{picked.pixels.shape[0]})",
             width=320,
         )
-        st.plotly_chart(prediction_chart(cached_predictions(model, picked), f"{model.spec.title}: top-5"))
+        st.plotly_chart(prediction_figure(cached_predictions(model, picked), f"{model.spec.title}: top-5"))
 
 st.divider()
 cards = [

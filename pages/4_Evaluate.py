@@ -5,7 +5,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from percviz import evaluation as ev
@@ -268,26 +267,12 @@ with t3:
             width="stretch",
         )
 with t4:
-
-    def pd_fig() -> go.Figure:
-        fig = go.Figure()
-        for s in sums:
-            oc = s.get("operating_characteristic") or {}
-            if oc.get("d"):
-                fig.add_trace(
-                    go.Scatter(x=oc["d"], y=oc["p"], mode="lines", line_shape="hv", name=label[id(s)])
-                )
-        fig.update_layout(
-            colorway=list(pv_figures.OKABE_ITO),
-            height=380,
-            margin={"l": 10, "r": 10, "t": 40, "b": 10},
-            xaxis_title="L2 distortion D ([0,1] units)",
-            yaxis={"title": "P(D)", "range": [0, 1.02]},
-            title={"text": "Operating characteristic (Zhang et al. 2020 eq. 21)", "font": {"size": 14}},
-        )
-        return fig
-
-    views.show((id(out), "pd"), pd_fig)
+    views.show(
+        (id(out), "pd"),
+        lambda: pv_figures.operating_characteristic_figure(
+            [(label[id(s)], s.get("operating_characteristic") or {}) for s in sums]
+        ),
+    )
 with t5:
     cols = [
         "image",

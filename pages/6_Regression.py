@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -14,7 +13,7 @@ from percviz.attacks.base import registry
 from percviz.attacks.regression import run_regression_attack
 from percviz.cli_regression import DEFAULT_EPS
 from percviz.errors import PercvizError
-from percviz.figures import image_figure
+from percviz.figures import image_figure, output_figure
 from percviz.images import SAMPLES, fit_to_model, load_sample, to_tensor
 from percviz.models.regression import Regressor, load_regressor, regressor_ids, regressor_spec
 from ui.common import image_input, one_sentence, page_setup
@@ -80,17 +79,6 @@ def describe(info: dict[str, Any]) -> str:
     if "ranking" in info:
         return f"Largest Jacobian column among {info['ranking']}: value {info['coordinate'][0]}."
     return ""
-
-
-def output_figure(run: dict[str, Any], height: int = 300) -> go.Figure:
-    """Vector outputs: f(x), f(x+η) and |difference| per coordinate."""
-    fig = go.Figure()
-    index = np.arange(run["out"].shape[0])
-    fig.add_trace(go.Scatter(x=index, y=run["out"], name="f(x)", line={"width": 1}))
-    fig.add_trace(go.Scatter(x=index, y=run["out_adv"], name="f(x+η)", line={"width": 1}))
-    fig.add_trace(go.Bar(x=index, y=np.abs(run["out_adv"] - run["out"]), name="|f(x) − f(x+η)|", opacity=0.5))
-    fig.update_layout(height=height, template="plotly_white", margin={"l": 40, "r": 10, "t": 30, "b": 30})
-    return fig
 
 
 models = regressor_ids()
@@ -194,7 +182,7 @@ if picked is not None and (submitted or st.session_state.get("reg_last") is not 
                 st.plotly_chart(
                     image_figure([picked.pixels, run["x_adv"]], ["x", "x + η"], 300), use_container_width=True
                 )
-                st.plotly_chart(output_figure(run), use_container_width=True)
+                st.plotly_chart(output_figure(run["out"], run["out_adv"]), use_container_width=True)
             fwd, bwd = run["passes"]
             st.caption(
                 f"{fwd} forward and {bwd} backward passes (JVPs count as forward), {run['wall']:.2f} s. {describe(run['info'])}"

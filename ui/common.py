@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from percviz.errors import PercvizError
@@ -19,9 +18,6 @@ from percviz.models import Classifier, Prediction, all_model_status, load_model
 from percviz.recipes import ImageRef
 from percviz.serving.hosted import Limits, check_image_size, current_limits, start_memory_release
 from percviz.serving.jobs import ComputeQueue
-
-ACCENT = "#3b5bdb"
-ADVERSARIAL = "#e8590c"
 
 _CSS = """
 <style>
@@ -328,30 +324,6 @@ def image_picker(size: int, key: str = "image") -> tuple[str, np.ndarray] | None
     """Bundled sample or upload; returns ``(name, model-size pixels)`` or None with a message shown."""
     picked = image_input(size, key)
     return None if picked is None else (picked.name, picked.pixels)
-
-
-def prediction_chart(
-    preds: list[Prediction], title: str, color: str = ACCENT, height: int = 250
-) -> go.Figure:
-    """Horizontal bar chart of top-k probabilities."""
-    fig = go.Figure(
-        go.Bar(
-            x=[p.probability for p in preds][::-1],
-            y=[f"{p.label} ({p.index})" for p in preds][::-1],
-            orientation="h",
-            marker_color=color,
-            text=[f"{p.probability:.1%}" for p in preds][::-1],
-            textposition="auto",
-            hovertemplate="%{y}: %{x:.2%}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title={"text": title, "font": {"size": 14}},
-        height=height,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        xaxis={"range": [0, 1], "tickformat": ".0%"},
-    )
-    return fig
 
 
 def formula_lines(formula: str) -> str:

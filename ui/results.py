@@ -21,17 +21,16 @@ from percviz import figures
 from percviz.analysis.metrics import l0_shares
 from percviz.attacks.base import AttackResult, AttackSpec, run_attack
 from percviz.evaluation import run_label
+from percviz.figures.style import ADVERSARIAL
 from percviz.images import encode_png, to_numpy
 from percviz.models import Classifier, Prediction
 from percviz.pipeline import PreparedImage, RunOutcome, build_report, measure
 from percviz.progress import ProgressCallback
 from percviz.recipes import Recipe
 from ui.common import (
-    ADVERSARIAL,
     PickedImage,
     cached_predictions,
     one_sentence,
-    prediction_chart,
     render_done,
 )
 
@@ -261,7 +260,7 @@ def preview(model: Classifier, picked: PickedImage, spec: AttackSpec, prefix: st
     left.image(picked.pixels, caption=f"{picked.name}: what the model sees", width="stretch")
     with right:
         st.plotly_chart(
-            prediction_chart(cached_predictions(model, picked), f"{model.spec.title}: top-5"),
+            figures.prediction_figure(cached_predictions(model, picked), f"{model.spec.title}: top-5"),
             key=f"{prefix}_preview_chart",
         )
         st.markdown(f"**{spec.title}** — {spec.summary}")
@@ -322,12 +321,15 @@ def headline(entry: Entry, title: str) -> None:
     c1, c2 = st.columns(2, gap="large")
     with c1:
         views.show(
-            (entry.short, "before"), lambda: prediction_chart(entry.before, "original: top-5", height=220)
+            (entry.short, "before"),
+            lambda: figures.prediction_figure(entry.before, "original: top-5", height=220),
         )
     with c2:
         views.show(
             (entry.short, "after"),
-            lambda: prediction_chart(entry.after, "adversarial: top-5", color=ADVERSARIAL, height=220),
+            lambda: figures.prediction_figure(
+                entry.after, "adversarial: top-5", color=ADVERSARIAL, height=220
+            ),
         )
     metric_cards(entry)
 
