@@ -469,7 +469,7 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from percviz import cli_regression
     from percviz import evaluation as ev
-    from percviz.evaluation.report import plot_report
+    from percviz.figures.report import plot_report
     from percviz.jsonsafe import json_safe
 
     if any(cli_regression.is_regression_attack(a) for a in args.attack):
@@ -517,9 +517,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cluster: dict[str, Any] | None = None
     try:
         if match is None and args.engine == "ray":
-            from percviz import ray_engine
+            from percviz.evaluation import cluster as ray_cluster
 
-            result = ray_engine.evaluate_ray(
+            result = ray_cluster.evaluate_ray(
                 model_arg(args) or "",
                 model.spec.id,
                 images,
@@ -532,7 +532,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 device=args.device,
                 **common,
             )
-            cluster = dict(ray_engine.cluster_summary(result))
+            cluster = dict(ray_cluster.cluster_summary(result))
             rows, cancelled = [*result.rows, *result.errors], result.cancelled
             computed, reused, explain_ok = result.computed, result.reused, result.explain_available
         elif match is None:

@@ -25,9 +25,10 @@ from conftest import make_tiny, make_tiny_with_memory_for
 
 from percviz import evaluation as ev
 from percviz.attacks import run_attack
+from percviz.evaluation.cluster import evaluate_ray
 from percviz.models import Classifier
-from percviz.ray_engine import evaluate_ray, register_model_factory
 from percviz.serving.jobs import ComputeQueue, QueueFullError
+from percviz.serving.ray_jobs import register_model_factory
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("wall_time_s", "metrics_time_s")

@@ -121,7 +121,7 @@ def run_unit(
     progress: ProgressCallback | None,
 ) -> list[dict[str, Any]] | None:
     """One work unit (a batch of images × one attack × one parameter point): its rows, or ``None``
-    when cancelled. The in-process loop and the Ray workers (:mod:`percviz.ray_engine`) both call it.
+    when cancelled. The in-process loop and the Ray workers (:mod:`percviz.evaluation.cluster`) both call it.
 
     A batch the device has no memory for is retried as two halves, down to one image, whose
     out-of-memory error is raised (the Ray engine turns it into an error row). Rows of a split batch

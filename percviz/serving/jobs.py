@@ -50,7 +50,7 @@ INJECT_OOM_ENV = "PERCVIZ_TEST_OOM_TICKETS"
 #: Seconds a shutting-down process waits for its cancelled jobs to stop.
 SHUTDOWN_GRACE_S = 10.0
 #: Where running jobs compute: unset = in this process; ``ray`` = on Ray workers, one per slot
-#: (:class:`percviz.ray_engine.RayDispatcher`; ``PERCVIZ_RAY_ADDRESS`` names the cluster). Read
+#: (:class:`percviz.serving.ray_jobs.RayDispatcher`; ``PERCVIZ_RAY_ADDRESS`` names the cluster). Read
 #: once when a queue is created.
 COMPUTE_ENV = "PERCVIZ_COMPUTE"
 
@@ -152,7 +152,7 @@ def _executor(slots: int) -> Callable[[Callable[[ProgressCallback], Any], Progre
     """How a running job's ``work(progress)`` is executed (:data:`COMPUTE_ENV`)."""
     engine = os.environ.get(COMPUTE_ENV, "").strip().lower()
     if engine == "ray":
-        from percviz.ray_engine import RayDispatcher
+        from percviz.serving.ray_jobs import RayDispatcher
 
         return RayDispatcher(slots).run
     if engine not in ("", "local"):
