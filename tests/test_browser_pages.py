@@ -8,6 +8,7 @@ poppler's ``pdftoppm`` where installed). The server is always stopped.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -141,3 +142,24 @@ def test_compare_grid_labels_and_downloads_fit_and_the_pdf_exports(server: str, 
     if shutil.which("pdftoppm"):
         subprocess.run(["pdftoppm", "-png", "-r", "50", str(pdf), str(tmp_path / "compare")], check=True)
         assert list(tmp_path.glob("compare*.png"))
+
+
+def test_evaluate_runs_and_draws_the_operating_characteristic(server: str, page, tmp_path) -> None:
+    """Evaluate → the summary table and the P(D) chart (one step line per run) read back from the screen."""
+    page.goto(f"{server}/Evaluate")
+    page.get_by_role("heading", name="Evaluate").first.wait_for()
+    _settle(page)
+    page.get_by_role("button", name="Evaluate", exact=True).first.click()
+    _wait_job(page)
+    page.get_by_role("tab", name="P(D) (Zhang et al. 2020)").click()
+    chart = page.locator('[data-testid="stPlotlyChart"]:visible').first
+    chart.wait_for()
+    page.wait_for_timeout(1000)
+    title = chart.evaluate("c => c.querySelector('.gtitle')?.textContent || ''")
+    assert "Operating characteristic" in title
+    lines = chart.evaluate("c => c.querySelectorAll('.scatterlayer .trace path.js-line').length")
+    legend = chart.evaluate("c => [...c.querySelectorAll('.legendtext')].map(t => t.textContent)")
+    assert lines >= 1 and len(legend) == lines, (lines, legend)
+    chart.scroll_into_view_if_needed()
+    chart.screenshot(path=str(Path(os.environ.get("PERCVIZ_SHOTS", tmp_path)) / "evaluate_pd.png"))
+    assert page.evaluate(CLIPPED_JS) == []
