@@ -536,9 +536,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             rows, cancelled = [*result.rows, *result.errors], result.cancelled
             computed, reused, explain_ok = result.computed, result.reused, result.explain_available
         elif match is None:
-            result = ev.evaluate(model, images, runs, explain=explain, **common)
-            rows, cancelled = result.rows, result.cancelled
-            computed, reused, explain_ok = result.computed, result.reused, result.explain_available
+            local = ev.evaluate(model, images, runs, explain=explain, **common)
+            rows, cancelled = local.rows, local.cancelled
+            computed, reused, explain_ok = local.computed, local.reused, local.explain_available
         else:
             metric, target = match
 

@@ -118,7 +118,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         getattr(args, "input_size", None),
     )
     prepared = prepare(load_ref(image, check_hash=bool(args.recipe)), model.input_size, crop)
-    result = run_regression_attack(attack, model, prepared.tensor(model.device), params, seed=seed)
+    result = run_regression_attack(spec.id, model, prepared.tensor(model.device), params, seed=seed)
     out = Path(args.out)
     _mkdir(out)
     original, adversarial = to_numpy(result.x)[0], to_numpy(result.x_adv)[0]

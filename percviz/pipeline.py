@@ -82,7 +82,7 @@ class Measured:
 
 def measure(model: Classifier, result: AttackResult, top: int = 5) -> Measured:
     """:class:`Measured` for image 0 of ``result``, each quantity computed once."""
-    target = result.params.get("target")
+    target = result.target
     return Measured(
         predict(model, result.x, top)[0],
         predict(model, result.x_adv, top)[0],

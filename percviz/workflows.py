@@ -65,7 +65,7 @@ def compare_work(
     pixels: np.ndarray,
     items: Sequence[tuple[str, Mapping[str, Any]]],
     seed: int,
-    match: tuple[str, float] | None,
+    match: tuple[ev.QualityMetric, float] | None,
 ) -> Callable[[ProgressCallback], Comparison]:
     """Several attacks on one image; with ``match=(metric, target)`` each attack's strength is first
     searched (percviz.evaluation.match_quality) so all reach the same SSIM/PSNR."""
@@ -231,7 +231,7 @@ def evaluate_work(
     seed: int,
     batch: int,
     explain: bool,
-    match: tuple[str, float] | None,
+    match: tuple[ev.QualityMetric, float] | None,
     skipped: list[ev.Skipped],
 ) -> Callable[[ProgressCallback], EvalOutcome]:
     if match:

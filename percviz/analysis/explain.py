@@ -30,13 +30,16 @@ import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from percviz.errors import PercvizError
+
+if TYPE_CHECKING:
+    from percviz.models.zoo import ModelSpec
 
 NOISE_THRESHOLD = 0.11  # Pochimireddy et al. 2021 Table I
 CAM_THRESHOLD = 0.75  # Pochimireddy et al. 2021 §V-B, G_i = GradCAM++ > 0.75
@@ -115,7 +118,7 @@ def cam_layer_of(model: nn.Module) -> str:
     output (:func:`percviz.models.custom.choose_cam_layer`), or none when it ends in tokens
     (a vision transformer) or is TorchScript — then ``spec.cam_note`` says why.
     """
-    spec = model.spec  # type: ignore[union-attr]
+    spec = cast("ModelSpec", model.spec)
     if not spec.cam_layer:
         raise PercvizError(
             f"No GradCAM++ for model '{spec.id}': "
@@ -159,7 +162,8 @@ def _as_classes(classes: Sequence[int] | torch.Tensor | np.ndarray | int | None,
         return None
     if np.ndim(classes) == 0:
         return [int(classes)] * n  # type: ignore[arg-type]
-    out = [int(c) for c in (classes.tolist() if hasattr(classes, "tolist") else classes)]
+    items = classes.tolist() if isinstance(classes, torch.Tensor | np.ndarray) else classes
+    out = [int(c) for c in items]  # type: ignore[union-attr]
     if len(out) != n:
         raise ValueError(f"Expected {n} classes (one per image); got {len(out)}.")
     return out
@@ -211,7 +215,7 @@ def gradcam_plus_plus(
             cam.activations_and_grads.release()
             cam.outputs = None
     h, w = x.shape[-2:]
-    raw = np.stack([cv2.resize(np.float32(m), (w, h)) for m in raw_low]).astype(np.float32)
+    raw = np.stack([cv2.resize(np.asarray(m, dtype=np.float32), (w, h)) for m in raw_low]).astype(np.float32)
     idx = torch.tensor(wanted)
     return CamMaps(
         cam=np.asarray(normalised, dtype=np.float32),

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -337,7 +338,7 @@ def save_maps(source: Source, model: torch.nn.Module, out_dir: str | Path, index
 
 def _label_names(model: torch.nn.Module) -> list[str] | None:
     try:
-        names = model.labels  # type: ignore[attr-defined]
+        names = cast("Sequence[str] | None", model.labels)
     except Exception:
         return None
     return list(names) if names is not None else None

@@ -210,8 +210,9 @@ class AttackContext:
         """Uniform [0, 1) noise drawn on CPU from the seeded generator, then moved."""
         return torch.rand(shape, generator=self.generator).to(self.device)
 
-    def step(self, iteration: int, total: int, **metrics: float) -> bool:
-        """Record one iteration; returns True when the attack must stop (cancelled)."""
+    def step(self, iteration: int, total: int, **metrics: float | torch.Tensor) -> bool:
+        """Record one iteration (tensor metrics become floats, or lists for per-image values);
+        returns True when the attack must stop (cancelled)."""
         record = {"iteration": iteration, "total": total, **{k: _scalar(v) for k, v in metrics.items()}}
         self.history.append(record)
         if self.progress is not None and self.progress(record) is False:
@@ -471,6 +472,12 @@ class AttackResult:
     def success_rate(self) -> float:
         return float(self.success.float().mean())
 
+    @property
+    def target(self) -> int | None:
+        """The target class of a targeted run (``params["target"]``), else None."""
+        value = self.params.get("target")
+        return int(value) if value is not None else None
+
 
 def validate_batch(x: torch.Tensor) -> None:
     """Refuse anything but a finite ``N×3×H×W`` float batch in [0, 1]."""
@@ -523,7 +530,8 @@ def run_attack(
     if labels is None:
         labels = ctx.logits(x0).argmax(1)
     labels = labels.to(ctx.device)
-    target = values.get("target")
+    raw_target = values.get("target")
+    target = int(raw_target) if raw_target is not None else None
     if target is not None and x0.shape[0] == 1 and int(labels[0]) == target:
         raise ParameterError(
             f"The image is already classified as the target class {target}; choose another target."
@@ -539,10 +547,10 @@ def run_attack(
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     wall = time.perf_counter() - start
-    fooled = (adv_labels == target if target is not None else adv_labels != labels).cpu()
+    fooled = (torch.eq(adv_labels, target) if target is not None else torch.ne(adv_labels, labels)).cpu()
     info = dict(output.info)
     if target is not None:  # as foolbox does, an image already of the target class counts as reached
-        info["already_target"] = (labels == target).cpu().tolist()
+        info["already_target"] = torch.eq(labels, target).cpu().tolist()
     constraints = measure_constraints(x0, x_adv)
     constraints.update({k: v.detach().double().cpu().tolist() for k, v in output.constraints.items()})
     bounds = judge_bounds(spec, values, model, x0, x_adv, constraints)

@@ -13,6 +13,7 @@ once; an attack supplies only its :class:`Parametrization` (``x(v)``, ``r(v)`` a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -224,7 +225,11 @@ def lagrangian_search(
     return best_x, info
 
 
-BOXES = {"tanh": TanhBox, "sigmoid": SigmoidBox, "clip": ClipBox}
+BOXES: dict[str, Callable[[torch.Tensor], Parametrization]] = {
+    "tanh": TanhBox,
+    "sigmoid": SigmoidBox,
+    "clip": ClipBox,
+}
 
 
 def cw_l2(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]) -> AttackOutput:

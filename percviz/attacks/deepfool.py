@@ -10,6 +10,7 @@ at (as torchattacks does), so clipping never leaves a stale accumulated step beh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,6 +48,13 @@ P_DEEPFOOL = Param(
 )
 
 
+def _margin_towards(
+    labels: torch.Tensor, target: int | None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The objective ``(logits, x) ↦ margin(logits, labels, target)`` for :meth:`AttackContext.gradient`."""
+    return lambda logits, _x: margin(logits, labels, target)
+
+
 def deepfool(
     ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]
 ) -> AttackOutput:
@@ -78,7 +86,7 @@ def deepfool(
                 break
             f, fooled = f.abs(), logits.argmax(1) != ya
         else:
-            w, m, logits = ctx.gradient(xa, lambda z, _x, ya=ya: margin(z, ya, target))
+            w, m, logits = ctx.gradient(xa, _margin_towards(ya, target))
             f, wq, fooled = m.abs(), lp_norm(w, q), logits.argmax(1) == target
         radius = (f.double() + 1e-4) / wq.clamp_min(TINY)
         r = steepest_step(w, p, radius)

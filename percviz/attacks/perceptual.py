@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from percviz.attacks.params import KAPPA, LOSS, RANDOM_START, STEPS, TARGET, wit
 from percviz.attacks.solvers.cg import conjugate_gradient
 from percviz.attacks.solvers.projections import Projection, bisection, distance_to, newton
 from percviz.errors import ParameterError
+
+if TYPE_CHECKING:
+    from percviz.models import Classifier
 
 PPGD_H = 1e-3  # finite-difference step for Jv (App. A.1, Algorithm 1 lines 15 and 23)
 LPA_H = 0.1  # finite-difference step for the directional derivative m (Algorithm 2 line 9)
@@ -141,8 +144,9 @@ def _build_joint(model: nn.Module) -> nn.Module | None:
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
     try:
-        net = model.net
-        layers = tuple(model.spec.feature_layers)
+        classifier = cast("Classifier", model)
+        net = classifier.net
+        layers = tuple(classifier.spec.feature_layers)
         last = get_graph_node_names(net)[1][-1]
         nodes = {name: name for name in layers}
         nodes[last] = _LOGITS
@@ -210,7 +214,7 @@ class DistanceNet:
         Counted forwards: 1 when self-bounded (one shared pass; 2 if the net is untraceable),
         2 when externally bounded.
         """
-        model = self.ctx.model
+        model = cast("Classifier", self.ctx.model)
         if self.joint is not None:
             out = self.joint(model.normalize(xg))
             self.ctx.forward_passes += 1

@@ -215,8 +215,8 @@ class Jacobian:
     def __init__(self, ctx: AttackContext, x: torch.Tensor) -> None:
         self.ctx = ctx
         self.x = x
-        self.output, self._vjp = torch.func.vjp(ctx.model, x)
-        self.output = self.output.detach()
+        pair = torch.func.vjp(ctx.model, x)
+        self.output, self._vjp = pair[0].detach(), pair[1]
         ctx.forward_passes += 1
         self._forward_mode = True
 

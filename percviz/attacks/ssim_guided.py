@@ -196,9 +196,9 @@ def pgap(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict
     x_adv = x.clone()
     active = torch.ones(n, dtype=torch.bool, device=x.device)
     used = torch.zeros(n, device=x.device)
-    f64 = {"dtype": torch.float64, "device": x.device}
-    dual_norm, dual_mean = torch.zeros(n, groups, **f64), torch.zeros(n, groups, **f64)
-    gap = torch.full((n, groups), float("nan"), **f64)
+    dual_norm = torch.zeros(n, groups, dtype=torch.float64, device=x.device)
+    dual_mean = torch.zeros_like(dual_norm)
+    gap = torch.full_like(dual_norm, float("nan"))
     status: list[list[str]] = [[] for _ in range(n)]
     seconds, solves = 0.0, 0
     for it in range(steps):

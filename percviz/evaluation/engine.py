@@ -106,9 +106,9 @@ def evaluate(
     for run in runs:
         for im in images:
             key = row_key(model.spec.id, seed, im, run)
-            row = fresh.get(key) or (rowstore.get(key) if rowstore is not None else None)
-            if row is not None:
-                ev.rows.append(row)
+            found = fresh.get(key) or (rowstore.get(key) if rowstore is not None else None)
+            if found is not None:
+                ev.rows.append(found)
     return ev
 
 
@@ -170,7 +170,7 @@ def result_rows(
     logits = model(torch.cat([x_adv, quantise_8bit(x_adv)])).float().cpu()
     p_after = torch.softmax(logits[:n], 1)
     p_before = torch.stack([originals[i][0] for i in range(n)])
-    png_ok = is_adversarial(logits[n:], result.labels.cpu(), result.params.get("target"))
+    png_ok = is_adversarial(logits[n:], result.labels.cpu(), result.target)
     x64, a64 = x.double().cpu(), x_adv.double().cpu()
     smap = ssim_map(x64, a64)
     ssim_v = ssim_interior(smap).mean(dim=(-2, -1)).mean(dim=1)

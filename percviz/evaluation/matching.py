@@ -196,7 +196,7 @@ def match_quality(
         values = {**base, name: value}
         if tie_step and name == "eps" and "step_size" in spec.param_names() and "step_size" not in base:
             steps = int(
-                values.get("steps", spec.param("steps").default if "steps" in spec.param_names() else 1)
+                values.get("steps", spec.param("steps").default if "steps" in spec.param_names() else 1) or 1
             )
             values["step_size"] = min(2.5 * value / max(steps, 1), spec.param("step_size").high or math.inf)
         run = make_runs([attack], values)[0]

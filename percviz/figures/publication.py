@@ -128,10 +128,10 @@ def static_figure(
     ssim_norm, cam_norm = Normalize(vmin, 1.0), Normalize(0.0, 1.0)
     heads = figure_heads(rows)
 
-    def box(col: int, row: int) -> list[float]:
+    def box(col: int, row: int) -> tuple[float, float, float, float]:
         left = label_w + col * (panel + gap)
         top = head_h + row * (panel + gap)
-        return [left / width, 1 - (top + panel) / height, panel / width, panel / height]
+        return (left / width, 1 - (top + panel) / height, panel / width, panel / height)
 
     if title:
         fig.text(0.5, 1 - 0.22 / height, title, ha="center", va="center", fontsize=10, fontweight="bold")
@@ -169,7 +169,7 @@ def static_figure(
     bottom = (cbar_h + 0.35 - 0.28) / height
     left_b, left_e = box(1, 0)[0], box(4, 0)[0]
     span = (3 * panel + 2 * gap) / width
-    ssim_ax = fig.add_axes([left_b + 0.1 * span, bottom, 0.8 * span, 0.09 / height])
+    ssim_ax = fig.add_axes((left_b + 0.1 * span, bottom, 0.8 * span, 0.09 / height))
     clipped = min(float(r.ssim_map.min()) for r in rows) < vmin
     bar = fig.colorbar(
         ScalarMappable(ssim_norm, colormaps[SSIM_PRINT_COLORMAP]),
@@ -180,7 +180,7 @@ def static_figure(
     bar.set_label("local SSIM (dark = distorted)", fontsize=7)
     bar.ax.tick_params(labelsize=6.5, width=0.4, length=2)
     bar.outline.set_linewidth(0.4)
-    cam_ax = fig.add_axes([left_e + 0.1 * panel / width, bottom, 0.8 * panel / width, 0.09 / height])
+    cam_ax = fig.add_axes((left_e + 0.1 * panel / width, bottom, 0.8 * panel / width, 0.09 / height))
     bar = fig.colorbar(
         ScalarMappable(cam_norm, colormaps[CAM_COLORSCALE]), cax=cam_ax, orientation="horizontal"
     )
@@ -191,7 +191,9 @@ def static_figure(
     return fig
 
 
-def _row_caption(fig: Any, row: FigureRow, ax_box: list[float], label_frac: float) -> None:
+def _row_caption(
+    fig: Any, row: FigureRow, ax_box: tuple[float, float, float, float], label_frac: float
+) -> None:
     """The text left of a row: attack, parameters, SSIM, prediction change, precision."""
     x = 0.012
     y_top = ax_box[1] + ax_box[3]
@@ -277,7 +279,7 @@ def export_grid(grid: Any, row_label: str, col_label: str, fmt: str = "png", *, 
         for c, cell in enumerate(row):
             left = 1.1 + c * (panel + 0.1)
             top = 0.45 + r * (panel + cap)
-            ax = fig.add_axes([left / width, 1 - (top + panel) / height, panel / width, panel / height])
+            ax = fig.add_axes((left / width, 1 - (top + panel) / height, panel / width, panel / height))
             ax.imshow(cell.thumbnail, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

@@ -35,6 +35,9 @@ class Classifier(nn.Module):
     ``.train()`` is refused: the model may be shared between sessions.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, spec: ModelSpec) -> None:
         super().__init__()
         self.net = net

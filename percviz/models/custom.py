@@ -136,7 +136,7 @@ def model_ref(
     given = {"labels": labels, "input_size": input_size, "mean": mean, "std": std, "cam_layer": cam_layer}
     for key, value in given.items():
         if value is not None:
-            options[key] = str(Path(value).expanduser().resolve()) if key == "labels" else str(value)
+            options[key] = str(Path(str(value)).expanduser().resolve()) if key == "labels" else str(value)
     composed = ModelRef(base_text, tuple(sorted(options.items())))
     return str(parse_model_ref(str(composed)))
 
@@ -160,7 +160,7 @@ def _triple(text: str, name: str) -> tuple[float, float, float]:
         raise ModelFileError(f"Model option {name} takes three numbers 'a,b,c'; got '{text}'.")
     if name == "std" and min(values) <= 0:
         raise ModelFileError(f"Model option std must be positive; got '{text}'.")
-    return values  # type: ignore[return-value]
+    return values
 
 
 # ----------------------------------------------------------------------------- file content
@@ -480,7 +480,7 @@ def probe(net: nn.Module, size: int) -> Probe:
             "percviz attacks classifiers."
         )
     maps = tuple(
-        (name, shape[1:])  # type: ignore[misc]
+        (name, shape[1:])
         for name, mod, shape in records
         if len(shape) == 4
         and shape[2] > 1
@@ -602,8 +602,9 @@ def build_custom(ref: ModelRef) -> tuple[nn.Module, ModelSpec]:
     labels = read_labels(labels_file, found.classes) if labels_file else built.labels
     if labels and len(labels) != found.classes:
         labels = ()
-    mean = _triple(ref.option("mean"), "mean") if ref.option("mean") else built.mean or IMAGENET_MEAN
-    std = _triple(ref.option("std"), "std") if ref.option("std") else built.std or IMAGENET_STD
+    mean_text, std_text = ref.option("mean"), ref.option("std")
+    mean = _triple(mean_text, "mean") if mean_text else built.mean or IMAGENET_MEAN
+    std = _triple(std_text, "std") if std_text else built.std or IMAGENET_STD
     spec = ModelSpec(
         id=str(ref),
         title=built.title,

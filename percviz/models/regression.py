@@ -25,13 +25,16 @@ import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from percviz.device import best_device
 from percviz.errors import ModelUnavailableError, UnknownIdError
+
+if TYPE_CHECKING:
+    from percviz.models.classifier import Classifier
 
 OutputKind = Literal["image", "vector"]
 
@@ -79,6 +82,7 @@ class Regressor(nn.Module):
     """``f(x)`` for ``x`` of shape ``N×3×H×W`` in [0, 1]; frozen, eval, ``train()`` refused."""
 
     kind = "regressor"
+    _anchor: torch.Tensor
 
     def __init__(self, net: nn.Module, spec: RegressorSpec) -> None:
         super().__init__()
@@ -242,7 +246,9 @@ def without_last_linear(net: nn.Module) -> nn.Module:
     root._modules = dict(net._modules)
     parent = root
     for name in parts[:-1]:
-        child = copy.copy(parent._modules[name])
+        found = parent._modules[name]
+        assert found is not None  # the path was read from this module tree
+        child = copy.copy(found)
         child._modules = dict(child._modules)
         parent._modules[name] = child
         parent = child
@@ -251,7 +257,7 @@ def without_last_linear(net: nn.Module) -> nn.Module:
 
 
 class _Embedding(nn.Module):
-    def __init__(self, classifier: nn.Module) -> None:
+    def __init__(self, classifier: Classifier) -> None:
         super().__init__()
         self.classifier = classifier
         self.body = without_last_linear(classifier.net)

@@ -131,20 +131,21 @@ def check_params(
     attack declares.
     Raises :class:`ParameterError` (or :class:`ModelUnavailableError`) with one sentence.
     """
+    given: object = values
     if isinstance(values, Limits):
-        spec, values, limits = None, attack, values
+        spec, given, limits = None, attack, values
     else:
-        spec = _spec(attack) if attack is not None else None
+        spec = _spec(attack)
     if limits is None:
         limits = current_limits()
-    values = values if isinstance(values, Mapping) else {}
+    params: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
     iteration, cost = declared_loop_params(spec)
     for name in sorted(iteration | cost):
         field = "max_steps" if name in iteration else COST_LIMITS.get(name, "max_cost")
-        for value in _each(values.get(name)):
+        for value in _each(params.get(name)):
             _check_cap(name, value, getattr(limits, field), limits)
     if spec is not None and "distance_net" in spec.param_names():
-        _check_distance_net(values.get("distance_net"), limits)
+        _check_distance_net(params.get("distance_net"), limits)
 
 
 def declared_loop_params(spec: AttackSpec | None = None) -> tuple[set[str], set[str]]:

@@ -220,12 +220,12 @@ class _Solve(torch.autograd.Function):
     """``x = L_α^{-1} b`` with the backward ``∇b = L_α^{-1} ∇x`` (``L_α`` is symmetric)."""
 
     @staticmethod
-    def forward(ctx, b: torch.Tensor, smoother: LaplacianSmoother) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, b: torch.Tensor, smoother: LaplacianSmoother) -> torch.Tensor:
         ctx.smoother = smoother
         return smoother.solve(b)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return ctx.smoother.solve(grad.contiguous()), None
 
 
