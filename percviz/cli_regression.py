@@ -154,7 +154,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _eps_values(args: argparse.Namespace, runs: list[Any]) -> list[float]:
-    from percviz.cli import parse_sweep
+    from percviz.cli_evaluate import parse_sweep
 
     sweep = parse_sweep(args.sweep)
     other = [n for n in sweep if n.rpartition(".")[2] != "eps"]

@@ -1,0 +1,263 @@
+"""The ``percviz evaluate`` command: an image folder or the bundled photos × attacks (× swept values, or at
+matched quality) → ``rows.jsonl``, ``results.csv``, ``summary.json`` and the PNG plots, in process or
+on a Ray cluster, optionally with a transfer matrix onto other models. Regression attacks go to
+:mod:`percviz.cli_regression`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from percviz.errors import ParameterError, PercvizError
+from percviz.progress import ProgressCallback
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Run ``percviz evaluate`` with parsed ``args``; returns the exit status."""
+    from percviz import cli_regression
+    from percviz import evaluation as ev
+    from percviz.cli import model_arg, parse_params
+    from percviz.figures.report import plot_report
+    from percviz.jsonsafe import json_safe
+
+    if any(cli_regression.is_regression_attack(a) for a in args.attack):
+        return cli_regression.cmd_evaluate(args)
+    from percviz.models import load_model
+
+    out = Path(args.out)
+    raw_params = parse_params(args.param)
+    runs = ev.make_runs(args.attack, raw_params, parse_sweep(args.sweep))
+    match = ev.parse_match(args.match) if args.match else None
+    if match is not None:
+        if args.sweep:
+            raise ParameterError("--match searches the strength itself; it cannot be combined with --sweep.")
+        for attack in dict.fromkeys(args.attack):
+            ev.strength_param(attack)
+    if args.batch < 1:
+        raise ParameterError(f"--batch must be at least 1; got {args.batch}.")
+    if args.engine == "ray" and match is not None:
+        raise ParameterError("--match runs in this process; drop --engine ray to use it.")
+    # With Ray the workers compute; this process only needs the model's input size and id.
+    model = load_model(model_arg(args) or "", "cpu" if args.engine == "ray" else args.device)
+    labels = ev.read_true_labels(args.labels) if args.labels else None
+    if args.images.startswith("sample:"):
+        wanted = args.images.split(":", 1)[1]
+        names = None if wanted in ("", "all") else [n.strip() for n in wanted.split(",") if n.strip()]
+        images, skipped = ev.load_samples(model.input_size, names, crop_fraction=args.crop)
+        images = images[: args.limit] if args.limit else images
+    else:
+        images, skipped = ev.load_folder(
+            args.images, model.input_size, crop_fraction=args.crop, true_labels=labels, limit=args.limit
+        )
+    for item in skipped:
+        print(f"percviz: skipped {item.name}: {item.reason}", file=sys.stderr)
+    if not images:
+        raise ParameterError(f"No readable image in '{args.images}'.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PercvizError(f"Cannot create output folder '{out}': {exc.strerror or exc}.") from None
+    store = ev.RowStore(out / "rows.jsonl")
+    bar = _ProgressBar(disable=args.quiet)
+    explain = not args.no_explain
+    common = {"seed": args.seed, "batch": args.batch, "store": store, "progress": bar}
+    matched: list[dict[str, Any]] = []
+    cluster: dict[str, Any] | None = None
+    try:
+        if match is None and args.engine == "ray":
+            from percviz.evaluation import cluster as ray_cluster
+
+            result = ray_cluster.evaluate_ray(
+                model_arg(args) or "",
+                model.spec.id,
+                images,
+                runs,
+                explain=explain,
+                address=args.address,
+                workers=args.workers,
+                gpus_per_worker=args.gpus_per_worker,
+                threads=args.threads_per_worker,
+                device=args.device,
+                **common,
+            )
+            cluster = dict(ray_cluster.cluster_summary(result))
+            rows, cancelled = [*result.rows, *result.errors], result.cancelled
+            computed, reused, explain_ok = result.computed, result.reused, result.explain_available
+        elif match is None:
+            local = ev.evaluate(model, images, runs, explain=explain, **common)
+            rows, cancelled = local.rows, local.cancelled
+            computed, reused, explain_ok = local.computed, local.reused, local.explain_available
+        else:
+            metric, target = match
+
+            def matching(i: int, attack: str) -> ProgressCallback:
+                bar.describe(f"matching {attack}")
+                return bar
+
+            found = ev.match_runs(
+                model,
+                images,
+                runs,
+                metric,
+                target,
+                seed=args.seed,
+                batch=args.batch,
+                store=store,
+                explain=explain,
+                progress=matching,
+            )
+            rows = [r for m in found for r in m.rows]
+            matched = [m.as_dict() for m in found]
+            cancelled = any(m.note == "cancelled" for m in found)
+            computed, reused = sum(m.computed for m in found), sum(m.reused for m in found)
+            explain_ok = any(k in r for r in rows for k in ev.EXPLAIN_COLUMNS)
+    finally:
+        bar.close()
+    # Error rows (an image a Ray worker could not evaluate, also when resumed here) stay out of
+    # the numbers and are listed in summary.json.
+    errors = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
+    for r in errors:
+        print(f"percviz: failed {r['image']} ({r['attack']}): {r['error']}", file=sys.stderr)
+    summaries = ev.summarize(rows)
+    ev.write_csv(out / "results.csv", rows)
+    sweep_names = [n.rpartition(".")[2] for n in parse_sweep(args.sweep)]
+    plots = plot_report(out, summaries, list(dict.fromkeys(sweep_names)))
+    payload = {
+        "model": model.spec.id,
+        "device": str(model.device),
+        "seed": args.seed,
+        "images": [im.name for im in images],
+        "skipped": [s.as_dict() for s in skipped],
+        "computed": computed,
+        "reused": reused,
+        "complete": not cancelled and len(rows) + len(errors) == len(images) * (len(runs)),
+        "errors": [{k: r.get(k) for k in ("image", "attack", "params", "error")} for r in errors],
+        "explainability": "Pochimireddy et al. 2021 §V-B at noise threshold 0.11"
+        if explain and explain_ok
+        else "not computed",
+        "distortion": "L2 of x_adv − x in [0,1] units over the whole image",
+        "groups": summaries,
+        "envelopes": ev.envelope(rows),
+        "matched": matched,
+        "files": ["rows.jsonl", "results.csv", "summary.json", *(p.name for p in plots)],
+    }
+    if cluster is not None:
+        payload["cluster"] = cluster
+    if args.transfer_to and not cancelled:
+        payload["transfer"] = _transfer(args, model, runs, out, bar)
+    (out / "summary.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n", encoding="utf-8")
+    for s in summaries:
+        print(
+            f"{ev.run_label(s['attack'], s['params'])}: fooling rate {s['fooling_rate']:.3f}, "
+            f"within bound {s.get('within_bound_rate', 1.0):.3f}, "
+            f"mean SSIM {s['mean_ssim']:.4f}, P_suc {s['p_suc']:.3f}, D̄ {_opt(s['mean_distortion'])} "
+            f"({s['images']} images)"
+        )
+    print(f"wrote {out} ({computed} computed, {reused} reused, {len(skipped)} skipped)")
+    return 0
+
+
+def parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["eps=0.01,0.02"]`` → ``{"eps": ["0.01", "0.02"]}`` (validated against the schema later)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        parts = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name.strip() or not parts:
+            raise ParameterError(f"--sweep takes NAME=V1,V2,...; got '{item}'.")
+        out[name.strip()] = parts
+    return out
+
+
+def split_models(text: str) -> list[str]:
+    """``"a,file:b.onnx?mean=0.5,0.5,0.5"`` → two references (commas inside options stay)."""
+    from percviz.models import ZOO_MODELS
+
+    out: list[str] = []
+    for token in (t.strip() for t in text.split(",")):
+        starts = token in ZOO_MODELS or token.partition("?")[0] in ZOO_MODELS
+        starts = starts or token.startswith(("file:", "hf:")) or "@" in token.partition("?")[0]
+        if out and not starts:
+            out[-1] += "," + token
+        elif token:
+            out.append(token)
+    return out
+
+
+def _transfer(args: argparse.Namespace, model: Any, runs: Sequence[Any], out: Path, bar: Any) -> list[Any]:
+    """Transfer matrices over ``--model`` and ``--transfer-to`` (one per attack, its first run)."""
+    from percviz import evaluation as ev
+    from percviz.models import load_model
+    from percviz.transfer import transfer_matrix
+
+    others = split_models(args.transfer_to)
+    models = [model, *(load_model(m, args.device) for m in others)]
+    models = list({m.spec.id: m for m in models}.values())
+    size = max(m.input_size for m in models)
+    if args.images.startswith("sample:"):
+        wanted = args.images.split(":", 1)[1]
+        names = None if wanted in ("", "all") else [n.strip() for n in wanted.split(",") if n.strip()]
+        images, _ = ev.load_samples(size, names, crop_fraction=args.crop)
+    else:
+        images, _ = ev.load_folder(args.images, size, crop_fraction=args.crop, limit=args.limit)
+    images = images[: args.limit] if args.limit else images
+    pairs = [(im.name, im.pixels) for im in images]
+    summaries = []
+    for attack in dict.fromkeys(r.attack for r in runs):
+        params = next(r.params for r in runs if r.attack == attack)
+        bar.describe(f"transfer {attack}")
+        matrix = transfer_matrix(models, pairs, attack, dict(params), seed=args.seed, batch=args.batch)
+        matrix.write(out, f"transfer-{attack}")
+        summary = {k: v for k, v in matrix.as_dict().items() if k != "rows"}
+        summaries.append(summary)
+        print(f"transfer matrix ({attack}; rows = source, columns = target; fooling rate):")
+        width = max(len(m.spec.id) for m in models)
+        print(" " * (width + 1) + " ".join(f"{m.spec.id[-width:]:>{width}s}" for m in models))
+        for sid, row in zip(summary["sources"], summary["fooling_rate"], strict=True):
+            print(f"{sid:{width}s} " + " ".join(f"{_opt(v):>{width}s}" for v in row))
+    return summaries
+
+
+def _opt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+class _ProgressBar:
+    """tqdm on stderr fed by the engine's progress records (the engine itself never prints)."""
+
+    def __init__(self, disable: bool = False) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=0, unit="img", file=sys.stderr, disable=disable, dynamic_ncols=True)
+
+    def describe(self, text: str) -> None:
+        self._bar.set_description(text)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        stage = record.get("stage")
+        if stage == "start":
+            self._bar.reset(total=record["total"])
+            self._bar.update(record["reused"])
+        elif stage == "row":
+            self._bar.update(1)
+        elif stage == "iteration":
+            self._bar.set_postfix_str(
+                f"{record.get('attack')} it {record.get('iteration')}/{record.get('total')}"
+            )
+        elif stage == "probe":
+            self._bar.write(
+                f"  {record['attack']} {record['param']}={record['value']:.5g}: "
+                + ", ".join(
+                    f"{k}={v:.4g}" for k, v in record.items() if k in ("ssim", "psnr", "fooling_rate")
+                ),
+                file=sys.stderr,
+            )
+
+    def close(self) -> None:
+        self._bar.close()
