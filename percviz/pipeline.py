@@ -135,7 +135,7 @@ def build_report(outcome: RunOutcome, top: int = 5, measured: Measured | None = 
 
 
 def bound_record(check: dict[str, Any], index: int) -> dict[str, Any]:
-    """One judged constraint (see :func:`percviz.attacks.base.judge`) for image ``index``."""
+    """One judged constraint (see :func:`percviz.attacks.bounds.judge`) for image ``index``."""
     return json_safe(
         {
             "distance": check["distance"],

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from percviz.attacks import base, get_attack, registry, run_attack
-from percviz.attacks.base import AttackOutput, Constraint, judge
+from percviz.attacks.base import AttackOutput
+from percviz.attacks.bounds import Constraint, judge
 from percviz.cli import main
 
 #: Few iterations, so every attack runs on the tiny model in well under a second per variant.

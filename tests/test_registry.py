@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from percviz.attacks import get_attack, registry, run_attack
-from percviz.attacks.base import Param
 from percviz.attacks.losses import best_other, cross_entropy, margin
+from percviz.attacks.schema import Param
 from percviz.errors import ParameterError, UnknownIdError
 
 

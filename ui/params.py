@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import numpy as np
 import streamlit as st
 
-from percviz.attacks.base import AttackSpec, Param
+from percviz.attacks.base import AttackSpec
+from percviz.attacks.schema import Param
 from percviz.errors import ParameterError, PercvizError
 from percviz.models.classifier import imagenet_labels
 from percviz.serving.hosted import Limits

@@ -15,14 +15,14 @@ from percviz.attacks.base import (
     AttackOutput,
     AttackResult,
     AttackSpec,
-    Param,
     get_attack,
     register,
     registry,
     run_attack,
 )
+from percviz.attacks.schema import Param
 
-_INFRASTRUCTURE = {"base", "checks", "losses", "params"}
+_INFRASTRUCTURE = {"base", "bounds", "checks", "losses", "params", "schema"}
 _loaded = False
 _load_lock = threading.RLock()
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from percviz.attacks.base import AttackContext, Param
+from percviz.attacks.base import AttackContext
+from percviz.attacks.schema import Param
 
 CANDIDATES = Param(
     name="candidates",
@@ -125,7 +126,7 @@ def project(x: torch.Tensor, x_adv: torch.Tensor, p: float, eps: float) -> torch
 
 
 def measure_lp(_model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, params: Any) -> torch.Tensor:
-    """``‖x_adv − x‖_p`` per image with ``p = params['p']`` (a :class:`~percviz.attacks.base.Constraint`
+    """``‖x_adv − x‖_p`` per image with ``p = params['p']`` (a :class:`~percviz.attacks.bounds.Constraint`
     measure for attacks whose norm is a parameter)."""
     return lp_norm(x_adv.double() - x.double(), parse_p(params["p"]))
 

@@ -10,7 +10,6 @@ constraints against the original image, so every attack reports the same honest 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -19,108 +18,11 @@ from typing import Any, Literal
 
 import torch
 
+from percviz.attacks.bounds import Constraint, judge_bounds
+from percviz.attacks.schema import Param, ParamValue
 from percviz.errors import ParameterError, PercvizError, UnknownIdError
 from percviz.jsonsafe import json_safe
 from percviz.progress import ProgressCallback
-
-ParamKind = Literal["float", "int", "bool", "choice", "class"]
-ParamValue = float | int | bool | str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Param:
-    """One attack parameter: what the UI slider, the CLI ``--param`` and recipes share.
-
-    ``kind='class'`` is an optional ImageNet class index (``None`` = absent, e.g. ``target``).
-    ``choice`` parameters take one of ``choices``; ``p`` is a choice over ``"1"``, ``"2"``,
-    ``"inf"`` unless the attack accepts any float (then it is a float with ``allow_inf``).
-    """
-
-    name: str
-    kind: ParamKind
-    default: ParamValue
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-    unit: str = ""
-    help: str = ""
-    source: str = ""
-    log: bool = False
-    allow_inf: bool = False
-    label: str = ""
-    symbol: str = ""
-
-    def display_label(self) -> str:
-        return self.label or self.name
-
-    def display_symbol(self) -> str:
-        """How legends and run labels write the name (``ε``, ``κ``…; the name when none is set)."""
-        return self.symbol or self.name
-
-    def validate(self, value: Any) -> ParamValue:
-        """Coerce and check one value (strings from the CLI are accepted); raise ParameterError."""
-        name = self.name
-        if self.kind == "class":
-            if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
-                return None
-            return int(self._number(value, integer=True, low=0, high=999))
-        if self.kind == "bool":
-            return _as_bool(name, value)
-        if self.kind == "choice":
-            text = str(value).strip()
-            if text not in self.choices:
-                raise ParameterError(
-                    f"Parameter '{name}' must be one of {', '.join(self.choices)}; got {value!r}."
-                )
-            return text
-        if self.kind == "int":
-            return int(self._number(value, integer=True, low=self.low, high=self.high))
-        return float(self._number(value, integer=False, low=self.low, high=self.high))
-
-    def _number(self, value: Any, *, integer: bool, low: float | None, high: float | None) -> float:
-        name = self.name
-        if isinstance(value, bool):
-            raise ParameterError(f"Parameter '{name}' must be a number; got {value!r}.")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ParameterError(f"Parameter '{name}' must be a number; got {value!r}.") from None
-        if math.isnan(number) or (math.isinf(number) and not (self.allow_inf and number > 0)):
-            raise ParameterError(f"Parameter '{name}' must be finite; got {value!r}.")
-        if integer and number != int(number):
-            raise ParameterError(f"Parameter '{name}' must be an integer; got {value!r}.")
-        if (low is not None and number < low) or (
-            high is not None and number > high and not math.isinf(number)
-        ):
-            raise ParameterError(f"Parameter '{name}' must lie in [{low}, {high}]; got {value!r}.")
-        return number
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "default": json_safe(self.default),
-            "low": self.low,
-            "high": self.high,
-            "choices": list(self.choices),
-            "unit": self.unit,
-            "help": self.help,
-            "source": self.source,
-            "label": self.display_label(),
-            "symbol": self.display_symbol(),
-            "log": self.log,
-        }
-
-
-def _as_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ParameterError(f"Parameter '{name}' must be true or false; got {value!r}.")
 
 
 @dataclass
@@ -239,97 +141,6 @@ def _scalar(value: Any) -> Any:
 
 
 AttackFn = Callable[[AttackContext, torch.Tensor, torch.Tensor, dict[str, Any]], AttackOutput]
-
-
-ConstraintKind = Literal["hard", "soft"]
-Measure = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Mapping[str, Any]], torch.Tensor]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Constraint:
-    """What an attack promises about its output, judged by :func:`run_attack` per image.
-
-    ``distance`` names a value measured against the *original* image after clipping: a key of
-    :attr:`AttackResult.constraints` that the template always measures (``linf``, ``l2``, ``l0``
-    in pixels, ``s1``, ``s2``, ``ssim``), or one that ``measure(model, x, x_adv, params) → (N,)``
-    re-measures (``lp`` of order ``params['p']``, ``s2_scope``, ``lpips_self``…); the template
-    stores that value under the name, replacing what the attack reported. ``{name}`` fields are
-    filled from the parameters (``lpips_{distance_net}`` → ``lpips_alexnet``).
-
-    ``relation`` says whether the distance must stay at or below (``"<="``) or at or above
-    (``">="``, similarities such as S2) the limit: ``params[param]``, or ``limit(params)`` when
-    given (e.g. ``1 − eps2²``; ``text`` then says so). No limit at all (``param`` and ``limit``
-    both ``None``): the distance is only reported. Within means ``value ≤ limit + tol`` (``≥ limit
-    − tol``) with ``tol = tolerance · max(1, |limit|)``.
-
-    ``hard`` constraints decide success (fooled **and** within every hard bound); ``soft`` ones
-    (no budget, or a penalty that may end outside it) are reported with their excess and flagged
-    soft but never turn a fooled image into a failure. ``when`` restricts the constraint to runs
-    whose parameters equal the given values (e.g. FPGAP's bound holds only with
-    ``anchor=original``).
-    """
-
-    distance: str
-    kind: ConstraintKind
-    param: str | None = None
-    relation: Literal["<=", ">="] = "<="
-    tolerance: float = 1e-5
-    limit: Callable[[Mapping[str, Any]], float] | None = field(default=None, compare=False)
-    text: str = ""
-    when: Mapping[str, ParamValue] = field(default_factory=dict)
-    measure: Measure | None = field(default=None, compare=False)
-
-    def applies(self, params: Mapping[str, Any]) -> bool:
-        """Whether this constraint holds for a run with these (validated) parameters."""
-        return all(params.get(k) == v for k, v in self.when.items())
-
-    def key(self, params: Mapping[str, Any]) -> str:
-        """The name the distance is reported under for these parameters."""
-        return self.distance.format(**params) if "{" in self.distance else self.distance
-
-    def bound(self, params: Mapping[str, Any]) -> float | None:
-        """The limit for these parameters (``None``: report only)."""
-        if self.limit is not None:
-            return float(self.limit(params))
-        if self.param is None or params.get(self.param) is None:
-            return None
-        return float(params[self.param])
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "distance": self.distance,
-            "kind": self.kind,
-            "relation": self.relation,
-            "param": self.param,
-            "limit": self.param if self.limit is None else "computed (see text)",
-            "tolerance": self.tolerance,
-            "when": {k: json_safe(v) for k, v in self.when.items()},
-            "text": self.text,
-        }
-
-
-def judge(constraint: Constraint, params: Mapping[str, Any], values: torch.Tensor) -> dict[str, Any]:
-    """One constraint judged per image: ``values``, ``excess`` (≥ 0; 0 within) and ``within``."""
-    limit = constraint.bound(params)
-    v = values.detach().double().cpu()
-    if limit is None:
-        excess = torch.zeros_like(v)
-        tol = 0.0
-    else:
-        tol = constraint.tolerance * max(1.0, abs(limit))
-        excess = (v - limit if constraint.relation == "<=" else limit - v).clamp_min(0.0)
-    within = (excess <= tol) & torch.isfinite(v)
-    return {
-        "distance": constraint.key(params),
-        "kind": constraint.kind,
-        "relation": constraint.relation,
-        "limit": limit,
-        "tolerance": tol,
-        "text": constraint.text,
-        "values": v.tolist(),
-        "excess": excess.tolist(),
-        "within": within.tolist(),
-    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -580,31 +391,3 @@ def run_attack(
         bounds=bounds,
         violation={check["distance"]: check["excess"] for check in bounds},
     )
-
-
-def judge_bounds(
-    spec: AttackSpec,
-    params: Mapping[str, Any],
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    x_adv: torch.Tensor,
-    constraints: dict[str, list[float]],
-) -> list[dict[str, Any]]:
-    """Judge every applicable constraint of ``spec`` (see :class:`Constraint`), in order.
-
-    Distances with a ``measure`` are re-measured here on ``x`` and the clipped ``x_adv`` and
-    written into ``constraints`` (replacing the attack's own value); the others must already be
-    there. Returns one :func:`judge` record per constraint.
-    """
-    out = []
-    for c in spec.constraints:
-        if not c.applies(params):
-            continue
-        key = c.key(params)
-        if c.measure is not None:
-            with torch.no_grad():
-                constraints[key] = c.measure(model, x, x_adv, params).detach().double().cpu().tolist()
-        if key not in constraints:
-            raise RuntimeError(f"Attack '{spec.id}' declares constraint '{key}' but nothing measured it.")
-        out.append(judge(c, params, torch.tensor(constraints[key], dtype=torch.float64)))
-    return out

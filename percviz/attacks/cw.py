@@ -19,9 +19,11 @@ from typing import Any, Protocol
 
 import torch
 
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.losses import best_other
 from percviz.attacks.params import KAPPA, STEP_SIZE, STEPS, TARGET, with_default
+from percviz.attacks.schema import Param
 
 C_INIT = Param(
     name="c",

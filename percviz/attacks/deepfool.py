@@ -27,17 +27,11 @@ from percviz.attacks._norms import (
     parse_p,
     steepest_step,
 )
-from percviz.attacks.base import (
-    AttackCancelled,
-    AttackContext,
-    AttackOutput,
-    AttackSpec,
-    Constraint,
-    Param,
-    register,
-)
+from percviz.attacks.base import AttackCancelled, AttackContext, AttackOutput, AttackSpec, register
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.losses import margin
 from percviz.attacks.params import STEPS, TARGET, with_default
+from percviz.attacks.schema import Param
 
 P_DEEPFOOL = Param(
     name="p",

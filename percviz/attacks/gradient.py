@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import EPS_LINF, KAPPA, LOSS, RANDOM_START, STEP_SIZE, STEPS, TARGET
 

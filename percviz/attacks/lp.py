@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from percviz.attacks._norms import lp_norm, project, random_in_ball, steepest_step
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import EPS_L2, KAPPA, LOSS, RANDOM_START, STEP_SIZE, STEPS, TARGET, with_default
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from percviz.attacks.base import Param
+from percviz.attacks.schema import Param
 
 EPS_LINF = Param(
     name="eps",

@@ -33,9 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from percviz.analysis.metrics import perceptual_features
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.losses import cross_entropy, is_adversarial, margin
 from percviz.attacks.params import KAPPA, LOSS, RANDOM_START, STEPS, TARGET, with_default
+from percviz.attacks.schema import Param
 from percviz.attacks.solvers.cg import conjugate_gradient
 from percviz.attacks.solvers.projections import Projection, bisection, distance_to, newton
 from percviz.errors import ParameterError
@@ -615,7 +617,7 @@ OBJECTIVE = (MARGIN_LOSS, KAPPA_1, TARGET)
 
 def measure_perceptual(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, params: Any) -> torch.Tensor:
     """``d(x_adv, x) = |φ(x_adv) − φ(x)|₂`` per image with φ of ``params['distance_net']`` (two
-    forwards of the distance network; a :class:`~percviz.attacks.base.Constraint` measure)."""
+    forwards of the distance network; a :class:`~percviz.attacks.bounds.Constraint` measure)."""
     name = params["distance_net"]
     if name == "self":
         net: Any = model

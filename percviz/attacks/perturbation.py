@@ -34,17 +34,11 @@ from percviz.attacks._norms import (
     random_in_ball,
     steepest_step,
 )
-from percviz.attacks.base import (
-    AttackContext,
-    AttackOutput,
-    AttackSpec,
-    Constraint,
-    Param,
-    register,
-    validate_batch,
-)
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register, validate_batch
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.losses import is_adversarial, objective, pair_margin
 from percviz.attacks.params import EPS_LINF, KAPPA, LOSS, STEPS, TARGET, with_default
+from percviz.attacks.schema import Param
 
 SOURCE = "Balda et al. 2019, Perturbation Analysis of Learning Algorithms"
 

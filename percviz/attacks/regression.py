@@ -36,17 +36,15 @@ from percviz.attacks.base import (
     AttackContext,
     AttackOutput,
     AttackSpec,
-    Constraint,
-    Param,
-    ParamValue,
     ProgressCallback,
     get_attack,
-    judge_bounds,
     register,
     validate_batch,
 )
+from percviz.attacks.bounds import Constraint, judge_bounds
 from percviz.attacks.checks import measure_constraints
 from percviz.attacks.params import STEPS, with_default
+from percviz.attacks.schema import Param, ParamValue
 from percviz.errors import ParameterError
 
 SOURCE = "Balda, Behboodi, Mathar, Perturbation Analysis of Learning Algorithms"

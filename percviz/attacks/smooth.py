@@ -12,10 +12,12 @@ from typing import Any
 
 import torch
 
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.cw import SEARCH_PARAMS, SOFT_L2, lagrangian_search
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import EPS_L2, KAPPA, LOSS, STEP_SIZE, STEPS, TARGET, with_default
+from percviz.attacks.schema import Param
 from percviz.attacks.solvers.smoothing import LaplacianSmoother, laplacian_energy
 
 SMOOTH_ALPHA = Param(

@@ -13,9 +13,11 @@ from typing import Any
 import torch
 
 from percviz.analysis.metrics import s1_s2
-from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, Constraint, Param, register
+from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.losses import is_adversarial, objective
 from percviz.attacks.params import KAPPA, LOSS, STEPS, TARGET, with_default
+from percviz.attacks.schema import Param
 from percviz.attacks.solvers import qcqp
 
 EPS1 = Param(
