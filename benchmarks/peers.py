@@ -138,7 +138,7 @@ def load_torchattacks() -> Any | None:
 def self_bounded_feature_model(pa_models: Any, classifier: torch.nn.Module) -> torch.nn.Module:
     """perceptual-advex's ``FeatureModel`` over our classifier: the same feature layers, and the
     features and logits from one forward (as our self-bounded attacks do), counting those calls."""
-    from percviz.attacks.perceptual import _LOGITS, _joint_extractor
+    from percviz.attacks.perceptual_distance import _LOGITS, _joint_extractor
 
     class PercvizFeatureModel(pa_models.FeatureModel):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:

@@ -23,37 +23,39 @@ formulas printed in App. A).
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from percviz.analysis.metrics import perceptual_features
 from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register
 from percviz.attacks.bounds import Constraint
 from percviz.attacks.losses import cross_entropy, is_adversarial, margin
-from percviz.attacks.params import KAPPA, LOSS, RANDOM_START, STEPS, TARGET, with_default
-from percviz.attacks.schema import Param
+from percviz.attacks.params import STEPS, TARGET, with_default
+from percviz.attacks.perceptual_distance import ALEXNET_BOUNDS, SELF_BOUNDS, DistanceNet, measure_perceptual
+from percviz.attacks.perceptual_params import (
+    BISECT_ITERS,
+    BOUND_TEXT,
+    CG_ITERS,
+    COMMON,
+    KAPPA_FAST,
+    LAM,
+    MARGIN_LOSS,
+    OBJECTIVE,
+    OVERSHOOT,
+    PPGD_STEP,
+    PROJECTION,
+    SEARCH_STEPS,
+)
 from percviz.attacks.solvers.cg import conjugate_gradient
 from percviz.attacks.solvers.projections import Projection, bisection, distance_to, newton
 from percviz.errors import ParameterError
-
-if TYPE_CHECKING:
-    from percviz.models import Classifier
 
 PPGD_H = 1e-3  # finite-difference step for Jv (App. A.1, Algorithm 1 lines 15 and 23)
 LPA_H = 0.1  # finite-difference step for the directional derivative m (Algorithm 2 line 9)
 INIT_STD = 0.01  # x̃₀ = x + 0.01·N(0, 1) (Algorithms 1–3)
 NEWTON_MAX_ITERS = 10
-DISTANCE_NETS = ("self", "alexnet", "vgg16", "resnet50")
-
-# Table 4 (App. D): PPGD/LPA bounds externally bounded with AlexNet; self-bounded ~ half (Table 5).
-ALEXNET_BOUNDS = {"small": 0.25, "medium": 0.5, "large": 1.0}
-SELF_BOUNDS = {k: v / 2 for k, v in ALEXNET_BOUNDS.items()}
 
 
 def preset_bound(size: str, distance_net: str = "self") -> float:
@@ -125,109 +127,6 @@ def paper_passes(
 # --------------------------------------------------------------------------------------------
 # The distance network
 # --------------------------------------------------------------------------------------------
-
-_JOINT: weakref.WeakKeyDictionary[nn.Module, nn.Module | None] = weakref.WeakKeyDictionary()
-_JOINT_LOCK = threading.Lock()
-_LOGITS = "__logits__"
-
-
-def _joint_extractor(model: nn.Module) -> nn.Module | None:
-    """An fx module returning the feature layers *and* the logits of ``model.net`` in one forward.
-
-    Shares the parameters, registers no hooks (thread-safe); ``None`` when the net cannot be traced.
-    """
-    with _JOINT_LOCK:
-        if model not in _JOINT:
-            _JOINT[model] = _build_joint(model)
-        return _JOINT[model]
-
-
-def _build_joint(model: nn.Module) -> nn.Module | None:
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
-    try:
-        classifier = cast("Classifier", model)
-        net = classifier.net
-        layers = tuple(classifier.spec.feature_layers)
-        last = get_graph_node_names(net)[1][-1]
-        nodes = {name: name for name in layers}
-        nodes[last] = _LOGITS
-        extractor = create_feature_extractor(net, return_nodes=nodes)
-    except Exception:  # untraceable custom model: fall back to two forwards
-        return None
-    extractor.eval()
-    extractor.requires_grad_(False)
-    return extractor
-
-
-class _Acts:
-    """Adapter giving ``perceptual_features`` precomputed activations (the FeatureNet protocol)."""
-
-    def __init__(self, acts: list[torch.Tensor]) -> None:
-        self.acts = acts
-
-    def features(self, _x: torch.Tensor) -> list[torch.Tensor]:
-        return self.acts
-
-
-class DistanceNet:
-    """φ of Laidlaw et al. 2021 §3 for the bound, with every pass counted on the attack context.
-
-    ``name='self'`` uses the attacked classifier (needs ``.features``); other names load that
-    zoo model with :func:`percviz.models.load_model`, which raises ModelUnavailableError naming
-    the missing weight file (propagated to the CLI / app as is).
-    """
-
-    def __init__(self, ctx: AttackContext, name: str) -> None:
-        self.ctx = ctx
-        self.name = name
-        self.external = name != "self"
-        if self.external:
-            from percviz.models import load_model
-
-            self.net: Any = load_model(name, ctx.device)
-            self.joint = None
-        else:
-            if not hasattr(ctx.model, "features") or not hasattr(ctx.model, "spec"):
-                raise ParameterError(
-                    "distance_net=self needs a classifier with perceptual feature layers; "
-                    "choose alexnet, vgg16 or resnet50."
-                )
-            self.net = ctx.model
-            self.joint = _joint_extractor(ctx.model)
-
-    @property
-    def constraint_name(self) -> str:
-        return f"lpips_{self.name}"
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """φ(x) (uncounted; callers count). Differentiable when ``x`` requires grad."""
-        return perceptual_features(self.net, x)
-
-    def phi(self, x: torch.Tensor) -> torch.Tensor:
-        """φ(x) without gradient; one counted forward."""
-        self.ctx.forward_passes += 1
-        with torch.no_grad():
-            return self.features(x)
-
-    def logits_and_phi(self, xg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of the classifier and φ(xg), both on xg's graph.
-
-        Counted forwards: 1 when self-bounded (one shared pass; 2 if the net is untraceable),
-        2 when externally bounded.
-        """
-        model = cast("Classifier", self.ctx.model)
-        if self.joint is not None:
-            out = self.joint(model.normalize(xg))
-            self.ctx.forward_passes += 1
-            acts = [out[name] for name in model.spec.feature_layers]
-            return out[_LOGITS], perceptual_features(_Acts(acts), xg)
-        self.ctx.forward_passes += 2
-        return model(xg), self.features(xg)
-
-    def backward_cost(self) -> int:
-        """Backward passes one gradient through both f and φ counts (1 self, 2 external)."""
-        return 1 + int(self.external or self.joint is None)
 
 
 def _bc(v: torch.Tensor) -> torch.Tensor:
@@ -498,134 +397,6 @@ def fast_lpa(
 # --------------------------------------------------------------------------------------------
 # Registry entries
 # --------------------------------------------------------------------------------------------
-
-BOUND = Param(
-    name="bound",
-    kind="float",
-    default=SELF_BOUNDS["medium"],
-    low=1e-4,
-    high=10.0,
-    unit="perceptual distance |φ(x̃) − φ(x)|₂",
-    help="Perceptual bound ε on d(x̃, x). Table 4: small/medium/large = 0.25/0.5/1.0 with AlexNet; "
-    "about half that self-bounded (0.125/0.25/0.5).",
-    source="Laidlaw et al. 2021 eq. 3, App. D Table 4",
-    label="ε (perceptual)",
-)
-DISTANCE_NET = Param(
-    name="distance_net",
-    kind="choice",
-    default="self",
-    choices=DISTANCE_NETS,
-    help="Network whose normalised activations define d: 'self' = the attacked classifier "
-    "(self-bounded, offline); alexnet/vgg16/resnet50 need their ImageNet weights on this machine.",
-    source="Laidlaw et al. 2021 §4, App. H.1",
-    label="distance network",
-)
-PROJECTION = Param(
-    name="projection",
-    kind="choice",
-    default="bisection",
-    choices=("bisection", "newton"),
-    help="Projection onto the bound: bisection along x→x̃ (Alg. 5) or Newton's method (Alg. 4).",
-    source="Laidlaw et al. 2021 App. A.4",
-)
-BISECT_ITERS = Param(
-    name="bisect_iters",
-    kind="int",
-    default=10,
-    low=1,
-    high=50,
-    help="Bisection iterations n of the projection (also Newton's fallback).",
-    source="Laidlaw et al. 2021 App. A.4 Alg. 5",
-    label="bisection iterations",
-)
-OVERSHOOT = Param(
-    name="overshoot",
-    kind="float",
-    default=0.01,
-    low=0.0,
-    high=1.0,
-    unit="perceptual distance",
-    help="Newton projection overshoot s (only with projection=newton).",
-    source="Laidlaw et al. 2021 App. A.4 Alg. 4",
-)
-CG_ITERS = Param(
-    name="cg_iters",
-    kind="int",
-    default=5,
-    low=1,
-    high=50,
-    help="Conjugate-gradient iterations K per PPGD step.",
-    source="Laidlaw et al. 2021 App. A.1",
-    label="CG iterations",
-)
-PPGD_STEP = Param(
-    name="step_size",
-    kind="float",
-    default=0.0,
-    low=0.0,
-    high=10.0,
-    unit="perceptual distance",
-    help="PPGD step η in perceptual distance; 0 = 2·bound/steps.",
-    source="Laidlaw et al. 2021 App. A.1",
-    label="step η",
-)
-LAM = Param(
-    name="lam",
-    kind="float",
-    default=0.01,
-    low=1e-6,
-    high=1e6,
-    log=True,
-    help="Initial λ of the Lagrangian; ×10 after each round ending outside the bound.",
-    source="Laidlaw et al. 2021 App. A.2",
-    label="initial λ",
-    symbol="λ",
-)
-SEARCH_STEPS = Param(
-    name="search_steps",
-    kind="int",
-    default=5,
-    low=1,
-    high=20,
-    help="Rounds S of the λ search.",
-    source="Laidlaw et al. 2021 App. A.2",
-    label="λ rounds",
-)
-INIT = with_default(
-    RANDOM_START,
-    True,
-    help="Start from x + 0.01·N(0, 1) as the paper does (off: start at x). Self-bounded on "
-    "EfficientNet-Lite0 that noise alone is at d ≈ 0.5–1, above the small and medium bounds.",
-    source="Laidlaw et al. 2021 App. A, Algorithms 1–3 line 2",
-)
-MARGIN_LOSS = with_default(LOSS, "cw")
-KAPPA_1 = with_default(KAPPA, 1.0)
-KAPPA_FAST = with_default(
-    KAPPA,
-    float("inf"),
-    high=None,
-    allow_inf=True,
-    help="Confidence κ of the margin loss; inf (unclipped) as the authors' code runs Fast-LPA "
-    "(PPGD and LPA use κ = 1).",
-    source="Laidlaw et al. 2021, App. A.3 and their released code",
-)
-COMMON = (BOUND, DISTANCE_NET, INIT)
-BOUND_TEXT = "d(x̃, x) = |φ(x̃) − φ(x)|₂ ≤ bound"
-OBJECTIVE = (MARGIN_LOSS, KAPPA_1, TARGET)
-
-
-def measure_perceptual(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, params: Any) -> torch.Tensor:
-    """``d(x_adv, x) = |φ(x_adv) − φ(x)|₂`` per image with φ of ``params['distance_net']`` (two
-    forwards of the distance network; a :class:`~percviz.attacks.bounds.Constraint` measure)."""
-    name = params["distance_net"]
-    if name == "self":
-        net: Any = model
-    else:
-        from percviz.models import load_model
-
-        net = load_model(name, x.device)
-    return (perceptual_features(net, x_adv) - perceptual_features(net, x)).norm(dim=1)
 
 
 def _perceptual_bound(kind: str) -> Constraint:
