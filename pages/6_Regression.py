@@ -10,7 +10,7 @@ import torch
 
 from percviz import regression_eval as rev
 from percviz.attacks.base import registry
-from percviz.attacks.regression import run_regression_attack
+from percviz.attacks.regression_run import run_regression_attack
 from percviz.cli_regression import DEFAULT_EPS
 from percviz.errors import PercvizError
 from percviz.figures import image_figure, output_figure

@@ -96,7 +96,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     """``percviz attack`` with a regression attack."""
     from percviz import regression_eval as rev
     from percviz.attacks import get_attack
-    from percviz.attacks.regression import run_regression_attack
+    from percviz.attacks.regression_run import run_regression_attack
     from percviz.cli import parse_params
     from percviz.images import encode_png, to_numpy
     from percviz.pipeline import load_ref, prepare

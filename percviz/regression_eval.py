@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 import torch
 
 from percviz.attacks.base import get_attack
-from percviz.attacks.regression import RegressionResult, run_regression_attack
+from percviz.attacks.regression_run import RegressionResult, run_regression_attack
 from percviz.errors import ParameterError
 from percviz.models.regression import Regressor
 from percviz.progress import ProgressCallback

@@ -12,7 +12,8 @@ from torch import nn
 
 from percviz.attacks import get_attack, registry, run_attack
 from percviz.attacks.base import AttackContext
-from percviz.attacks.regression import Jacobian, run_regression_attack, top_singular_vector
+from percviz.attacks.regression_run import run_regression_attack
+from percviz.attacks.solvers.jacobian import Jacobian, top_singular_vector
 from percviz.errors import ModelUnavailableError, ParameterError
 from percviz.images import fit_to_model, load_sample, to_tensor
 from percviz.models.regression import (

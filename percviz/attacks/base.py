@@ -330,7 +330,7 @@ def run_attack(
     if spec.task != "classification":
         raise ParameterError(
             f"Attack '{attack_id}' attacks regression models; run it with "
-            "percviz.attacks.regression.run_regression_attack on a regressor."
+            "percviz.attacks.regression_run.run_regression_attack on a regressor."
         )
     values = spec.validate(params)
     enforce(spec, values)

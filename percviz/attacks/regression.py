@@ -14,312 +14,46 @@
 - ``reg_random``: the paper's baselines (random-ℓ2: Gaussian direction of norm ε; random-ℓ∞: ±ε
   Bernoulli; random-pixel-T: the same on T random pixels).
 
-:func:`run_regression_attack` is the template (the regression counterpart of
-:func:`~percviz.attacks.base.run_attack`): it validates, seeds, counts passes, clips to [0, 1],
-re-measures every bound against the original image and reports the output metrics.
+:func:`~percviz.attacks.regression_run.run_regression_attack` is their template (the regression
+counterpart of :func:`~percviz.attacks.base.run_attack`); the matrix-free Jacobian products live in
+:mod:`percviz.attacks.solvers.jacobian`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from percviz.attacks._norms import TINY, lp_norm, measure_lp, parse_p, project, random_in_ball, steepest_step
+from percviz.attacks._norms import lp_norm, measure_lp, parse_p, project, random_in_ball, steepest_step
 from percviz.attacks.base import (
-    AttackCancelled,
     AttackContext,
     AttackOutput,
     AttackSpec,
-    ProgressCallback,
-    get_attack,
     register,
-    validate_batch,
 )
-from percviz.attacks.bounds import Constraint, judge_bounds
-from percviz.attacks.checks import measure_constraints
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.params import STEPS, with_default
-from percviz.attacks.schema import Param, ParamValue
-from percviz.errors import ParameterError
+from percviz.attacks.schema import Param
+from percviz.attacks.solvers.jacobian import (
+    PROBES,
+    Jacobian,
+    _dot,
+    _per_image,
+    _unit,
+    column_norm_estimate,
+    exact_column_norms,
+    top_singular_vector,
+)
 
 SOURCE = "Balda, Behboodi, Mathar, Perturbation Analysis of Learning Algorithms"
 FAMILY = "regression (perturbation analysis)"
-#: Power iteration stops once ``‖JᵀJv − λv‖ / λ`` is below this for every image.
-POWER_TOL = 1e-6
-#: Random output-space probes for the column-norm estimate that ranks coordinates (p = 1, ∞).
-PROBES = 8
-#: Replicated images per counted JVP call when column norms are measured exactly.
-CHUNK = 32
 
 
-# --- the template ----------------------------------------------------------------------------
-
-
-@dataclass
-class RegressionResult:
-    """Everything one regression run produced, on CPU.
-
-    ``output`` / ``output_adv`` are ``f(x)`` and ``f(x_adv)`` (``N×3×H×W`` or ``N×K``).
-    ``metrics`` has one dict per image: input ``psnr``, ``ssim`` (images ≥ 11 px), ``l2``, ``linf``,
-    ``l0`` and output ``output_mse``, ``output_psnr``, ``output_l2``. ``within_bound`` is per image:
-    every hard constraint of the attack holds, re-measured against the original.
-    """
-
-    attack_id: str
-    params: dict[str, ParamValue]
-    seed: int
-    x: torch.Tensor
-    x_adv: torch.Tensor
-    output: torch.Tensor
-    output_adv: torch.Tensor
-    history: list[dict[str, Any]]
-    forward_passes: int
-    backward_passes: int
-    wall_time: float
-    constraints: dict[str, list[float]]
-    metrics: list[dict[str, float]]
-    info: dict[str, Any]
-    cancelled: bool
-    device: str
-    within_bound: torch.Tensor
-    bounds: list[dict[str, Any]] = field(default_factory=list)
-
-
-def output_peak(output: torch.Tensor, image_output: bool) -> torch.Tensor:
-    """Peak value for output PSNR per image: 1 for [0, 1] images, ``max|f(x)|`` for vectors."""
-    if image_output:
-        return torch.ones(output.shape[0], dtype=torch.float64, device=output.device)
-    return output.detach().double().flatten(1).abs().amax(1).clamp_min(TINY)
-
-
-@torch.no_grad()
-def output_metrics(
-    output: torch.Tensor, output_adv: torch.Tensor, image_output: bool
-) -> dict[str, torch.Tensor]:
-    """``output_mse``, ``output_psnr`` (dB, ``10·log10(peak²/MSE)``, §VI-B) and ``output_l2`` per image."""
-    diff = (output_adv.double() - output.double()).flatten(1)
-    mse = diff.pow(2).mean(1)
-    peak = output_peak(output, image_output)
-    psnr = torch.where(
-        mse > 0, 10.0 * torch.log10(peak**2 / mse.clamp_min(1e-300)), torch.full_like(mse, math.inf)
-    )
-    return {"output_mse": mse, "output_psnr": psnr, "output_l2": diff.norm(dim=1)}
-
-
-@torch.no_grad()
-def _input_metrics(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
-    from percviz.analysis.metrics import perturbation_norms, psnr, ssim
-
-    norms = perturbation_norms(x, x_adv)
-    out = {"psnr": psnr(x, x_adv), "l2": norms["l2"], "linf": norms["linf"], "l0": norms["l0"]}
-    if min(x.shape[-2:]) >= 11:
-        out["ssim"] = ssim(x.float(), x_adv.float())
-    return out
-
-
-def _check_regressor(model: torch.nn.Module) -> None:
-    if getattr(model, "kind", "classifier") != "regressor":
-        raise ParameterError(
-            "Regression attacks need a regression model (autoencoder, embedding:<classifier> or "
-            "file:PATH); this model is a classifier."
-        )
-
-
-def run_regression_attack(
-    attack_id: str,
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    params: Mapping[str, Any] | None = None,
-    *,
-    seed: int = 0,
-    progress: ProgressCallback | None = None,
-) -> RegressionResult:
-    """Run one regression attack on ``x`` (``N×3×H×W`` in [0, 1]) against a regressor ``model``.
-
-    The attack function receives ``f(x)`` in the ``labels`` slot (the reference output, the
-    paper's ``y ≈ f(x)``). The input tensor is never modified.
-    """
-    from percviz.serving.hosted import enforce
-
-    spec = get_attack(attack_id)
-    if spec.task != "regression":
-        raise ParameterError(f"Attack '{attack_id}' attacks classifiers; run it with run_attack.")
-    _check_regressor(model)
-    values = spec.validate(params)
-    enforce(spec, values)
-    validate_batch(x)
-    ctx = AttackContext(model, seed, progress)
-    x0 = x.detach().to(ctx.device, torch.float32).clone()
-    start = time.perf_counter()
-    y0 = ctx.logits(x0)
-    try:
-        output = spec.fn(ctx, x0.clone(), y0, values)
-    except AttackCancelled:
-        output = AttackOutput(x0.clone(), info={"cancelled_inside_step": True})
-    x_adv = output.x_adv.detach().clamp(0.0, 1.0)
-    if not torch.isfinite(x_adv).all():
-        raise RuntimeError(f"Attack '{attack_id}' produced non-finite values.")
-    y_adv = ctx.logits(x_adv)
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
-    wall = time.perf_counter() - start
-    constraints = measure_constraints(x0, x_adv)
-    constraints.update({k: v.detach().double().cpu().tolist() for k, v in output.constraints.items()})
-    bounds = judge_bounds(spec, values, model, x0, x_adv, constraints)
-    within = torch.ones(x0.shape[0], dtype=torch.bool)
-    for check in bounds:
-        if check["kind"] == "hard":
-            within &= torch.tensor(check["within"], dtype=torch.bool)
-    columns = {**_input_metrics(x0, x_adv), **output_metrics(y0, y_adv, y0.shape == x0.shape)}
-    metrics = [{k: float(v[i]) for k, v in columns.items()} for i in range(x0.shape[0])]
-    return RegressionResult(
-        attack_id=attack_id,
-        params=values,
-        seed=seed,
-        x=x0.cpu(),
-        x_adv=x_adv.cpu(),
-        output=y0.cpu(),
-        output_adv=y_adv.cpu(),
-        history=ctx.history,
-        forward_passes=ctx.forward_passes,
-        backward_passes=ctx.backward_passes,
-        wall_time=wall,
-        constraints=constraints,
-        metrics=metrics,
-        info=output.info,
-        cancelled=ctx.cancelled,
-        device=str(ctx.device),
-        within_bound=within,
-        bounds=bounds,
-    )
-
-
-# --- matrix-free Jacobian products -----------------------------------------------------------
-
-
-class Jacobian:
-    """``J = ∂f/∂x`` at ``x`` (block diagonal over the batch), applied without storing it.
-
-    :meth:`vjp` reuses one linearisation (``torch.func.vjp``); :meth:`jvp` is forward-mode
-    (``torch.func.jvp``), falling back to the double-backward trick for models forward mode does
-    not support (e.g. TorchScript). Every product is counted as one forward or backward pass.
-    """
-
-    def __init__(self, ctx: AttackContext, x: torch.Tensor) -> None:
-        self.ctx = ctx
-        self.x = x
-        pair = torch.func.vjp(ctx.model, x)
-        self.output, self._vjp = pair[0].detach(), pair[1]
-        ctx.forward_passes += 1
-        self._forward_mode = True
-
-    def vjp(self, u: torch.Tensor) -> torch.Tensor:
-        """``Jᵀu`` for ``u`` shaped like ``f(x)``."""
-        (g,) = self._vjp(u)
-        self.ctx.backward_passes += 1
-        return g.detach()
-
-    def jvp(self, v: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """``J v`` (at ``x`` instead when given, e.g. a replicated batch)."""
-        at = self.x if x is None else x
-        self.ctx.forward_passes += 1
-        if self._forward_mode:
-            try:
-                return torch.func.jvp(self.ctx.model, (at,), (v,))[1].detach()
-            except (RuntimeError, NotImplementedError):
-                self._forward_mode = False
-        self.ctx.backward_passes += 2
-        with torch.enable_grad():
-            return torch.autograd.functional.jvp(self.ctx.model, at, v)[1].detach()
-
-
-def _per_image(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """An ``(N,)`` tensor shaped to broadcast over ``like`` (``N×…``)."""
-    return v.view(-1, *([1] * (like.ndim - 1)))
-
-
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    norm = v.flatten(1).norm(dim=1).clamp_min(TINY)
-    return v / norm.view(-1, *([1] * (v.ndim - 1)))
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.flatten(1).double() * b.flatten(1).double()).sum(1)
-
-
-def top_singular_vector(
-    ctx: AttackContext, jac: Jacobian, steps: int, tol: float = POWER_TOL
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Power iteration ``v ← JᵀJv / ‖JᵀJv‖`` from a seeded Gaussian start (eq. 13).
-
-    Each iteration costs one JVP and one VJP. Per image it reports the Rayleigh quotient
-    ``λ = vᵀJᵀJv = ‖Jv‖²`` (→ σ_max²), its relative change and the residual ``‖JᵀJv − λv‖/λ``;
-    it stops when every residual is below ``tol`` or after ``steps`` iterations. Returns the unit
-    vector ``v`` (``N×3×H×W``) and the diagnostics.
-    """
-    v = _unit(ctx.randn(jac.x.shape))
-    lam_prev = torch.zeros(v.shape[0], dtype=torch.float64, device=v.device)
-    lam = lam_prev
-    residual = torch.full_like(lam, math.inf)
-    done = 0
-    for k in range(steps):
-        w = jac.vjp(jac.jvp(v))
-        lam = _dot(v, w)
-        residual = (w.double() - lam.view(-1, *([1] * (w.ndim - 1))) * v.double()).flatten(1).norm(dim=1)
-        residual = residual / lam.abs().clamp_min(TINY)
-        change = (lam - lam_prev).abs() / lam.abs().clamp_min(TINY)
-        lam_prev = lam
-        done = k + 1
-        zero = w.flatten(1).abs().amax(1) == 0
-        v = torch.where(_per_image(zero, v), v, _unit(w))
-        stop = ctx.step(
-            done, steps, rayleigh=lam.mean(), rayleigh_change=change.max(), residual=residual.max()
-        )
-        if stop or bool((residual < tol).all()):
-            break
-    sigma = jac.jvp(v).flatten(1).double().norm(dim=1)
-    return v, {
-        "power_iterations": done,
-        "rayleigh": lam.tolist(),
-        "residual": residual.tolist(),
-        "sigma_max": sigma.tolist(),
-        "converged": bool((residual < tol).all()),
-        "tolerance": tol,
-    }
-
-
-def column_norm_estimate(ctx: AttackContext, jac: Jacobian, probes: int = PROBES) -> torch.Tensor:
-    """Unbiased estimate of the squared column norms ``‖J_k‖²`` for every coordinate ``k``.
-
-    ``E[(Jᵀu)_k²] = ‖J_k‖²`` for ``u ~ N(0, I)`` in output space; averaged over ``probes`` VJPs
-    (relative standard deviation ``√(2/probes)`` per coordinate). Returns ``N×M`` (float64).
-    """
-    acc = torch.zeros(jac.x.shape[0], jac.x[0].numel(), dtype=torch.float64, device=jac.x.device)
-    for _ in range(probes):
-        acc += jac.vjp(ctx.randn(jac.output.shape)).flatten(1).double().pow(2)
-    return acc / probes
-
-
-def exact_column_norms(jac: Jacobian, coords: torch.Tensor) -> torch.Tensor:
-    """``‖J e_k‖₂`` for the ``N×c`` coordinates ``coords``: JVPs on a replicated batch, ``CHUNK``
-    images per counted pass. Returns ``N×c`` (float64)."""
-    n, c = coords.shape
-    x_rep = jac.x.repeat_interleave(c, dim=0)
-    flat = coords.reshape(-1)
-    norms = []
-    for start in range(0, n * c, CHUNK):
-        sl = slice(start, start + CHUNK)
-        xs = x_rep[sl]
-        tangent = torch.zeros_like(xs).flatten(1)
-        tangent[torch.arange(xs.shape[0]), flat[sl]] = 1.0
-        jv = jac.jvp(tangent.view_as(xs), xs)
-        norms.append(jv.flatten(1).double().norm(dim=1))
-    return torch.cat(norms).view(n, c)
+# --- the attacks ------------------------------------------------------------------------------
 
 
 def _best_sign(ctx: AttackContext, x: torch.Tensor, y0: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:

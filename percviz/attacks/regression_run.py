@@ -1,0 +1,169 @@
+"""The run template of the regression attacks (Balda, Behboodi and Mathar, "Perturbation Analysis of
+Learning Algorithms", §III): :func:`run_regression_attack`, the counterpart of
+:func:`~percviz.attacks.base.run_attack` for ``f: R^M → R^K``. It validates, seeds, counts passes,
+clips to [0, 1], re-measures every bound against the original image and reports the output
+distortion metrics in a :class:`RegressionResult`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from percviz.attacks._norms import TINY
+from percviz.attacks.base import (
+    AttackCancelled,
+    AttackContext,
+    AttackOutput,
+    ProgressCallback,
+    get_attack,
+    validate_batch,
+)
+from percviz.attacks.bounds import judge_bounds
+from percviz.attacks.checks import measure_constraints
+from percviz.attacks.schema import ParamValue
+from percviz.errors import ParameterError
+
+
+@dataclass
+class RegressionResult:
+    """Everything one regression run produced, on CPU.
+
+    ``output`` / ``output_adv`` are ``f(x)`` and ``f(x_adv)`` (``N×3×H×W`` or ``N×K``).
+    ``metrics`` has one dict per image: input ``psnr``, ``ssim`` (images ≥ 11 px), ``l2``, ``linf``,
+    ``l0`` and output ``output_mse``, ``output_psnr``, ``output_l2``. ``within_bound`` is per image:
+    every hard constraint of the attack holds, re-measured against the original.
+    """
+
+    attack_id: str
+    params: dict[str, ParamValue]
+    seed: int
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    output: torch.Tensor
+    output_adv: torch.Tensor
+    history: list[dict[str, Any]]
+    forward_passes: int
+    backward_passes: int
+    wall_time: float
+    constraints: dict[str, list[float]]
+    metrics: list[dict[str, float]]
+    info: dict[str, Any]
+    cancelled: bool
+    device: str
+    within_bound: torch.Tensor
+    bounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def output_peak(output: torch.Tensor, image_output: bool) -> torch.Tensor:
+    """Peak value for output PSNR per image: 1 for [0, 1] images, ``max|f(x)|`` for vectors."""
+    if image_output:
+        return torch.ones(output.shape[0], dtype=torch.float64, device=output.device)
+    return output.detach().double().flatten(1).abs().amax(1).clamp_min(TINY)
+
+
+@torch.no_grad()
+def output_metrics(
+    output: torch.Tensor, output_adv: torch.Tensor, image_output: bool
+) -> dict[str, torch.Tensor]:
+    """``output_mse``, ``output_psnr`` (dB, ``10·log10(peak²/MSE)``, §VI-B) and ``output_l2`` per image."""
+    diff = (output_adv.double() - output.double()).flatten(1)
+    mse = diff.pow(2).mean(1)
+    peak = output_peak(output, image_output)
+    psnr = torch.where(
+        mse > 0, 10.0 * torch.log10(peak**2 / mse.clamp_min(1e-300)), torch.full_like(mse, math.inf)
+    )
+    return {"output_mse": mse, "output_psnr": psnr, "output_l2": diff.norm(dim=1)}
+
+
+@torch.no_grad()
+def _input_metrics(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
+    from percviz.analysis.metrics import perturbation_norms, psnr, ssim
+
+    norms = perturbation_norms(x, x_adv)
+    out = {"psnr": psnr(x, x_adv), "l2": norms["l2"], "linf": norms["linf"], "l0": norms["l0"]}
+    if min(x.shape[-2:]) >= 11:
+        out["ssim"] = ssim(x.float(), x_adv.float())
+    return out
+
+
+def _check_regressor(model: torch.nn.Module) -> None:
+    if getattr(model, "kind", "classifier") != "regressor":
+        raise ParameterError(
+            "Regression attacks need a regression model (autoencoder, embedding:<classifier> or "
+            "file:PATH); this model is a classifier."
+        )
+
+
+def run_regression_attack(
+    attack_id: str,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    params: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> RegressionResult:
+    """Run one regression attack on ``x`` (``N×3×H×W`` in [0, 1]) against a regressor ``model``.
+
+    The attack function receives ``f(x)`` in the ``labels`` slot (the reference output, the
+    paper's ``y ≈ f(x)``). The input tensor is never modified.
+    """
+    from percviz.serving.hosted import enforce
+
+    spec = get_attack(attack_id)
+    if spec.task != "regression":
+        raise ParameterError(f"Attack '{attack_id}' attacks classifiers; run it with run_attack.")
+    _check_regressor(model)
+    values = spec.validate(params)
+    enforce(spec, values)
+    validate_batch(x)
+    ctx = AttackContext(model, seed, progress)
+    x0 = x.detach().to(ctx.device, torch.float32).clone()
+    start = time.perf_counter()
+    y0 = ctx.logits(x0)
+    try:
+        output = spec.fn(ctx, x0.clone(), y0, values)
+    except AttackCancelled:
+        output = AttackOutput(x0.clone(), info={"cancelled_inside_step": True})
+    x_adv = output.x_adv.detach().clamp(0.0, 1.0)
+    if not torch.isfinite(x_adv).all():
+        raise RuntimeError(f"Attack '{attack_id}' produced non-finite values.")
+    y_adv = ctx.logits(x_adv)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    wall = time.perf_counter() - start
+    constraints = measure_constraints(x0, x_adv)
+    constraints.update({k: v.detach().double().cpu().tolist() for k, v in output.constraints.items()})
+    bounds = judge_bounds(spec, values, model, x0, x_adv, constraints)
+    within = torch.ones(x0.shape[0], dtype=torch.bool)
+    for check in bounds:
+        if check["kind"] == "hard":
+            within &= torch.tensor(check["within"], dtype=torch.bool)
+    columns = {**_input_metrics(x0, x_adv), **output_metrics(y0, y_adv, y0.shape == x0.shape)}
+    metrics = [{k: float(v[i]) for k, v in columns.items()} for i in range(x0.shape[0])]
+    return RegressionResult(
+        attack_id=attack_id,
+        params=values,
+        seed=seed,
+        x=x0.cpu(),
+        x_adv=x_adv.cpu(),
+        output=y0.cpu(),
+        output_adv=y_adv.cpu(),
+        history=ctx.history,
+        forward_passes=ctx.forward_passes,
+        backward_passes=ctx.backward_passes,
+        wall_time=wall,
+        constraints=constraints,
+        metrics=metrics,
+        info=output.info,
+        cancelled=ctx.cancelled,
+        device=str(ctx.device),
+        within_bound=within,
+        bounds=bounds,
+    )
