@@ -26,3 +26,13 @@ class ParameterError(PercvizError, ValueError):
 
 class RecipeError(PercvizError, ValueError):
     """A recipe file that cannot be parsed or replayed."""
+
+
+class ModelFileError(PercvizError, ValueError):
+    """A user's model that cannot be used as is; the message says why and what to do."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """``exc``'s message on one line, cut to ``limit`` characters (for one-sentence errors)."""
+    text = " ".join(str(exc).split())
+    return text[:limit] + ("…" if len(text) > limit else "")

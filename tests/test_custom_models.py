@@ -14,16 +14,10 @@ from torch import nn
 
 from percviz.analysis.explain import gradcam_plus_plus
 from percviz.cli import main
-from percviz.errors import PercvizError
+from percviz.errors import ModelFileError, PercvizError
 from percviz.models import build_classifier, load_model, predict
-from percviz.models.custom import (
-    ModelFileError,
-    choose_cam_layer,
-    model_ref,
-    parse_model_ref,
-    probe,
-    sniff_format,
-)
+from percviz.models.custom import model_ref, parse_model_ref, sniff_format
+from percviz.models.probe import choose_cam_layer, probe
 
 TINY_NORM = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
 

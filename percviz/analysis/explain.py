@@ -115,7 +115,7 @@ def cam_layer_of(model: nn.Module) -> str:
     """The GradCAM++ target layer of ``model.spec``; a model without one raises with the reason.
 
     Zoo models name theirs; an own model gets the last once-called module with ``N×C×h×w``
-    output (:func:`percviz.models.custom.choose_cam_layer`), or none when it ends in tokens
+    output (:func:`percviz.models.probe.choose_cam_layer`), or none when it ends in tokens
     (a vision transformer) or is TorchScript — then ``spec.cam_note`` says why.
     """
     spec = cast("ModelSpec", model.spec)

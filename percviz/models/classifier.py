@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from percviz.device import best_device
-from percviz.errors import PercvizError
+from percviz.errors import ModelFileError, PercvizError
 from percviz.models.custom import (
-    ModelFileError,
     ModelRef,
     build_custom,
     freeze,
