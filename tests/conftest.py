@@ -99,3 +99,31 @@ def make_tiny_with_memory_for(limit: int) -> Classifier:
 def tiny() -> Classifier:
     """A seeded tiny CNN wrapped as a percviz Classifier (CPU, eval, frozen)."""
     return make_tiny()
+
+
+SSIM_TOL = 1e-6
+"""Tolerance of the SSIM-ball constraints (S1, S2, box) in the QCQP and SSIM-attack tests."""
+
+
+def saturate(x: torch.Tensor, gain: float = 2.5) -> torch.Tensor:
+    """A real photo with boosted contrast: many pixels clipped at 0 and 1."""
+    return ((x - 0.5) * gain + 0.5).clamp(0.0, 1.0)
+
+
+LPIPS_TOL = 1e-4
+"""Tolerance of the perceptual bounds in the projection and perceptual-attack tests."""
+
+
+class PassCounter:
+    """Stands in for an attack context where only the pass counters are read."""
+
+    forward_passes = 0
+    backward_passes = 0
+
+
+def lpips_distance(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The perceptual distance of Laidlaw et al. 2021 under ``model``, without gradient."""
+    from percviz.analysis.metrics import perceptual_distance
+
+    with torch.no_grad():
+        return perceptual_distance(model, x, y)

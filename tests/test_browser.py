@@ -22,7 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "test-output"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's Chromium is not installed")
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's Chromium is not installed"),
+    pytest.mark.slow,  # a Streamlit server and Chromium: CI runs it, the fast lane does not
+]
 
 
 def _free_port() -> int:

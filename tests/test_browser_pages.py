@@ -23,7 +23,10 @@ from percviz.attacks.base import registry
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's Chromium is not installed")
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's Chromium is not installed"),
+    pytest.mark.slow,  # a Streamlit server and Chromium: CI runs it, the fast lane does not
+]
 
 # Text elements that must never be cut off (ellipsis or hidden overflow): button and download
 # labels, metric values and labels, multiselect tags.

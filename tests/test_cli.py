@@ -54,6 +54,7 @@ def photo_224(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_attack_writes_every_file_and_replays_bit_for_bit(photo_224: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = _cli(

@@ -21,6 +21,8 @@ import torch
 
 from percviz.serving.jobs import INJECT_OOM_ENV, ComputeQueue, describe_failure
 
+pytestmark = pytest.mark.slow  # hosted servers under load and signals: CI runs it, the fast lane does not
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "test-output"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -9,9 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from conftest import LPIPS_TOL as TOL
+from conftest import lpips_distance as _distance
 from conftest import make_tiny
 
-from percviz.analysis.metrics import gaussian_blur, perceptual_distance, perceptual_features
+from percviz.analysis.metrics import gaussian_blur
 from percviz.attacks import run_attack
 from percviz.attacks.perceptual import (
     fast_lpa_passes,
@@ -20,26 +22,13 @@ from percviz.attacks.perceptual import (
     ppgd_passes,
     preset_bound,
 )
-from percviz.attacks.solvers.projections import bisection, newton
 from percviz.errors import ModelUnavailableError, ParameterError
 from percviz.models import Classifier, get_spec, model_status
-
-TOL = 1e-4
-
-
-class Counter:
-    forward_passes = 0
-    backward_passes = 0
 
 
 def _labels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x).argmax(1)
-
-
-def _distance(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return perceptual_distance(model, x, y)
 
 
 # ---------------------------------------------------------------- bounds and pass counts (tiny)
@@ -135,25 +124,6 @@ def test_seeded_and_cancellable(tiny, photos32):
 
 
 # ---------------------------------------------------------------- projections
-
-
-def test_projections_land_inside_and_bisection_stays_on_segment(tiny, photos32):
-    x = photos32
-    far = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    phi = lambda z: perceptual_features(tiny, z)  # noqa: E731
-    phi_x = phi(x)
-    bound = 0.05
-    c = Counter()
-    pb = bisection(phi, x, far, phi_x, bound, 10, c)
-    assert c.forward_passes == 11 and c.backward_passes == 0
-    assert pb.was_outside.all() and (_distance(tiny, x, pb.x) <= bound + TOL).all()
-    alpha = (pb.x - x).flatten(1).norm(dim=1) / (far - x).flatten(1).norm(dim=1)
-    assert torch.allclose(pb.x, x + alpha.view(-1, 1, 1, 1) * (far - x), atol=1e-6)
-    assert (pb.distance > 0.9 * bound).all()  # 10 bisections get close to the boundary
-    pn = newton(phi, x, far, phi_x, bound, 0.01, Counter())
-    assert (_distance(tiny, x, pn.x) <= bound + TOL).all()
-    inside = bisection(phi, x, pb.x, phi_x, bound, 3, Counter())
-    assert torch.equal(inside.x, pb.x)  # already inside: unchanged
 
 
 # ---------------------------------------------------------------- the distance itself

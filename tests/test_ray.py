@@ -30,6 +30,8 @@ from percviz.models import Classifier
 from percviz.serving.jobs import ComputeQueue, QueueFullError
 from percviz.serving.ray_jobs import register_model_factory
 
+pytestmark = pytest.mark.slow  # a local Ray runtime: CI runs it, the fast lane does not
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("wall_time_s", "metrics_time_s")
 

@@ -264,6 +264,7 @@ def test_fig4_curve_and_export(ae, photos128) -> None:
     assert len(fig.data) == 2 and fig.data[1].line.dash == "dash"
 
 
+@pytest.mark.slow
 def test_cli_attack_and_evaluate(tmp_path) -> None:
     from percviz.cli import main
 
