@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from percviz.analysis.metrics import compare_images, png_still_adversarial
+from percviz.analysis.metrics import compare_images, png_still_adversarial, ssim_map
 from percviz.attacks.base import AttackResult, ProgressCallback, run_attack
 from percviz.errors import ImageError, RecipeError
 from percviz.images import LoadedImage, fit_to_model, load_image, load_sample, to_tensor
@@ -78,16 +78,21 @@ class Measured:
     after: list[Prediction]
     metrics: dict[str, float]
     png_still_adversarial: bool
+    ssim_map: np.ndarray
+    """``H×W×3`` float32 SSIM map (float64 computation) behind ``metrics['ssim']`` and the views."""
 
 
 def measure(model: Classifier, result: AttackResult, top: int = 5) -> Measured:
-    """:class:`Measured` for image 0 of ``result``, each quantity computed once."""
-    target = result.target
+    """:class:`Measured` for image 0 of ``result``, each quantity computed once (the SSIM map
+    too: the metrics average it and the views show it)."""
+    x, x_adv = result.x[:1], result.x_adv[:1]
+    maps = ssim_map(x.double(), x_adv.double())
     return Measured(
-        predict(model, result.x, top)[0],
-        predict(model, result.x_adv, top)[0],
-        compare_images(result.x, result.x_adv)[0],
-        bool(png_still_adversarial(model, result.x_adv, result.labels, target)[0]),
+        predict(model, x, top)[0],
+        predict(model, x_adv, top)[0],
+        compare_images(x, x_adv, ssim_maps=maps)[0],
+        bool(png_still_adversarial(model, x_adv, result.labels[:1], result.target)[0]),
+        maps[0].permute(1, 2, 0).numpy().astype(np.float32),
     )
 
 

@@ -3,9 +3,10 @@ measured quantity computed once and equal to the metric functions it stands for.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from percviz.analysis.metrics import compare_images, png_still_adversarial
+from percviz.analysis.metrics import compare_images, png_still_adversarial, ssim_interior
 from percviz.attacks import run_attack
 from percviz.images import load_sample
 from percviz.models import Classifier, predict
@@ -27,7 +28,9 @@ def test_measure_equals_the_metric_functions(tiny: Classifier) -> None:
     m = measure(tiny, result)
     assert [p.index for p in m.before] == [p.index for p in predict(tiny, result.x, 5)[0]]
     assert [p.index for p in m.after] == [p.index for p in predict(tiny, result.x_adv, 5)[0]]
-    assert m.metrics == compare_images(result.x[:1], result.x_adv[:1])[0]
+    assert m.metrics == pytest.approx(compare_images(result.x[:1], result.x_adv[:1])[0], rel=1e-6, abs=1e-6)
+    # One SSIM map per result: the metrics average the map the views show.
+    assert m.metrics["ssim"] == pytest.approx(float(ssim_interior(m.ssim_map, channels_last=True).mean()), abs=1e-6)
     assert m.png_still_adversarial == bool(png_still_adversarial(tiny, result.x_adv, result.labels, None)[0])
 
 

@@ -59,6 +59,7 @@ class Entry:
     metrics: dict[str, float]
     png_ok: bool
     report: dict[str, Any]
+    ssim_map: np.ndarray | None = None
     views: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # the whole update: attack, metrics and views (live mode shows it)
 
@@ -115,6 +116,7 @@ def finish(
         after=measured.after,
         metrics=measured.metrics,
         png_ok=measured.png_still_adversarial,
+        ssim_map=measured.ssim_map,
         report=report,
     )
     from ui.views import precompute

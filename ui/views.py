@@ -24,7 +24,8 @@ PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "
 
 def precompute(model: Classifier, entry: Any, magnification: bool = True) -> dict[str, Any]:
     """The view arrays of a finished result (the magnification may be left for its tab)."""
-    return {"arrays": pv_views.compute_views(entry.result, model, 0, magnification=magnification)}
+    arrays = pv_views.compute_views(entry.result, model, 0, magnification=magnification, ssim=entry.ssim_map)
+    return {"arrays": arrays}
 
 
 def _with_magnification(entry: Any) -> Any:

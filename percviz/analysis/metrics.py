@@ -232,14 +232,19 @@ def compare_images(
     x: torch.Tensor,
     y: torch.Tensor,
     distances: Sequence[tuple[str, MetricFn]] = (),
+    *,
+    ssim_maps: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """All §5 scalar metrics of ``y`` against ``x``, one dict per image (plain floats).
 
     ``distances`` adds named perceptual distances (e.g. the perceptual distance of Laidlaw et al. 2021 of a network or a
-    calibrated LPIPS), each a function of ``(x, y)`` returning ``(N,)``.
+    calibrated LPIPS), each a function of ``(x, y)`` returning ``(N,)``. ``ssim_maps`` (the
+    ``N×C×H×W`` :func:`ssim_map` of ``(x, y)``, when the caller has it) is averaged instead of
+    computed again.
     """
     s1, s2 = s1_s2(x, y)
-    per_channel = ssim(x, y, per_channel=True)
+    maps = ssim_maps if ssim_maps is not None else ssim_map(x, y)
+    per_channel = ssim_interior(maps).mean(dim=(-2, -1))
     columns: dict[str, torch.Tensor] = {
         "ssim": per_channel.mean(1),
         "ssim_r": per_channel[:, 0],

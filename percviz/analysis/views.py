@@ -242,15 +242,17 @@ def compute_views(
     noise_threshold: float = NOISE_THRESHOLD,
     cam_threshold: float = CAM_THRESHOLD,
     magnification: bool = True,
+    ssim: np.ndarray | None = None,
 ) -> ViewArrays:
     """All view arrays of image ``index`` of an AttackResult (or of an ``(x, x_adv)`` pair).
 
     GradCAM++: original for its predicted class, adversarial for its new class and for the
     original class (one batched call). ``magnification=False`` skips the bilateral filters.
+    ``ssim``: the pair's ``H×W×3`` SSIM map when already computed (:func:`percviz.pipeline.measure`).
     """
     x, x_adv, adv_label = _pair(source, index)
     cams = explain_pair(model, x, x_adv, adv_label=adv_label)
-    smap = ssim_maps(x, x_adv)
+    smap = ssim if ssim is not None else ssim_maps(x, x_adv)
     perturbation, used_gain = perturbation_view(x, x_adv, gain)
     mag_o = mag_a = None
     scale = None
