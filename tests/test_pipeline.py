@@ -30,7 +30,9 @@ def test_measure_equals_the_metric_functions(tiny: Classifier) -> None:
     assert [p.index for p in m.after] == [p.index for p in predict(tiny, result.x_adv, 5)[0]]
     assert m.metrics == pytest.approx(compare_images(result.x[:1], result.x_adv[:1])[0], rel=1e-6, abs=1e-6)
     # One SSIM map per result: the metrics average the map the views show.
-    assert m.metrics["ssim"] == pytest.approx(float(ssim_interior(m.ssim_map, channels_last=True).mean()), abs=1e-6)
+    assert m.metrics["ssim"] == pytest.approx(
+        float(ssim_interior(m.ssim_map, channels_last=True).mean()), abs=1e-6
+    )
     assert m.png_still_adversarial == bool(png_still_adversarial(tiny, result.x_adv, result.labels, None)[0])
 
 
