@@ -123,9 +123,6 @@ def test_seeded_and_cancellable(tiny, photos32):
     assert (_distance(tiny, r.x, r.x_adv) <= r.params["bound"] + TOL).all()  # still projected
 
 
-# ---------------------------------------------------------------- projections
-
-
 # ---------------------------------------------------------------- the distance itself
 
 
