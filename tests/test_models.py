@@ -123,3 +123,46 @@ def test_lite1_lite2_classify_real_photos_offline(model_id: str, size: int) -> N
     cat, coffee = (row[0].label for row in predict(model, x, top=1))
     assert cat in CAT_CLASSES
     assert coffee in {"espresso", "cup", "coffee mug"}
+
+
+class _FlattensWithView(torch.nn.Module):
+    """An own model written for contiguous inputs: ``.view`` fails on a channels-last tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4 * 8 * 8, 5)
+        self.formats: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.formats.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return self.head(self.conv(x).view(x.shape[0], -1))
+
+
+def _input_gradient(model: torch.nn.Module, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    from percviz.models.layout import call_channels_last
+
+    x = x.clone().requires_grad_(True)
+    out = call_channels_last(model, model, x) if channels_last else model(x)
+    (grad,) = torch.autograd.grad(out.logsumexp(1).sum(), x)
+    return grad
+
+
+def test_channels_last_input_gives_the_same_gradient_and_falls_back_for_models_that_refuse_it() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 8, 8)
+    conv_net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    torch.testing.assert_close(_input_gradient(conv_net, x, True), _input_gradient(conv_net, x, False))
+    refuses = _FlattensWithView()
+    with pytest.raises(RuntimeError):
+        refuses(x.contiguous(memory_format=torch.channels_last))
+    refuses.formats.clear()
+    torch.testing.assert_close(_input_gradient(refuses, x, True), _input_gradient(refuses, x, False))
+    assert refuses.formats == [True, False, False]  # tried once, then called as given
+    _input_gradient(refuses, x, True)
+    assert refuses.formats[-1] is False  # remembered: no second failing try

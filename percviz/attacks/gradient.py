@@ -31,13 +31,13 @@ def pgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[
     eps, alpha, steps = params["eps"], params["step_size"], params["steps"]
     target = params["target"]
     obj = objective(params["loss"], labels, target, params["kappa"])
+    low, high = (x - eps).clamp_min(0.0), (x + eps).clamp_max(1.0)  # B∞(x, ε) ∩ [0, 1] as a box
     x_adv = x.clone()
     if params["random_start"]:
         x_adv = (x + (2 * ctx.rand(x.shape) - 1) * eps).clamp(0.0, 1.0)
     for t in range(steps):
         grad, value, logits = ctx.gradient(x_adv, obj)
-        x_adv = x_adv + alpha * grad.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+        x_adv = torch.clamp(x_adv + alpha * grad.sign_(), low, high)
         fooled = is_adversarial(logits, labels, target).float().mean()
         if ctx.step(t + 1, steps, loss=value.mean(), fooled_before_step=fooled):
             break

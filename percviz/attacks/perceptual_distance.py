@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from percviz.analysis.metrics import perceptual_features
 from percviz.attacks.base import AttackContext
 from percviz.errors import ParameterError
+from percviz.models.layout import call_channels_last
 
 if TYPE_CHECKING:
     from percviz.models import Classifier
@@ -103,7 +105,7 @@ class DistanceNet:
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """φ(x) (uncounted; callers count). Differentiable when ``x`` requires grad."""
-        return perceptual_features(self.net, x)
+        return call_channels_last(self.net, partial(perceptual_features, self.net), x)
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         """φ(x) without gradient; one counted forward."""
@@ -119,12 +121,13 @@ class DistanceNet:
         """
         model = cast("Classifier", self.ctx.model)
         if self.joint is not None:
-            out = self.joint(model.normalize(xg))
+            joint = self.joint
+            out = call_channels_last(joint, lambda z: joint(model.normalize(z)), xg)
             self.ctx.forward_passes += 1
             acts = [out[name] for name in model.spec.feature_layers]
             return out[_LOGITS], perceptual_features(_Acts(acts), xg)
         self.ctx.forward_passes += 2
-        return model(xg), self.features(xg)
+        return call_channels_last(model, model, xg), self.features(xg)
 
     def backward_cost(self) -> int:
         """Backward passes one gradient through both f and φ counts (1 self, 2 external)."""

@@ -9,11 +9,11 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-SSIM_COLORSCALE = "Viridis"  # interactive SSIM maps: dark = distorted, yellow = untouched
+SSIM_COLORSCALE = "viridis"  # interactive SSIM maps: dark = distorted, yellow = untouched
 SSIM_PRINT_COLORMAP = "gray"  # the static figure: dark = distorted (Pochimireddy et al. 2021 Fig. 3)
 CAM_COLORSCALE = "jet"  # Pochimireddy et al. 2021 Fig. 3 (e)
 CAM_ALPHA = 0.45  # opacity of the CAM colour over its image, on screen and in print
-DIFF_COLORSCALE = "Magma"
+DIFF_COLORSCALE = "magma"  # |Δ| maps: black = unchanged, the neutral end
 CHANNEL_NAMES = ("R", "G", "B")
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 ACCENT = "#3b5bdb"  # the original image's colour in charts (and the app's accent)
@@ -36,7 +36,7 @@ class HeatScale(NamedTuple):
 
     zmin: float
     zmax: float
-    colorscale: str
+    colorscale: str  # a matplotlib colour-map name
     label: str
 
 
