@@ -6,6 +6,7 @@ from percviz.attacks.base import registry
 from percviz.errors import PercvizError
 from percviz.recipes import Recipe
 from percviz.serving.hosted import check_params, current_limits
+from percviz.workflows.explore import recipe_key
 from ui import jobs, results, teach, urlstate, views
 from ui.common import image_input, page_setup
 from ui.models import model_choice_with_own, other_models_top5
@@ -161,15 +162,22 @@ recipe = Recipe(
     seed=int(seed),
     crop_fraction=picked.crop,
 )
-key = results.recipe_key(recipe)
-if values is not None:
-    urlstate.save(model.spec.id, picked.ref, picked.crop, spec, values, int(seed), results.current(P))
+key = recipe_key(recipe)
+
+
+def _share(shown: results.Entry | None) -> None:
+    """The URL names these settings (``run=1`` once ``shown`` is their result)."""
+    if values is not None:
+        urlstate.save(model.spec.id, picked.ref, picked.crop, spec, values, int(seed), shown, views.chosen(P))
+
+
+_share(results.current(P))
 
 run_now = results.take_run_request(P) or submitted
 label = f"{spec.title} on {picked.name}"
 if live and values is not None and not results.select(P, key):
     if jobs.pending_key(P) != key:  # a new setting: drop the running update, start this one
-        jobs.replace(P, results.attack_work(model, picked, recipe, key, live=True), label, key=key)
+        jobs.replace(P, results.attack_work(model, picked, recipe, key), label, key=key)
 elif run_now and values is not None and not results.select(P, key):
     jobs.submit(P, results.attack_work(model, picked, recipe, key), label, key=key)
 
@@ -186,6 +194,7 @@ def _stored(entry: results.Entry, meta: dict) -> str | None:
 
 jobs.follow(P, _stored)
 entry = results.current(P)
+_share(entry)
 
 if entry is None:
     results.preview(model, picked, spec, P)
@@ -204,7 +213,7 @@ if len(history) > 1:
         help="Every result of this session is kept (newest first); pick one to show it again — "
         "nothing recomputes, and the form shows its settings.",
     )
-if results.recipe_key(entry.recipe) != key and not entry.result.cancelled:
+if recipe_key(entry.recipe) != key and not entry.result.cancelled:
     st.caption(
         "Showing the last result; the settings in the sidebar differ — press **Run attack** to compute them."
     )

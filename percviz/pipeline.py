@@ -14,7 +14,7 @@ from percviz.attacks.base import AttackResult, ProgressCallback, run_attack
 from percviz.errors import ImageError, RecipeError
 from percviz.images import LoadedImage, fit_to_model, load_image, load_sample, to_tensor
 from percviz.jsonsafe import json_safe
-from percviz.models import Classifier, Prediction, load_model, predict
+from percviz.models import Classifier, Prediction, load_model, predict, predictions
 from percviz.recipes import ImageRef, Recipe, environment_versions, file_sha256
 
 
@@ -83,13 +83,27 @@ class Measured:
 
 
 def measure(model: Classifier, result: AttackResult, top: int = 5) -> Measured:
-    """:class:`Measured` for image 0 of ``result``, each quantity computed once (the SSIM map
-    too: the metrics average it and the views show it)."""
+    """:class:`Measured` for image 0 of ``result``, each quantity computed once: the predictions
+    come from the attack's own forward passes (its label and final logits) and the SSIM map from
+    its bound re-check (the metrics average it and the views show it); only the 8-bit PNG re-check
+    is a new forward pass."""
     x, x_adv = result.x[:1], result.x_adv[:1]
-    maps = ssim_map(x.double(), x_adv.double())
+    maps = result.ssim_maps[:1].double() if result.ssim_maps is not None else None
+    if maps is None or maps.shape != x.shape:
+        maps = ssim_map(x.double(), x_adv.double())
+    before = (
+        predictions(model.labels, result.logits[:1], top)[0]
+        if result.logits is not None
+        else predict(model, x, top)[0]
+    )
+    after = (
+        predictions(model.labels, result.adv_logits[:1], top)[0]
+        if result.adv_logits is not None
+        else predict(model, x_adv, top)[0]
+    )
     return Measured(
-        predict(model, x, top)[0],
-        predict(model, x_adv, top)[0],
+        before,
+        after,
         compare_images(x, x_adv, ssim_maps=maps)[0],
         bool(png_still_adversarial(model, x_adv, result.labels[:1], result.target)[0]),
         maps[0].permute(1, 2, 0).numpy().astype(np.float32),

@@ -177,7 +177,13 @@ def _decode(name: str, value: Any) -> Any:
 
 
 def environment_versions() -> dict[str, str]:
-    """Versions of the packages that decide the numbers, plus Python and percviz (with its commit)."""
+    """Versions of the packages that decide the numbers, plus Python and percviz (with its commit);
+    read once per process (a fresh copy each call)."""
+    return dict(_environment_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _environment_versions() -> dict[str, str]:
     import percviz
 
     versions = {"python": platform.python_version(), "percviz": percviz.__version__}

@@ -505,12 +505,26 @@ async def load_scenario(url: str, pid: int, n: int, ttl: int, slots: int = 1) ->
         "sessions": [asdict(s) for s in sessions],
         "click_order": [s.index for s in sorted(sessions, key=lambda s: s.click_s or 0.0)],
         "completion_order": [s.index for s in done],
+        "throughput": throughput(done, blocker_cancel_s),
         "all_ok": all(s.ok for s in sessions) and warm.ok,
         "health_end": health(url),
         "server_alive": alive(pid),
         "rss_mb": {"idle": idle["VmRSS"], "peak": round(peak[0], 1), "after": after["VmRSS"]},
         "rss_after_over_idle": round(after["VmRSS"] / idle["VmRSS"], 3),
         "memory_mb": {"idle": idle, "after": after},
+    }
+
+
+def throughput(done: list[Session], start_s: float) -> dict[str, Any]:
+    """Runs completed per minute once the blockers freed the compute slots: the sessions that
+    finished, over the time from the blockers' Cancel to the last of them on screen."""
+    if not done:
+        return {"runs": 0, "seconds": None, "runs_per_min": 0.0}
+    seconds = max(s.done_s or 0.0 for s in done) - start_s
+    return {
+        "runs": len(done),
+        "seconds": round(seconds, 2),
+        "runs_per_min": round(60 * len(done) / seconds, 2),
     }
 
 

@@ -1,17 +1,15 @@
 """Finished runs kept in the session (CPU arrays) keyed by their recipe, plus their downloads.
 
-A result is computed once; every later rerun (switching a view, a tab, a gain slider) reads it
-from ``st.session_state`` and never touches the attack again.
+A result is computed once (:mod:`percviz.workflows.explore`); every later rerun (switching a view,
+a tab, a gain slider) reads it from ``st.session_state`` and never touches the attack again. Its
+views are computed the first time they are shown or downloaded, and kept with it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,14 +17,15 @@ import streamlit as st
 
 from percviz import figures
 from percviz.analysis.metrics import l0_shares
-from percviz.attacks.base import AttackResult, AttackSpec, run_attack
+from percviz.attacks.base import AttackSpec
 from percviz.evaluation import run_label
 from percviz.figures.style import ADVERSARIAL
-from percviz.images import encode_png, to_numpy
-from percviz.models import Classifier, Prediction
-from percviz.pipeline import PreparedImage, RunOutcome, build_report, measure
+from percviz.images import encode_png
+from percviz.models import Classifier
+from percviz.pipeline import PreparedImage
 from percviz.progress import ProgressCallback
 from percviz.recipes import Recipe
+from percviz.workflows.explore import ExploreResult, explore_work
 from ui.common import (
     PickedImage,
     cached_predictions,
@@ -35,94 +34,14 @@ from ui.common import (
 )
 
 MAX_RESULTS = 6
-CANCELLED = " #cancelled"  # suffix of a cancelled run's key: a later full run of that recipe is kept apart
-
-
-def recipe_key(recipe: Recipe) -> str:
-    """The cache key: the recipe without versions/device (what decides the numbers here)."""
-    data = recipe.as_dict()
-    data.pop("versions", None)
-    data.pop("device", None)
-    return json.dumps(data, sort_keys=True)
-
-
-@dataclass
-class Entry:
-    """One finished attack and everything the page shows about it (all on CPU)."""
-
-    key: str
-    recipe: Recipe
-    image_name: str
-    result: AttackResult
-    before: list[Prediction]
-    after: list[Prediction]
-    metrics: dict[str, float]
-    png_ok: bool
-    report: dict[str, Any]
-    ssim_map: np.ndarray | None = None
-    views: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0  # the whole update: attack, metrics and views (live mode shows it)
-
-    @property
-    def short(self) -> str:
-        return hashlib.sha1(self.key.encode()).hexdigest()[:10]
-
-    @property
-    def original(self) -> np.ndarray:
-        return to_numpy(self.result.x)[0]
-
-    @property
-    def adversarial(self) -> np.ndarray:
-        return to_numpy(self.result.x_adv)[0]
+Entry = ExploreResult  # one finished run as the page keeps it
 
 
 def attack_work(
-    model: Classifier, picked: PickedImage, recipe: Recipe, key: str, *, live: bool = False
-) -> Callable[..., Entry]:
-    """The job body: run the attack, then everything the page needs, in the worker thread
-    (``live``: without the slow magnification, computed on demand in its tab)."""
-    x = PreparedImage(picked.loaded, picked.pixels).tensor(model.device)
-
-    def work(progress: ProgressCallback) -> Entry:
-        start = time.perf_counter()
-        result = run_attack(recipe.attack, model, x, recipe.params, seed=recipe.seed, progress=progress)
-        entry = finish(model, picked, recipe, key, result, magnification=False if live else None)
-        entry.seconds = time.perf_counter() - start
-        return entry
-
-    return work
-
-
-def finish(
-    model: Classifier,
-    picked: PickedImage,
-    recipe: Recipe,
-    key: str,
-    result: AttackResult,
-    *,
-    magnification: bool | None = None,
-) -> Entry:
-    """Everything the page shows about ``result``. A cancelled run skips the magnification (the
-    slowest view, computed on demand in its tab), so Cancel returns within about one iteration."""
-    outcome = RunOutcome(recipe, model, PreparedImage(picked.loaded, picked.pixels), result)
-    measured = measure(model, result)
-    report = build_report(outcome, measured=measured)
-    entry = Entry(
-        key=key + CANCELLED if result.cancelled else key,
-        recipe=recipe,
-        image_name=picked.name,
-        result=result,
-        before=measured.before,
-        after=measured.after,
-        metrics=measured.metrics,
-        png_ok=measured.png_still_adversarial,
-        ssim_map=measured.ssim_map,
-        report=report,
-    )
-    from ui.views import precompute
-
-    entry.views = precompute(model, entry, not result.cancelled if magnification is None else magnification)
-    return entry
+    model: Classifier, picked: PickedImage, recipe: Recipe, key: str
+) -> Callable[[ProgressCallback], Entry]:
+    """The Explore job of the core (:func:`percviz.workflows.explore.explore_work`) for a picked image."""
+    return explore_work(model, PreparedImage(picked.loaded, picked.pixels), picked.name, recipe, key)
 
 
 def store(prefix: str, entry: Entry) -> None:
@@ -310,7 +229,7 @@ def headline(entry: Entry, title: str) -> None:
         )
     from ui import views
 
-    arrays = entry.views["arrays"]
+    arrays = entry.views
     b0, a0 = entry.before[0], entry.after[0]
     c1, c2, c3 = st.columns(3, gap="medium")
     c1.image(entry.original, caption=f"original — {b0.label}", width="stretch")
@@ -425,7 +344,7 @@ def downloads(entry: Entry, title: str) -> None:
             views.figure_exporter(
                 [
                     (
-                        entry.views["arrays"],
+                        entry.views,
                         title,
                         run_label(entry.recipe.attack, entry.recipe.params, with_attack=False),
                     )

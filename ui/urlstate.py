@@ -1,4 +1,5 @@
-"""Shareable state in the URL (``st.query_params``): model, image sample, crop, attack, params, seed.
+"""Shareable state in the URL (``st.query_params``): model, image sample, crop, attack, params, seed,
+and the open view tab (``view=gradcam``; ``ui.views`` keeps it up to date as tabs switch).
 
 ``run=1`` says the link shows a result: opening it runs that recipe again (results are seeded, so
 the same numbers come back). Values a link carries that cannot be used are named, never dropped
@@ -16,6 +17,7 @@ from percviz.attacks.base import AttackSpec, registry
 from percviz.images import SAMPLES
 from percviz.models import all_model_status
 from percviz.recipes import ImageRef
+from ui.views import VIEW_PARAM, VIEWS, choose, view_id
 
 PARAM_PREFIX = "p_"
 
@@ -70,6 +72,12 @@ def load_once(prefix: str) -> dict[str, Any] | None:
         st.session_state[f"{prefix}_attack"] = q["attack"]
     elif "attack" in q:
         notes.append(f"attack “{q['attack']}” is unknown")
+    if VIEW_PARAM in q:
+        view = view_id(q[VIEW_PARAM])
+        if view is not None:
+            choose(prefix, view)
+        else:
+            notes.append(f"view “{q[VIEW_PARAM]}” is unknown (one of {', '.join(VIEWS)})")
     if "seed" in q:
         try:
             seed = int(q["seed"])
@@ -104,9 +112,11 @@ def save(
     params: dict[str, Any],
     seed: int,
     shown: Any = None,
+    view: str | None = None,
 ) -> None:
     """Write the current choice to the URL (only when it changed); ``run=1`` when the result on
-    screen (``shown``, an Explore entry) is of exactly these settings."""
+    screen (``shown``, an Explore entry) is of exactly these settings; ``view`` the open view tab's
+    id (None for the first)."""
     data = {"model": model, "attack": spec.id, "seed": str(seed)}
     if image.sample is not None:
         data["image"] = image.sample
@@ -125,5 +135,7 @@ def save(
         and dict(recipe.params) == dict(params)
     ):
         data["run"] = "1"
+    if view is not None:
+        data[VIEW_PARAM] = view
     if dict(st.query_params) != data:
         st.query_params.from_dict(data)

@@ -1,8 +1,8 @@
 """Every view of one result, as Streamlit tabs (figures from ``percviz.figures``, arrays from ``percviz.analysis.views``).
 
-``precompute`` runs once per result in the worker thread (GradCAM++ needs the model); the tabs
-only arrange cached arrays into cached figures, so switching a tab or moving a view control never
-reruns anything expensive.
+Only the open tab runs: its arrays are computed the first time it opens (a result's
+:class:`~percviz.analysis.views.LazyViews` keeps them) and its figures are cached, so switching back
+to a tab or moving a view control never recomputes anything.
 """
 
 from __future__ import annotations
@@ -14,32 +14,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from percviz import figures as pv_figures
-from percviz.analysis import views as pv_views
 from percviz.analysis.explain import NOISE_THRESHOLD, explain_curve, explain_report
-from percviz.models import Classifier
 from percviz.models.classifier import imagenet_labels
 
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-
-
-def precompute(model: Classifier, entry: Any, magnification: bool = True) -> dict[str, Any]:
-    """The view arrays of a finished result (the magnification may be left for its tab)."""
-    arrays = pv_views.compute_views(entry.result, model, 0, magnification=magnification, ssim=entry.ssim_map)
-    return {"arrays": arrays}
-
-
-def _with_magnification(entry: Any) -> Any:
-    """Compute the (slow) magnification of a result that skipped it, once, and keep it."""
-    from dataclasses import replace
-
-    arrays = entry.views["arrays"]
-    if arrays.magnified_original is None:
-        mag_o, mag_a, scale = pv_views.magnified_pair(entry.result.x[:1], entry.result.x_adv[:1], "cpu")
-        arrays = replace(
-            arrays, magnified_original=mag_o, magnified_adversarial=mag_a, magnification_scale=scale
-        )
-        entry.views["arrays"] = arrays
-    return arrays
 
 
 def cached_figure(key: tuple[Any, ...], build: Any) -> go.Figure:
@@ -64,35 +42,113 @@ def show(key: tuple[Any, ...], build: Any) -> None:
     st.plotly_chart(fig, config=PLOT_CONFIG, key="_".join(str(k) for k in key))
 
 
-VIEW_TABS = ("Perturbation", "SSIM maps", "Difference", "Magnification", "GradCAM++", "Noise vs CAM")
+VIEWS = {
+    "perturbation": "Perturbation",
+    "ssim": "SSIM maps",
+    "difference": "Difference",
+    "magnification": "Magnification",
+    "gradcam": "GradCAM++",
+    "noise": "Noise vs CAM",
+}
+"""The view tabs: the id a link's ``view=`` carries → the tab's label."""
+VIEW_TABS = tuple(VIEWS.values())
+VIEW_PARAM = "view"
+FIRST_VIEW = next(iter(VIEWS))
+
+
+def view_id(value: str) -> str | None:
+    """The view a link names, by id (``gradcam``) or by its tab label (``GradCAM++``); None if none."""
+    text = value.strip().lower()
+    return next((vid for vid, label in VIEWS.items() if text in (vid, label.lower())), None)
+
+
+def _chosen_key(prefix: str) -> str:
+    return f"pv_view_{prefix}"
+
+
+def _tabs_key(prefix: str) -> str:
+    return f"{prefix}_view"
+
+
+def choose(prefix: str, view: str) -> None:
+    """Open ``view`` (an id of :data:`VIEWS`) the next time the views are drawn (a link's ``view=``)."""
+    st.session_state[_chosen_key(prefix)] = view
+    st.session_state.pop(_tabs_key(prefix), None)
+
+
+def chosen(prefix: str) -> str | None:
+    """The open view's id for the URL (None for the first view, which a link need not name)."""
+    view = st.session_state.get(_chosen_key(prefix))
+    return view if view in VIEWS and view != FIRST_VIEW else None
 
 
 def render(entry: Any, prefix: str) -> None:
-    """All views as tabs switched in the browser (no rerun); each tab is a fragment, so moving a
-    control inside one reruns only that tab, from cached arrays and figures."""
-    arrays = entry.views["arrays"]
-    tabs = st.tabs(list(VIEW_TABS), key=f"{prefix}_view")
+    """The views as tabs; only the open tab is computed and drawn (each view's arrays are computed
+    the first time it opens, then kept with the result). The tabs live in a fragment, so a switch
+    reruns only them, and the URL's ``view=`` follows the open tab (a copied link opens it)."""
+    _views(entry, prefix)
+
+
+@st.fragment
+def _views(entry: Any, prefix: str) -> None:
+    wanted = st.session_state.get(_chosen_key(prefix), FIRST_VIEW)
+    if _tabs_key(prefix) not in st.session_state:  # first drawing, or after a page without the tabs
+        st.session_state[_tabs_key(prefix)] = VIEWS.get(wanted, VIEW_TABS[0])
+    tabs = st.tabs(list(VIEW_TABS), key=_tabs_key(prefix), on_change="rerun")
+    opened = next((vid for vid, tab in zip(VIEWS, tabs, strict=True) if tab.open), FIRST_VIEW)
+    if opened != wanted:
+        st.session_state[_chosen_key(prefix)] = opened
+    _follow_in_url(opened)
     k = entry.short
-    with tabs[0]:
-        _perturbation(arrays, k, prefix)
-    with tabs[1]:
-        st.caption(
-            "Per-channel SSIM map (Gaussian σ 1.5, data range 1): 1 = unchanged, low = structural change."
-        )
-        show((k, "ssim"), lambda: pv_figures.ssim_figure(arrays))
-    with tabs[2]:
-        top = float(arrays.diff.max())
-        st.caption(
-            f"Per-channel |adversarial − original| in [0, 1] units (max {top:.4f} ≈ {top * 255:.1f}/255); "
-            "black = unchanged."
-        )
-        show((k, "diff"), lambda: pv_figures.diff_figure(arrays))
-    with tabs[3]:
-        _magnification(entry, k)
-    with tabs[4]:
-        _cams(arrays, k, prefix)
-    with tabs[5]:
-        _regions(arrays, k, prefix)
+    for vid, tab in zip(VIEWS, tabs, strict=True):
+        if not tab.open:
+            continue
+        with tab:
+            if vid == "perturbation":
+                _perturbation(entry.views, k, prefix)
+            elif vid == "ssim":
+                _ssim(entry.views, k)
+            elif vid == "difference":
+                _difference(entry.views, k)
+            elif vid == "magnification":
+                _magnification(entry.views, k)
+            elif vid == "gradcam":
+                _cams(_ready(entry.views, "cams", "Computing GradCAM++ of both images…"), k, prefix)
+            else:
+                _regions(_ready(entry.views, "explain", "Computing GradCAM++ and the noise map…"), k, prefix)
+
+
+def _follow_in_url(view: str) -> None:
+    """The URL's ``view=`` names the open view (absent for the first)."""
+    if view == FIRST_VIEW:
+        if VIEW_PARAM in st.query_params:
+            del st.query_params[VIEW_PARAM]
+    elif st.query_params.get(VIEW_PARAM) != view:
+        st.query_params[VIEW_PARAM] = view
+
+
+def _ready(arrays: Any, part: str, text: str) -> Any:
+    """``arrays`` with ``part`` (cams, explain, magnification) computed, behind this view's own
+    spinner the first time."""
+    if hasattr(arrays, "ready") and not arrays.ready(part):
+        with st.spinner(text):
+            getattr(arrays, "magnification_scale" if part == "magnification" else part)
+    return arrays
+
+
+def _ssim(arrays: Any, k: str) -> None:
+    st.caption("Per-channel SSIM map (Gaussian σ 1.5, data range 1): 1 = unchanged, low = structural change.")
+    show((k, "ssim"), lambda: pv_figures.ssim_figure(arrays))
+
+
+def _difference(arrays: Any, k: str) -> None:
+    diff = arrays.diff
+    top = float(diff.max())
+    st.caption(
+        f"Per-channel |adversarial − original| in [0, 1] units (max {top:.4f} ≈ {top * 255:.1f}/255); "
+        "black = unchanged."
+    )
+    show((k, "diff"), lambda: pv_figures.diff_figure(arrays))
 
 
 @st.fragment
@@ -111,14 +167,8 @@ def _perturbation(arrays: Any, k: str, prefix: str) -> None:
 
 
 @st.fragment
-def _magnification(entry: Any, k: str) -> None:
-    arrays = entry.views["arrays"]
-    if arrays.magnified_original is None:
-        st.caption("The magnification was skipped for this run (cancelled or live) to return quickly.")
-        if not st.button("Compute the magnification", key=f"mag_{k}", icon=":material/zoom_in:"):
-            return
-        with st.spinner("Bilateral filtering both images…"):
-            arrays = _with_magnification(entry)
+def _magnification(arrays: Any, k: str) -> None:
+    _ready(arrays, "magnification", "Bilateral filtering both images…")
     scale = arrays.magnification_scale
     st.caption(
         "Adversarial magnification (Zhang et al. 2020, Smooth adversarial examples, Appendix 1): what a "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,23 +195,14 @@ def region_colours(noise: np.ndarray, region: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- all views
 
 
-@dataclass(frozen=True)
-class ViewArrays:
-    """Every view's array for one pair (``H×W×3`` or ``H×W`` float32; masks bool)."""
+class _ViewMethods:
+    """What every holder of a pair's view arrays offers on top of them (:class:`ViewArrays`,
+    :class:`LazyViews`)."""
 
     original: np.ndarray
     adversarial: np.ndarray
-    perturbation: np.ndarray
-    perturbation_gain: float
     ssim_map: np.ndarray
-    diff: np.ndarray
     cams: PairCams
-    noise: np.ndarray
-    region: np.ndarray
-    explain: dict[str, Any]
-    magnified_original: np.ndarray | None = None
-    magnified_adversarial: np.ndarray | None = None
-    magnification_scale: tuple[float, float] | None = None
 
     @property
     def ssim(self) -> float:
@@ -233,6 +225,162 @@ class ViewArrays:
         return overlay(base, cam, alpha)
 
 
+@dataclass(frozen=True)
+class ViewArrays(_ViewMethods):
+    """Every view's array for one pair (``H×W×3`` or ``H×W`` float32; masks bool)."""
+
+    original: np.ndarray
+    adversarial: np.ndarray
+    perturbation: np.ndarray
+    perturbation_gain: float
+    ssim_map: np.ndarray
+    diff: np.ndarray
+    cams: PairCams
+    noise: np.ndarray
+    region: np.ndarray
+    explain: dict[str, Any]
+    magnified_original: np.ndarray | None = None
+    magnified_adversarial: np.ndarray | None = None
+    magnification_scale: tuple[float, float] | None = None
+
+
+VIEW_PARTS = ("ssim_map", "diff", "cams", "explain", "magnification")
+"""The parts :class:`LazyViews` computes on first use (the perturbation is computed at once)."""
+
+
+class LazyViews(_ViewMethods):
+    """The view arrays of one pair, each part computed the first time something reads it, then kept.
+
+    The same attributes as :class:`ViewArrays`, from the same functions (so the numbers are
+    identical). The first screen of a result needs only ``original``, ``adversarial`` and the
+    ``perturbation`` (computed here, milliseconds); the SSIM maps (or the ones given), the
+    difference, GradCAM++ (one batched call), the noise-vs-CAM comparison and the adversarial
+    magnification wait until a view or a download asks. Thread-safe: each part has its own lock,
+    so a part being computed never blocks another part, and two readers never compute one twice.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        model: torch.nn.Module,
+        index: int = 0,
+        *,
+        gain: float | None = None,
+        noise_threshold: float = NOISE_THRESHOLD,
+        cam_threshold: float = CAM_THRESHOLD,
+        ssim: np.ndarray | None = None,
+    ) -> None:
+        self._x, self._x_adv, self._adv_label = _pair(source, index)
+        self._label = _known_label(source, index)
+        self._model = model
+        self._thresholds = (noise_threshold, cam_threshold)
+        self.original = as_hwc(self._x)
+        self.adversarial = as_hwc(self._x_adv)
+        self.perturbation, self.perturbation_gain = perturbation_view(self._x, self._x_adv, gain)
+        self._parts: dict[str, Any] = {} if ssim is None else {"ssim_map": ssim}
+        self._locks = {name: threading.Lock() for name in VIEW_PARTS}
+
+    def ready(self, part: str) -> bool:
+        """Whether ``part`` (one of :data:`VIEW_PARTS`) is computed already."""
+        if part not in VIEW_PARTS:
+            raise ValueError(f"part must be one of {', '.join(VIEW_PARTS)}; got {part!r}.")
+        return part in self._parts
+
+    def _part(self, name: str) -> Any:
+        if name not in self._parts:
+            with self._locks[name]:
+                if name not in self._parts:
+                    self._parts[name] = getattr(self, f"_compute_{name}")()
+        return self._parts[name]
+
+    def _compute_ssim_map(self) -> np.ndarray:
+        return ssim_maps(self._x, self._x_adv)
+
+    def _compute_diff(self) -> np.ndarray:
+        return abs_diff(self._x, self._x_adv)
+
+    def _compute_cams(self) -> PairCams:
+        return explain_pair(self._model, self._x, self._x_adv, label=self._label, adv_label=self._adv_label)
+
+    def _compute_explain(self) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        noise_threshold, cam_threshold = self._thresholds
+        cam = self.cams.original
+        return (
+            noise_map(self.ssim_map, noise_threshold),
+            cam_region(cam, cam_threshold),
+            explain_report(self.ssim_map, cam, noise_threshold, cam_threshold),
+        )
+
+    def _compute_magnification(self) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        device = next(iter(self._model.buffers()), torch.empty(0)).device
+        return magnified_pair(self._x, self._x_adv, device)
+
+    @property
+    def ssim_map(self) -> np.ndarray:  # type: ignore[override]
+        return cast("np.ndarray", self._part("ssim_map"))
+
+    @property
+    def diff(self) -> np.ndarray:
+        return cast("np.ndarray", self._part("diff"))
+
+    @property
+    def cams(self) -> PairCams:  # type: ignore[override]
+        return cast("PairCams", self._part("cams"))
+
+    @property
+    def noise(self) -> np.ndarray:
+        return cast("np.ndarray", self._part("explain")[0])
+
+    @property
+    def region(self) -> np.ndarray:
+        return cast("np.ndarray", self._part("explain")[1])
+
+    @property
+    def explain(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", self._part("explain")[2])
+
+    @property
+    def magnified_original(self) -> np.ndarray:
+        return cast("np.ndarray", self._part("magnification")[0])
+
+    @property
+    def magnified_adversarial(self) -> np.ndarray:
+        return cast("np.ndarray", self._part("magnification")[1])
+
+    @property
+    def magnification_scale(self) -> tuple[float, float]:
+        return cast("tuple[float, float]", self._part("magnification")[2])
+
+    def complete(self, magnification: bool = True) -> ViewArrays:
+        """Every part computed, as a :class:`ViewArrays` (``magnification=False`` leaves it out)."""
+        mag = self._part("magnification") if magnification else (None, None, None)
+        return ViewArrays(
+            original=self.original,
+            adversarial=self.adversarial,
+            perturbation=self.perturbation,
+            perturbation_gain=self.perturbation_gain,
+            ssim_map=self.ssim_map,
+            diff=self.diff,
+            cams=self.cams,
+            noise=self.noise,
+            region=self.region,
+            explain=self.explain,
+            magnified_original=mag[0],
+            magnified_adversarial=mag[1],
+            magnification_scale=mag[2],
+        )
+
+
+Views = ViewArrays | LazyViews
+"""Either holder of a pair's view arrays: what the figures take."""
+
+
+def _known_label(source: Source, index: int) -> int | None:
+    """The original's predicted class when the run already knows it (its label logits), else None."""
+    logits = getattr(source, "logits", None)
+    return int(logits[index].argmax()) if isinstance(logits, torch.Tensor) else None
+
+
 def compute_views(
     source: Source,
     model: torch.nn.Module,
@@ -247,33 +395,20 @@ def compute_views(
     """All view arrays of image ``index`` of an AttackResult (or of an ``(x, x_adv)`` pair).
 
     GradCAM++: original for its predicted class, adversarial for its new class and for the
-    original class (one batched call). ``magnification=False`` skips the bilateral filters.
-    ``ssim``: the pair's ``H×W×3`` SSIM map when already computed (:func:`percviz.pipeline.measure`).
+    original class (one batched call; the classes come from the run's own logits when it has
+    them). ``magnification=False`` skips the bilateral filters. ``ssim``: the pair's ``H×W×3``
+    SSIM map when already computed (:func:`percviz.pipeline.measure`).
     """
-    x, x_adv, adv_label = _pair(source, index)
-    cams = explain_pair(model, x, x_adv, adv_label=adv_label)
-    smap = ssim if ssim is not None else ssim_maps(x, x_adv)
-    perturbation, used_gain = perturbation_view(x, x_adv, gain)
-    mag_o = mag_a = None
-    scale = None
-    if magnification:
-        device = next(iter(model.buffers()), torch.empty(0)).device
-        mag_o, mag_a, scale = magnified_pair(x, x_adv, device)
-    return ViewArrays(
-        original=as_hwc(x),
-        adversarial=as_hwc(x_adv),
-        perturbation=perturbation,
-        perturbation_gain=used_gain,
-        ssim_map=smap,
-        diff=abs_diff(x, x_adv),
-        cams=cams,
-        noise=noise_map(smap, noise_threshold),
-        region=cam_region(cams.original, cam_threshold),
-        explain=explain_report(smap, cams.original, noise_threshold, cam_threshold),
-        magnified_original=mag_o,
-        magnified_adversarial=mag_a,
-        magnification_scale=scale,
+    lazy = LazyViews(
+        source,
+        model,
+        index,
+        gain=gain,
+        noise_threshold=noise_threshold,
+        cam_threshold=cam_threshold,
+        ssim=ssim,
     )
+    return lazy.complete(magnification)
 
 
 MAP_FILES = {

@@ -22,6 +22,7 @@ from percviz.attacks.bounds import Constraint, judge_bounds
 from percviz.attacks.schema import Param, ParamValue
 from percviz.errors import ParameterError, PercvizError, UnknownIdError
 from percviz.jsonsafe import json_safe
+from percviz.models.layout import call_channels_last
 from percviz.progress import ProgressCallback
 
 
@@ -85,7 +86,7 @@ class AttackContext:
         """Forward pass without gradient (counted)."""
         self.forward_passes += 1
         with torch.no_grad():
-            return self.model(x)
+            return call_channels_last(self.model, self.model, x)
 
     def gradient(
         self, x: torch.Tensor, objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -97,7 +98,7 @@ class AttackContext:
         """
         xg = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = self.model(xg)
+            logits = call_channels_last(self.model, self.model, xg)
             value = objective(logits, xg)
             (grad,) = torch.autograd.grad(value.sum(), xg)
         self.forward_passes += 1
@@ -278,6 +279,12 @@ class AttackResult:
     within_bound: torch.Tensor
     bounds: list[dict[str, Any]]
     violation: dict[str, list[float]]
+    logits: torch.Tensor | None = None
+    """``N×K`` logits of ``x`` from which ``labels`` were taken (None when labels were given)."""
+    adv_logits: torch.Tensor | None = None
+    """``N×K`` logits of ``x_adv`` from which ``adv_labels`` were taken."""
+    ssim_maps: torch.Tensor | None = None
+    """``N×3×H×W`` float32 SSIM maps of (x, x_adv) behind ``constraints['ssim']`` (float64 computation)."""
 
     @property
     def success_rate(self) -> float:
@@ -323,7 +330,7 @@ def run_attack(
     the attack's :attr:`AttackSpec.constraints`, judged on distances re-measured against the
     original image (:func:`judge_bounds`). The input tensor is never modified.
     """
-    from percviz.attacks.checks import measure_constraints
+    from percviz.attacks.checks import measure_with_ssim_maps
     from percviz.serving.hosted import enforce
 
     spec = get_attack(attack_id)
@@ -338,8 +345,10 @@ def run_attack(
     ctx = AttackContext(model, seed, progress)
     x0 = x.detach().to(ctx.device, torch.float32).clone()
     start = time.perf_counter()
+    clean_logits = None
     if labels is None:
-        labels = ctx.logits(x0).argmax(1)
+        clean_logits = ctx.logits(x0)
+        labels = clean_logits.argmax(1)
     labels = labels.to(ctx.device)
     raw_target = values.get("target")
     target = int(raw_target) if raw_target is not None else None
@@ -354,7 +363,8 @@ def run_attack(
     x_adv = output.x_adv.detach().clamp(0.0, 1.0)
     if not torch.isfinite(x_adv).all():
         raise RuntimeError(f"Attack '{attack_id}' produced non-finite values.")
-    adv_labels = ctx.logits(x_adv).argmax(1)
+    adv_logits = ctx.logits(x_adv)
+    adv_labels = adv_logits.argmax(1)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     wall = time.perf_counter() - start
@@ -362,7 +372,7 @@ def run_attack(
     info = dict(output.info)
     if target is not None:  # as foolbox does, an image already of the target class counts as reached
         info["already_target"] = torch.eq(labels, target).cpu().tolist()
-    constraints = measure_constraints(x0, x_adv)
+    constraints, ssim_maps = measure_with_ssim_maps(x0, x_adv)
     constraints.update({k: v.detach().double().cpu().tolist() for k, v in output.constraints.items()})
     bounds = judge_bounds(spec, values, model, x0, x_adv, constraints)
     within = torch.ones_like(fooled)
@@ -390,4 +400,7 @@ def run_attack(
         within_bound=within,
         bounds=bounds,
         violation={check["distance"]: check["excess"] for check in bounds},
+        logits=clean_logits.detach().float().cpu() if clean_logits is not None else None,
+        adv_logits=adv_logits.detach().float().cpu(),
+        ssim_maps=ssim_maps,
     )

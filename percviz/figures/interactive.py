@@ -20,7 +20,7 @@ from percviz.analysis.metrics import ssim_interior
 from percviz.analysis.views import (
     REGION_COLOURS,
     REGION_LABELS,
-    ViewArrays,
+    Views,
     perturbation_view,
     region_colours,
     to_unit,
@@ -86,7 +86,9 @@ def _colorbar(title: str, length: float) -> dict[str, Any]:
 
 
 def _matplotlib_scale(cmap: str, n: int = 11) -> list[list[Any]]:
-    """A matplotlib colour map as a plotly colour scale (so a bar matches colours made by ``overlay``)."""
+    """A matplotlib colour map as a plotly colour scale of ``rgb()`` stops (so a bar matches colours made
+    by ``overlay``). Plotly's own named scales begin with hex stops such as magma's ``#000004``, which
+    Chromium drew pink (Streamlit's theme) or violet: the zero end of a difference map was not black."""
     from matplotlib import colormaps
 
     stops = np.linspace(0.0, 1.0, n)
@@ -202,7 +204,7 @@ def grid_figure(
                         "z": np.asarray(arr, dtype=np.float32),
                         "zmin": heat.zmin,
                         "zmax": heat.zmax,
-                        "colorscale": heat.colorscale,
+                        "colorscale": _matplotlib_scale(heat.colorscale),
                         "showscale": not scale_shown,
                         "colorbar": _colorbar(heat.label, h),
                         "xaxis": f"x{ax}",
@@ -230,7 +232,7 @@ def heatmap_figure(
     return grid_figure([[("heat", m) for m in maps]], col_titles=titles, heat=scale, height=height)
 
 
-def perturbation_figure(views: ViewArrays, gain: float | None = None, height: int = 320) -> go.Figure:
+def perturbation_figure(views: Views, gain: float | None = None, height: int = 320) -> go.Figure:
     """Original | perturbation ``0.5 + gain·(adversarial − original)`` | adversarial.
 
     ``gain=None`` uses the pair's automatic gain (the largest 1-2-5 value that clips nothing).
@@ -246,7 +248,7 @@ def perturbation_figure(views: ViewArrays, gain: float | None = None, height: in
     )
 
 
-def ssim_figure(views: ViewArrays, height: int = 300) -> go.Figure:
+def ssim_figure(views: Views, height: int = 300) -> go.Figure:
     """The per-channel SSIM maps (values in [−1, 1], 1 = unchanged) with their means."""
     m = views.ssim_map
     titles = [
@@ -256,7 +258,7 @@ def ssim_figure(views: ViewArrays, height: int = 300) -> go.Figure:
     return heatmap_figure([m[..., c] for c in range(3)], titles, ssim_scale(m), height)
 
 
-def diff_figure(views: ViewArrays, height: int = 300) -> go.Figure:
+def diff_figure(views: Views, height: int = 300) -> go.Figure:
     """Per-channel ``|adversarial − original|`` in [0, 1] units, on [0, its maximum]."""
     top = float(views.diff.max()) or 1.0
     return heatmap_figure(
@@ -267,7 +269,7 @@ def diff_figure(views: ViewArrays, height: int = 300) -> go.Figure:
     )
 
 
-def magnification_figure(views: ViewArrays, height: int = 340) -> go.Figure:
+def magnification_figure(views: Views, height: int = 340) -> go.Figure:
     """Adversarial magnification of both images on their one shared display scale (Zhang et al. 2020 App. 1)."""
     scale = views.magnification_scale
     if views.magnified_original is None or views.magnified_adversarial is None or scale is None:
@@ -280,7 +282,7 @@ def magnification_figure(views: ViewArrays, height: int = 340) -> go.Figure:
 
 
 def cam_figure(
-    views: ViewArrays,
+    views: Views,
     *,
     alpha: float = 0.45,
     shared: bool = False,
@@ -326,7 +328,7 @@ def cam_figure(
     return fig
 
 
-def regions_figure(views: ViewArrays, threshold: float = NOISE_THRESHOLD, height: int = 360) -> go.Figure:
+def regions_figure(views: Views, threshold: float = NOISE_THRESHOLD, height: int = 360) -> go.Figure:
     """Pochimireddy et al. 2021 §V-B: noise map ``N = mean(1 − SSIM map) > threshold`` against the CAM region
     ``G`` (the original's CAM above its threshold) as TP / FP / FN / TN colours; the legend gives
     each class's pixel count and share of the image."""

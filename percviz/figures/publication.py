@@ -19,7 +19,9 @@ import numpy as np
 
 from percviz.analysis.explain import CAM_THRESHOLD, NOISE_THRESHOLD
 from percviz.analysis.views import (
+    LazyViews,
     ViewArrays,
+    Views,
 )
 from percviz.figures.rows import FigureRow, figure_heads, recipe_rows, row_from_views
 from percviz.figures.style import (
@@ -74,7 +76,7 @@ def render_recipes(recipes: Sequence[Recipe], out_path: str | Path, device: str 
 
 
 def export_figure(
-    source: Sequence[FigureRow] | ViewArrays,
+    source: Sequence[FigureRow] | Views,
     fmt: str = "png",
     *,
     dpi: int = 300,
@@ -82,7 +84,7 @@ def export_figure(
     ssim_floor: float | None = None,
 ) -> bytes:
     """The publication figure as bytes (``fmt`` png/svg/pdf) from rows or one pair's ViewArrays."""
-    rows = [row_from_views(source)] if isinstance(source, ViewArrays) else list(source)
+    rows = [row_from_views(source)] if isinstance(source, ViewArrays | LazyViews) else list(source)
     buf = io.BytesIO()
     _save(static_figure(rows, dpi, title, ssim_floor), buf, _format(fmt), dpi)
     return buf.getvalue()

@@ -15,7 +15,7 @@ import torch
 from percviz.analysis.explain import explain_scores
 from percviz.analysis.metrics import ssim_interior
 from percviz.analysis.views import (
-    ViewArrays,
+    Views,
     as_hwc,
     overlay,
     ssim_maps,
@@ -105,7 +105,7 @@ def figure_row(
 
 
 def row_from_views(
-    views: ViewArrays,
+    views: Views,
     title: str = "",
     subtitle: str = "",
     labels: Sequence[str] | None = None,

@@ -7,6 +7,7 @@ from percviz.models.classifier import (
     imagenet_labels,
     load_model,
     predict,
+    predictions,
 )
 from percviz.models.zoo import (
     DEFAULT_MODEL,
@@ -35,5 +36,6 @@ __all__ = [
     "load_model",
     "model_status",
     "predict",
+    "predictions",
     "unavailable_message",
 ]

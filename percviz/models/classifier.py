@@ -8,6 +8,7 @@ so one cached model can serve many threads.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -205,10 +206,15 @@ class Prediction:
 @torch.no_grad()
 def predict(model: Classifier, x: torch.Tensor, top: int = 5) -> list[list[Prediction]]:
     """Top-``top`` predictions per image for ``x`` ``N×3×H×W`` in [0, 1]."""
-    names = model.labels
+    with torch.no_grad():
+        return predictions(model.labels, model(x.to(model.device)), top)
+
+
+def predictions(names: Sequence[str], logits: torch.Tensor, top: int = 5) -> list[list[Prediction]]:
+    """Top-``top`` predictions per row of ``logits`` (``N×K``, e.g. an attack's own forward)."""
     if not 1 <= top <= len(names):
         raise ValueError(f"top must lie in [1, {len(names)}]; got {top}.")
-    probs = torch.softmax(model(x.to(model.device)).float(), dim=1).cpu()
+    probs = torch.softmax(logits.detach().float(), dim=1).cpu()
     values, indices = probs.topk(top, dim=1)
     return [
         [Prediction(int(i), names[int(i)], float(p)) for p, i in zip(row_p, row_i, strict=True)]
