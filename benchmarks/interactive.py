@@ -10,9 +10,10 @@ EfficientNet-Lite0 at 224×224 on the CPU, for FGSM, FPGAP with its defaults and
 - ``first_screen_s``: the whole job, Run → everything the first screen shows (verdict, images,
   perturbation, both top-5 lists, the metric cards, ``result.json``);
 - ``after_attack_s``: first screen − attack (target ≤ 0.3 s on a quiet CPU);
-- ``views_first_open_s``: each view's arrays computed the first time its tab opens, in the order a
-  user meets them (SSIM maps, difference, magnification, GradCAM++, noise vs CAM; each target
-  ≤ 0.5 s); the perturbation is part of the first screen.
+- ``views_first_open_s``: what opening each view tab the first time computes — its arrays and its
+  plotly figure — in the order a user meets them (SSIM maps, difference, magnification, GradCAM++,
+  noise vs CAM; each target ≤ 0.5 s); the perturbation is part of the first screen. The browser's
+  own drawing comes on top: ``tests/test_browser_explore.py`` prints click → chart drawn.
 
 Medians over ``repeats`` interleaved rounds after one warm-up round; one JSON line on stdout.
 """
@@ -34,13 +35,13 @@ if str(ROOT) not in sys.path:
 SETTINGS: dict[str, dict[str, Any]] = {"fgsm": {}, "fpgap": {}, "pgd": {"steps": 10}}
 FIRST_SCREEN_AFTER_ATTACK_TARGET_S = 0.3
 VIEW_TARGET_S = 0.5
-# Each view tab → the attribute that makes its arrays (what opening the tab computes).
-VIEW_PARTS = {
-    "ssim": "ssim_map",
-    "difference": "diff",
-    "magnification": "magnification_scale",
-    "gradcam": "cams",
-    "noise": "explain",
+# Each view tab → what opening it computes: its arrays, then its plotly figure (as ui.views draws it).
+VIEW_FIGURES: dict[str, Any] = {
+    "ssim": lambda f, v: f.ssim_figure(v),
+    "difference": lambda f, v: f.diff_figure(v),
+    "magnification": lambda f, v: f.magnification_figure(v),
+    "gradcam": lambda f, v: f.cam_figure(v, alpha=0.45, shared=False, labels=v.labels),
+    "noise": lambda f, v: f.regions_figure(v, 0.11, height=460),
 }
 
 
@@ -59,10 +60,12 @@ def explore_job(attack: str, params: dict[str, Any], sample: str = "chelsea") ->
     start = time.perf_counter()
     entry = explore_work(model, image, sample, recipe)(lambda _record: True)
     first_screen = time.perf_counter() - start
+    from percviz import figures
+
     opened: dict[str, float] = {}
-    for view, part in VIEW_PARTS.items():
+    for view, draw in VIEW_FIGURES.items():
         t0 = time.perf_counter()
-        getattr(entry.views, part)
+        draw(figures, entry.views)
         opened[view] = time.perf_counter() - t0
     return {"attack_s": entry.result.wall_time, "first_screen_s": first_screen, "views": opened}
 
@@ -80,7 +83,7 @@ def measure(attacks: list[str], repeats: int) -> dict[str, Any]:
         first = statistics.median(v["first_screen_s"] for v in values)
         attack_s = statistics.median(v["attack_s"] for v in values)
         after = statistics.median(v["first_screen_s"] - v["attack_s"] for v in values)
-        views = {k: round(statistics.median(v["views"][k] for v in values), 4) for k in VIEW_PARTS}
+        views = {k: round(statistics.median(v["views"][k] for v in values), 4) for k in VIEW_FIGURES}
         out[attack] = {
             "params": SETTINGS.get(attack, {}),
             "attack_s": round(attack_s, 4),

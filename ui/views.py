@@ -196,7 +196,7 @@ def _cams(arrays: Any, k: str, prefix: str) -> None:
     shared = scale == CAM_SCALES[1]
     show(
         (k, "cam", alpha, shared),
-        lambda: pv_figures.cam_figure(arrays, alpha=alpha, shared=shared, labels=imagenet_labels()),
+        lambda: pv_figures.cam_figure(arrays, alpha=alpha, shared=shared, labels=_labels(arrays)),
     )
     if shared:
         st.caption(
@@ -265,6 +265,11 @@ def _regions(arrays: Any, k: str, prefix: str) -> None:
         )
 
 
+def _labels(arrays: Any) -> list[str]:
+    """The class names of the result's own model (ImageNet's when the arrays do not carry them)."""
+    return getattr(arrays, "labels", None) or imagenet_labels()
+
+
 def _score(value: Any, pct: bool = False) -> str:
     if value is None:
         return "—"
@@ -276,8 +281,7 @@ def figure_exporter(rows: list[tuple[Any, str, str]]) -> Callable[[str], bytes]:
     ``rows = [(ViewArrays, title, subtitle), …]``."""
 
     def run(fmt: str) -> bytes:
-        labels = imagenet_labels()
-        fig_rows = [pv_figures.row_from_views(v, title=t, subtitle=s, labels=labels) for v, t, s in rows]
+        fig_rows = [pv_figures.row_from_views(v, title=t, subtitle=s, labels=_labels(v)) for v, t, s in rows]
         return pv_figures.export_figure(fig_rows, fmt, dpi=200)
 
     return run

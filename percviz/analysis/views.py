@@ -273,6 +273,8 @@ class LazyViews(_ViewMethods):
         self._x, self._x_adv, self._adv_label = _pair(source, index)
         self._label = _known_label(source, index)
         self._model = model
+        self.labels = _label_names(model)
+        """The model's class names (None when it has none), for the views' titles."""
         self._thresholds = (noise_threshold, cam_threshold)
         self.original = as_hwc(self._x)
         self.adversarial = as_hwc(self._x_adv)
