@@ -162,6 +162,17 @@ def _titles(fig) -> list[str]:
     return [a.text for a in fig.layout.annotations]
 
 
+def _pixels(trace: object) -> np.ndarray:
+    """The 8-bit RGB pixels a plotly image trace shows (its PNG data URI, decoded)."""
+    import base64
+    import io
+
+    source = str(trace.source)  # type: ignore[attr-defined]
+    head, data = source.split(",", 1)
+    assert head == "data:image/png;base64", head
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
 def _uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(img, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
 
@@ -190,7 +201,7 @@ def test_plotly_view_figures(tiny, tiny_result):
     assert f"× {views.perturbation_gain:g}" in " ".join(_titles(figs["perturbation"]))
     assert "× 10 " in " ".join(_titles(figs["perturbation_x10"]))
     np.testing.assert_array_equal(
-        np.asarray(figs["perturbation_x10"].data[1].z),
+        _pixels(figs["perturbation_x10"].data[1]),
         _uint8(perturbation_view(views.original, views.adversarial, 10.0)[0]),
     )
     assert views.ssim == pytest.approx(float(ssim(tiny_result.x[:1], tiny_result.x_adv[:1])), abs=1e-5)
@@ -206,12 +217,12 @@ def test_cam_figure_min_max_and_shared_scale(tiny, tiny_result):
     c = views.cams
     own = cam_figure(views, alpha=1.0)  # alpha 1: the panels are the colour-mapped CAMs themselves
     for i, cam in enumerate((c.original, c.adversarial, c.adversarial_original_class)):
-        np.testing.assert_array_equal(np.asarray(own.data[i].z), _uint8(colourize(cam)))
+        np.testing.assert_array_equal(_pixels(own.data[i]), _uint8(colourize(cam)))
     shared = cam_figure(views, alpha=1.0, shared=True)
     raw = (c.raw_original, c.raw_adversarial, c.raw_adversarial_original_class)
     top = max(float(m.max()) for m in raw)
     for i, m in enumerate(raw):
-        np.testing.assert_array_equal(np.asarray(shared.data[i].z), _uint8(colourize(m / top)))
+        np.testing.assert_array_equal(_pixels(shared.data[i]), _uint8(colourize(m / top)))
         assert f"peak {float(m.max()) / top:.2f}" in _titles(shared)[i]
     bars = [t.marker.colorbar.title.text for f in (own, shared) for t in f.data if t.type == "scatter"]
     assert bars == ["GradCAM++ (min–max)", "GradCAM++ ÷ common max"]
@@ -224,7 +235,7 @@ def test_regions_and_curve_follow_the_threshold(tiny, tiny_result, photos32):
     for t in (0.0, 0.02, 0.11):
         fig = regions_figure(views, t)
         noise = (1.0 - views.ssim_map.astype(np.float64)).mean(-1) > t
-        np.testing.assert_array_equal(np.asarray(fig.data[0].z), _uint8(region_colours(noise, views.region)))
+        np.testing.assert_array_equal(_pixels(fig.data[0]), _uint8(region_colours(noise, views.region)))
         scores = explain_scores(views.ssim_map, views.cams.original, t)
         for key, entry in zip(("tp", "fp", "fn", "tn"), fig.data[1:], strict=True):
             assert f"({scores[key]} px, " in entry.name, (t, key)
@@ -330,7 +341,7 @@ def test_exported_figure_shows_what_the_screen_shows(tiny, photos32):
     differs = False
     for i, v in enumerate(views):
         expected = overlay(v.adversarial, v.cams.adversarial, CAM_ALPHA)
-        np.testing.assert_array_equal(np.asarray(shown[2 * i + 1].z), _uint8(expected))
+        np.testing.assert_array_equal(_pixels(shown[2 * i + 1]), _uint8(expected))
         np.testing.assert_allclose(panels[5 * i + 4], expected, atol=1e-6)
         np.testing.assert_allclose(panels[5 * i], v.adversarial, atol=1e-6)
         for c in range(3):
