@@ -192,9 +192,26 @@ def _stored(entry: results.Entry, meta: dict) -> str | None:
     return None
 
 
-jobs.follow(P, _stored)
+# Live mode with a result on screen: redraw that result first and follow the update in a slot above
+# it, then rerun once to show the new one in place (nothing on the page waits faded for the update).
+deferred = live and jobs.running(P) and results.current(P) is not None
+update_slot = st.container()
+if not deferred:
+    jobs.follow(P, _stored)
 entry = results.current(P)
 _share(entry)
+
+
+def _end() -> None:
+    """Follow a deferred live update to its end (then show it), and record the render time."""
+    if deferred:
+        shown = results.current_key(P)
+        with update_slot:
+            jobs.follow(P, _stored)
+        if results.current_key(P) != shown:
+            st.rerun()
+    results.done()
+
 
 if entry is None:
     results.preview(model, picked, spec, P)
@@ -213,17 +230,20 @@ if len(history) > 1:
         help="Every result of this session is kept (newest first); pick one to show it again — "
         "nothing recomputes, and the form shows its settings.",
     )
-if recipe_key(entry.recipe) != key and not entry.result.cancelled:
+if recipe_key(entry.recipe) != key and not entry.result.cancelled and not deferred:
     st.caption(
         "Showing the last result; the settings in the sidebar differ — press **Run attack** to compute them."
     )
 
 if live:
-    st.caption(f"Live: this update took {entry.seconds:.2f} s (attack {entry.result.wall_time:.2f} s).")
+    st.caption(
+        f"Live: this update took {entry.seconds:.2f} s (attack {entry.result.wall_time:.2f} s)"
+        + (" — showing it until the new settings' result is ready." if deferred else ".")
+    )
 if teaching:
     verdict, ok = results.verdict_text(entry)
     teach.teaching(entry, attacks[entry.recipe.attack], verdict, ok)
-    results.done()
+    _end()
     st.stop()
 results.headline(entry, attacks[entry.recipe.attack].title)
 st.subheader("Views")
@@ -232,4 +252,4 @@ other_models_top5(entry, model, P)
 results.details(entry)
 st.subheader("Downloads")
 results.downloads(entry, attacks[entry.recipe.attack].title)
-results.done()
+_end()

@@ -94,6 +94,39 @@ def test_live_mode_reruns_as_eps_moves(server: str) -> None:
         assert page.locator('[data-testid="stException"]').count() == 0
 
 
+STALE_RESULT_JS = """() => [...document.querySelectorAll('.pv-verdict, [data-testid="stMetric"]')]
+    .filter(e => e.closest('[data-stale="true"]') !== null && e.offsetHeight > 0).length"""
+
+
+def test_live_update_keeps_the_last_result_drawn_while_it_computes(server: str) -> None:
+    """While a live update computes (its progress bar shows), the last result's verdict and cards
+    stay drawn, none of them faded; the update then replaces them in place."""
+    with chromium_page() as page:
+        page.goto(f"{server}/Explore?attack=pgd&image=chelsea&p_steps=10&p_eps=0.0039")
+        page.get_by_role("button", name="Run attack").wait_for()
+        idle(page)
+        page.get_by_text("Live", exact=True).click()
+        verdict_with(page, "· PGD")
+        idle(page)
+        before = _card(page, "L∞")
+        _set_eps(page, "0.0157")
+        page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)
+        during = page.evaluate(STALE_RESULT_JS)
+        cards_during = page.locator('[data-testid="stMetric"]').count()
+        page.screenshot(path=str(SHOTS / "live-updating.png"), full_page=False)
+        page.wait_for_function(
+            "t => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')]"
+            ".some(e => e.innerText.includes(t))",
+            arg="4.00/255",
+            timeout=120_000,
+        )
+        idle(page)
+        assert cards_during >= 8, "the last result must stay on screen while the update computes"
+        assert during == 0, f"{during} verdict/metric elements faded while the update computed"
+        assert before == "0.99/255" and _card(page, "L∞") == "4.00/255"
+        assert page.get_by_text("Live: this update took").count() == 1
+
+
 def test_teaching_view_and_a_lesson_step(server: str) -> None:
     with chromium_page() as page:
         page.goto(f"{server}/Explore")

@@ -58,8 +58,13 @@ def stored(prefix: str) -> dict[str, Entry]:
     return st.session_state.get(f"pv_results_{prefix}", {})
 
 
+def current_key(prefix: str) -> str | None:
+    """The key of the result on screen (None before the first)."""
+    return st.session_state.get(f"pv_current_{prefix}")
+
+
 def current(prefix: str) -> Entry | None:
-    return stored(prefix).get(st.session_state.get(f"pv_current_{prefix}", ""))
+    return stored(prefix).get(current_key(prefix) or "")
 
 
 def select(prefix: str, key: str) -> bool:
