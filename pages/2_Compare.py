@@ -1,15 +1,17 @@
 """Compare: several attacks on one image in one grid (Pochimireddy et al. 2021 Fig. 3 layout), at matched strength."""
 
 import textwrap
+from typing import Any
 
 import streamlit as st
 
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
+from percviz.figures import FigureRow
 from percviz.models.classifier import imagenet_labels
 from percviz.serving.hosted import check_params, current_limits
-from percviz.workflows import Comparison, compare_work
+from percviz.workflows import CompareRow, Comparison, compare_work
 from ui import jobs, results, views
 from ui.common import image_input, model_choice, page_setup, render_done, short_label
 from ui.params import attack_block
@@ -80,7 +82,9 @@ if st.button(
     label = f"{len(items)} attacks on {picked.name}" + (
         f" at {target[0].upper()} {target[1]:g}" if target else ""
     )
-    jobs.submit(P, compare_work(model, picked.name, picked.pixels, items, int(seed), target), label)
+    running = Comparison(picked.name, [])
+    work = compare_work(model, picked.name, picked.pixels, items, int(seed), target, into=running)
+    jobs.submit(P, work, label, comparison=running, total=len(items))
 
 
 def _stored(result: Comparison, meta: dict) -> str | None:
@@ -88,7 +92,60 @@ def _stored(result: Comparison, meta: dict) -> str | None:
     return "Cancelled; showing the attacks that finished." if result.cancelled else None
 
 
-jobs.follow(P, _stored)
+def draw(comparison: Comparison, rows: list[CompareRow], key: tuple) -> list[FigureRow]:
+    """The grid of ``rows`` (each row's GradCAM++ computed when first drawn) and their table."""
+    fig_rows = comparison.figure_rows_of(rows, imagenet_labels())  # views are kept with each row
+    row_titles = [
+        "<br>".join(
+            [
+                *(f"<b>{part}</b>" for part in textwrap.wrap(fr.title, 16)),
+                f"{'✔' if bool(row.result.success[0]) else '✘'} {short_label(row.after[0].label)}",
+                f"{row.after[0].probability:.0%} · SSIM {row.metrics['ssim']:.3f}",
+            ]
+        )
+        for fr, row in zip(fig_rows, rows, strict=True)
+    ]
+    views.show((*key, "mosaic"), lambda: pv_figures.rows_figure(fig_rows, row_titles, cell_px=170))
+    table = {
+        "attack": [r.attack for r in rows],
+        "method": [attacks[r.attack].title if r.attack in attacks else r.attack for r in rows],
+        "prediction": [f"{r.after[0].label} ({r.after[0].probability:.0%})" for r in rows],
+        "fooled": [bool(r.result.success[0]) for r in rows],
+        "SSIM": [round(r.metrics["ssim"], 4) for r in rows],
+        "PSNR (dB)": [round(r.metrics["psnr"], 2) for r in rows],
+        "L2 ([0,1] units)": [round(r.metrics["l2"], 3) for r in rows],
+        "L∞ (/255)": [round(r.metrics["linf"] * 255, 2) for r in rows],
+        "explain IOU": [r.views.explain["scores"].get("iou") for r in rows],
+        "passes": [r.result.forward_passes + r.result.backward_passes for r in rows],
+        "time (s)": [round(r.result.wall_time, 2) for r in rows],
+    }
+    if any(r.match for r in rows):
+        table["matched strength"] = [
+            f"{r.match['param']} = {r.match['value']:.4g}"
+            + ("" if r.match["converged"] else " (not reached)")
+            if r.match
+            else "—"
+            for r in rows
+        ]
+    st.dataframe(table, hide_index=True, width="stretch")
+    return fig_rows
+
+
+def finished_so_far(placeholder: Any, meta: dict) -> None:
+    """While the job runs: the rows of the attacks that finished, redrawn when one more ends."""
+    comparison: Comparison | None = meta.get("comparison")
+    if comparison is None:
+        return
+    rows = list(comparison.rows)
+    if not rows or meta.get("drawn") == len(rows):
+        return
+    meta["drawn"] = len(rows)
+    with placeholder.container():
+        st.caption(f"{len(rows)} of {meta['total']} attacks finished; the next rows follow as they end.")
+        draw(comparison, rows, (id(comparison), len(rows), "partial"))
+
+
+jobs.follow(P, _stored, finished_so_far)
 comparison: Comparison | None = st.session_state.get(f"pv_{P}_result")
 if comparison is None or not comparison.rows:
     st.caption("Press **Compare** to run every selected attack on the image.")
@@ -96,46 +153,11 @@ if comparison is None or not comparison.rows:
 
 b0 = comparison.before[0]
 st.markdown(f"**{comparison.image_name}** — the model says **{b0.label}** ({b0.probability:.0%}).")
-key = id(comparison)
-if st.session_state.get(f"pv_{P}_rows", (None,))[0] != key:
-    st.session_state[f"pv_{P}_rows"] = (key, comparison.figure_rows(imagenet_labels()))
-fig_rows = st.session_state[f"pv_{P}_rows"][1]
-row_titles = [
-    "<br>".join(
-        [
-            *(f"<b>{part}</b>" for part in textwrap.wrap(fr.title, 16)),
-            f"{'✔' if bool(row.result.success[0]) else '✘'} {short_label(row.after[0].label)}",
-            f"{row.after[0].probability:.0%} · SSIM {row.metrics['ssim']:.3f}",
-        ]
-    )
-    for fr, row in zip(fig_rows, comparison.rows, strict=True)
-]
 st.caption(
     "Columns: the adversarial image, its local SSIM map per channel (dark = distorted) and GradCAM++ "
     "of the adversarial image for its new class. The figure downloads below show exactly these panels."
 )
-views.show((key, "mosaic"), lambda: pv_figures.rows_figure(fig_rows, row_titles, cell_px=170))
-table = {
-    "attack": [r.attack for r in comparison.rows],
-    "method": [attacks[r.attack].title if r.attack in attacks else r.attack for r in comparison.rows],
-    "prediction": [f"{r.after[0].label} ({r.after[0].probability:.0%})" for r in comparison.rows],
-    "fooled": [bool(r.result.success[0]) for r in comparison.rows],
-    "SSIM": [round(r.metrics["ssim"], 4) for r in comparison.rows],
-    "PSNR (dB)": [round(r.metrics["psnr"], 2) for r in comparison.rows],
-    "L2 ([0,1] units)": [round(r.metrics["l2"], 3) for r in comparison.rows],
-    "L∞ (/255)": [round(r.metrics["linf"] * 255, 2) for r in comparison.rows],
-    "explain IOU": [r.views.explain["scores"].get("iou") for r in comparison.rows],
-    "passes": [r.result.forward_passes + r.result.backward_passes for r in comparison.rows],
-    "time (s)": [round(r.result.wall_time, 2) for r in comparison.rows],
-}
-if any(r.match for r in comparison.rows):
-    table["matched strength"] = [
-        f"{r.match['param']} = {r.match['value']:.4g}" + ("" if r.match["converged"] else " (not reached)")
-        if r.match
-        else "—"
-        for r in comparison.rows
-    ]
-st.dataframe(table, hide_index=True, width="stretch")
+fig_rows = draw(comparison, list(comparison.rows), (id(comparison),))
 
 
 def export(fmt: str) -> bytes:

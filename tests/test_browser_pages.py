@@ -147,6 +147,30 @@ def test_compare_grid_labels_and_downloads_fit_and_the_pdf_exports(server: str, 
         assert list(tmp_path.glob("compare*.png"))
 
 
+def test_compare_shows_each_row_as_its_attack_finishes(server: str, page) -> None:
+    """With a long PGD in the middle, FGSM's row is on screen (grid and table) while PGD still runs."""
+    page.goto(f"{server}/Compare")
+    page.get_by_role("heading", name="Compare").first.wait_for()
+    _settle(page)
+    page.get_by_text("PGD / BIM (L∞) — parameters").click()  # open PGD's expander
+    steps = page.locator(".st-key-cmp_pgd_steps input")
+    steps.fill("400")
+    steps.press("Tab")
+    _settle(page)
+    page.get_by_role("button", name="Compare", exact=True).first.click()
+    page.get_by_text("1 of 3 attacks finished").wait_for(timeout=180_000)
+    assert page.get_by_role("button", name="Cancel").count() == 1  # PGD is still running
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.locator(".main-svg").first.wait_for()
+    titles = chart.evaluate("c => [...c.querySelectorAll('.annotation')].map(a => a.textContent).join(' | ')")
+    assert "FGSM" in titles and "PGD" not in titles, titles
+    page.get_by_text("1 of 3 attacks finished").scroll_into_view_if_needed()
+    page.screenshot(path="/tmp/percviz-compare-first-row.png")
+    page.get_by_role("button", name="Cancel").click()
+    _wait_job(page)
+    assert page.get_by_text("Cancelled; showing the attacks that finished.").count() == 1
+
+
 def test_evaluate_runs_and_draws_the_operating_characteristic(server: str, page, tmp_path) -> None:
     """Evaluate → the summary table and the P(D) chart (one step line per run) read back from the screen."""
     page.goto(f"{server}/Evaluate")

@@ -96,27 +96,37 @@ def _describe(job: Job, label: str) -> str:
     return text
 
 
-def follow(name: str, on_done: Callable[[Any, dict[str, Any]], str | None]) -> None:
+def follow(
+    name: str,
+    on_done: Callable[[Any, dict[str, Any]], str | None],
+    while_running: Callable[[Any, dict[str, Any]], None] | None = None,
+) -> None:
     """Poll this page's job (if any) until it ends; then hand the result over and clear it.
 
     ``on_done(result, meta)`` stores the result and may return a note to show (e.g. cancelled).
+    ``while_running(placeholder, meta)``, called at every poll, may draw what the job has finished
+    so far into ``placeholder`` (an ``st.empty`` under the progress bar, cleared at the end).
     """
     info = st.session_state.get(_slot(name))
     if info is not None:
         job: Job = info["job"]
         if not job.finished:
             box = st.empty()
+            partial = st.empty()
             try:
                 with box.container(border=True):
                     left, right = st.columns([5, 1], vertical_alignment="center")
                     bar = left.progress(0.0, text=_describe(job, info["label"]))
                     right.button("Cancel", key=f"{name}_cancel", on_click=job.cancel, width="stretch")
-                    while not job.wait(POLL_S):
-                        bar.progress(_fraction(job.last_progress), text=_describe(job, info["label"]))
+                while not job.wait(POLL_S):
+                    bar.progress(_fraction(job.last_progress), text=_describe(job, info["label"]))
+                    if while_running is not None:
+                        while_running(partial, info)
             except StopException:  # the browser left (or pressed Stop): free the compute slot
                 job.cancel()
                 raise
             box.empty()
+            partial.empty()
         st.session_state.pop(_slot(name), None)
         notice: tuple[str, str] | None = None
         if job.status == "failed":

@@ -19,7 +19,7 @@ from percviz.analysis.metrics import compare_images
 from percviz.attacks.base import AttackResult, get_attack, run_attack
 from percviz.figures import FigureRow, row_from_views
 from percviz.images import to_tensor
-from percviz.models import Classifier, Prediction, predict
+from percviz.models import Classifier, Prediction, predict, predictions
 from percviz.progress import ProgressCallback, part_progress
 from percviz.serving.hosted import Limits, check_params, current_limits
 
@@ -47,6 +47,11 @@ class Comparison:
     def figure_rows(self, labels: Sequence[str] | None = None) -> list[FigureRow]:
         """One publication-figure row per attack, column (e) the adversarial image's CAM for its
         new class: the screen's grid and the PDF/SVG/PNG export are both drawn from these."""
+        return self.figure_rows_of(self.rows, labels)
+
+    @staticmethod
+    def figure_rows_of(rows: Sequence[CompareRow], labels: Sequence[str] | None = None) -> list[FigureRow]:
+        """:meth:`figure_rows` of some of the rows (those finished so far)."""
         return [
             row_from_views(
                 r.views,
@@ -55,7 +60,7 @@ class Comparison:
                 labels=labels,
                 cam="adversarial",
             )
-            for r in self.rows
+            for r in rows
         ]
 
 
@@ -66,16 +71,22 @@ def compare_work(
     items: Sequence[tuple[str, Mapping[str, Any]]],
     seed: int,
     match: tuple[ev.QualityMetric, float] | None,
+    into: Comparison | None = None,
 ) -> Callable[[ProgressCallback], Comparison]:
     """Several attacks on one image; with ``match=(metric, target)`` each attack's strength is first
-    searched (percviz.evaluation.match_quality) so all reach the same SSIM/PSNR."""
-    from percviz.analysis.views import compute_views
+    searched (percviz.evaluation.match_quality) so all reach the same SSIM/PSNR.
 
+    Each row is appended to the comparison as soon as its attack ends (``into``, when given, is that
+    comparison: a page can show the finished rows while the next attack runs). A row holds what the
+    attack measured (predictions from its final logits, metrics on its SSIM maps); its views,
+    GradCAM++ included, are computed when the row is first drawn.
+    """
     x = to_tensor(pixels, model.device)
     image = ev.EvalImage.from_pixels(name, pixels)
+    out = into if into is not None else Comparison(name, [])
 
     def work(progress: ProgressCallback) -> Comparison:
-        out = Comparison(name, predict(model, x, 5)[0])
+        out.before = predict(model, x, 5)[0]
         for i, (attack, params) in enumerate(items):
             inner = part_progress(progress, i, len(items), attack)
             values = dict(params)
@@ -107,20 +118,34 @@ def compare_work(
             if res.cancelled:
                 out.cancelled = True
                 break
-            out.rows.append(
-                CompareRow(
-                    attack,
-                    res.params,
-                    res,
-                    predict(model, res.x_adv, 5)[0],
-                    compare_images(res.x, res.x_adv)[0],
-                    compute_views(res, model, magnification=False),
-                    info,
-                )
-            )
+            out.rows.append(_compare_row(model, attack, res, info))
         return out
 
     return work
+
+
+def _compare_row(
+    model: Classifier, attack: str, res: AttackResult, match: dict[str, Any] | None
+) -> CompareRow:
+    """A finished attack as a Compare row, from what the attack computed; views on demand."""
+    from percviz.analysis.views import LazyViews
+
+    maps = res.ssim_maps[:1].double() if res.ssim_maps is not None else None
+    after = predictions(model.labels, res.adv_logits[:1], 5)[0] if res.adv_logits is not None else None
+    return CompareRow(
+        attack,
+        res.params,
+        res,
+        after or predict(model, res.x_adv, 5)[0],
+        compare_images(res.x[:1], res.x_adv[:1], ssim_maps=maps)[0],
+        LazyViews(
+            res,
+            model,
+            0,
+            ssim=maps[0].permute(1, 2, 0).numpy().astype(np.float32) if maps is not None else None,
+        ),
+        match,
+    )
 
 
 # ------------------------------------------------------------------ Sweep
