@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def _own_model(key: str) -> Classifier | None:
         if up is None:
             st.caption("TorchScript (.pt/.ts) and ONNX are recognised from the content; pickles are refused.")
             return None
-        path = _keep_upload(up.getvalue(), Path(up.name).suffix)
+        path = _keep_upload(up.getvalue(), up.name)
         base = f"{arch.strip()}@{path}" if arch.strip() else f"file:{path}"
     else:
         base = st.text_input(
@@ -80,7 +81,7 @@ def _own_model(key: str) -> Classifier | None:
     try:
         ref = model_ref(
             base,
-            labels=str(_keep_upload(labels.getvalue(), Path(labels.name).suffix)) if labels else None,
+            labels=str(_keep_upload(labels.getvalue(), labels.name)) if labels else None,
             input_size=int(size) or None,
             mean=mean or None,
             std=std or None,
@@ -97,16 +98,26 @@ def _own_model(key: str) -> Classifier | None:
     return model
 
 
-def _keep_upload(data: bytes, suffix: str) -> Path:
-    UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
-    path = UPLOAD_DIR / (hashlib.sha256(data).hexdigest()[:32] + suffix.lower()[:12])
+def _keep_upload(data: bytes, name: str) -> Path:
+    """Store an upload under its content hash, keeping the user's file name (a model is shown by
+    it, never by the server's path): ``UPLOAD_DIR/<sha256[:32]>/<safe name>``."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._")[:64] or "upload"
+    suffix = re.sub(r"[^A-Za-z0-9.]+", "", Path(name).suffix.lower())[:12]
+    path = UPLOAD_DIR / hashlib.sha256(data).hexdigest()[:32] / f"{stem}{suffix}"
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return path
 
 
 def _zoo_models() -> list[str]:
     return [s.spec.id for s in all_model_status() if s.available]
+
+
+def _short_title(model_id: str) -> str:
+    """A zoo model's title without its weights note ("EfficientNet-Lite1", "ResNet-50"); else its id."""
+    titles = {s.spec.id: s.spec.title for s in all_model_status()}
+    return titles.get(model_id, model_id).split(" (", 1)[0]
 
 
 def other_models_top5(entry: Any, model: Classifier, key: str) -> None:
@@ -120,6 +131,7 @@ def other_models_top5(entry: Any, model: Classifier, key: str) -> None:
         "Models",
         others,
         default=[] if hosted else others[:3],
+        format_func=_short_title,
         key=f"{key}_transfer_models",
         help="Each chosen model classifies the adversarial image (a few forward passes per model).",
     )
@@ -141,7 +153,9 @@ def other_models_top5(entry: Any, model: Classifier, key: str) -> None:
     for col, name in zip(cols, chosen, strict=True):
         before, after = clean[name][0], adv[name]
         moved = after[0].index != before.index
-        col.markdown(f"**{name}** — {'fooled' if moved else 'not fooled'} (clean: {before.label})")
+        col.markdown(
+            f"**{_short_title(name)}** — {'fooled' if moved else 'not fooled'} (clean: {before.label})"
+        )
         col.dataframe(
             {"class": [p.label for p in after], "probability": [f"{p.probability:.1%}" for p in after]},
             hide_index=True,
@@ -157,7 +171,13 @@ def transfer_section(
     with st.expander("Transferability: source × target fooling rates", expanded=False):
         zoo = _zoo_models()
         default = list(dict.fromkeys([model.spec.id, *zoo]))[:3] if model.spec.id in zoo else zoo[:3]
-        chosen = st.multiselect("Models (sources and targets)", zoo, default=default, key=f"{name}_models")
+        chosen = st.multiselect(
+            "Models (sources and targets)",
+            zoo,
+            default=default,
+            format_func=_short_title,
+            key=f"{name}_models",
+        )
         attacks = list(dict.fromkeys(r.attack for r in runs))
         attack = (
             st.selectbox("Attack (its first parameter set)", attacks, key=f"{name}_attack")

@@ -84,8 +84,9 @@ def stem(entry: Entry) -> str:
     return f"percviz-{entry.image_name.rsplit('.', 1)[0]}-{entry.recipe.attack}-seed{entry.recipe.seed}"
 
 
-def download_row(entry: Entry, figure: Callable[[str], bytes]) -> None:
-    """Lossless PNG, float NPY, JSON result+recipe and the figure as PDF/SVG/PNG."""
+def download_row(entry: Entry, figure: Callable[[str], bytes] | None, why_no_figure: str = "") -> None:
+    """Lossless PNG, float NPY, JSON result+recipe and the figure as PDF/SVG/PNG (``figure=None``:
+    the figure's place says ``why_no_figure``)."""
     name = stem(entry)
     cols = [*st.columns(4), *st.columns(4)[:3]]  # two rows: labels stay whole at 1024 px
     cols[0].download_button(
@@ -128,7 +129,10 @@ def download_row(entry: Entry, figure: Callable[[str], bytes]) -> None:
         help="Only the recipe: model, image, attack, parameters, seed.",
         key=f"dl_recipe_{entry.short}",
     )
-    figure_buttons(cols[4:], figure, f"{name}-figure", f"dl_fig_{entry.short}")
+    if figure is None:
+        cols[4].caption(f"No figure download: {why_no_figure}")
+    else:
+        figure_buttons(cols[4:], figure, f"{name}-figure", f"dl_fig_{entry.short}")
 
 
 def figure_buttons(cols: Sequence[Any], figure: Callable[[str], bytes], file_stem: str, key: str) -> None:
@@ -343,18 +347,13 @@ def downloads(entry: Entry, title: str) -> None:
     """The download row; a download that fails must never take the page down."""
     from ui import views
 
+    missing = entry.views.unavailable("cams")  # the figure's last column is GradCAM++
+    subtitle = run_label(entry.recipe.attack, entry.recipe.params, with_attack=False)
     try:
         download_row(
             entry,
-            views.figure_exporter(
-                [
-                    (
-                        entry.views,
-                        title,
-                        run_label(entry.recipe.attack, entry.recipe.params, with_attack=False),
-                    )
-                ]
-            ),
+            None if missing else views.figure_exporter([(entry.views, title, subtitle)]),
+            missing or "",
         )
     except Exception as exc:
         st.error(one_sentence(exc))

@@ -52,6 +52,8 @@ def load_once(prefix: str) -> dict[str, Any] | None:
             st.session_state[f"{prefix}_model"] = q["model"]
         else:
             notes.append(f"model “{q['model']}” is not available here")
+    if "own_model" in q:
+        notes.append("the link was made with an own model, which links do not carry: choose it again")
     if q.get("image") in SAMPLES:
         st.session_state[f"{prefix}_image_source"] = "Bundled photo"
         st.session_state[f"{prefix}_image_sample"] = q["image"]
@@ -117,7 +119,9 @@ def save(
     """Write the current choice to the URL (only when it changed); ``run=1`` when the result on
     screen (``shown``, an Explore entry) is of exactly these settings; ``view`` the open view tab's
     id (None for the first)."""
-    data = {"model": model, "attack": spec.id, "seed": str(seed)}
+    own = model.startswith(("file:", "hf:")) or "@" in model  # a file of this machine: links never carry it
+    data = {"own_model": "1"} if own else {"model": model}
+    data.update({"attack": spec.id, "seed": str(seed)})
     if image.sample is not None:
         data["image"] = image.sample
     else:

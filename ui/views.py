@@ -52,6 +52,7 @@ VIEWS = {
 }
 """The view tabs: the id a link's ``view=`` carries → the tab's label."""
 VIEW_TABS = tuple(VIEWS.values())
+VIEW_NEEDS = {"gradcam": "cams", "noise": "explain"}  # views that need a part a model may not give
 VIEW_PARAM = "view"
 FIRST_VIEW = next(iter(VIEWS))
 
@@ -104,7 +105,10 @@ def _views(entry: Any, prefix: str) -> None:
         if not tab.open:
             continue
         with tab:
-            if vid == "perturbation":
+            missing = entry.views.unavailable(VIEW_NEEDS.get(vid, ""))
+            if missing:
+                st.info(f"{VIEWS[vid]} is not available for this result. {missing}")
+            elif vid == "perturbation":
                 _perturbation(entry.views, k, prefix)
             elif vid == "ssim":
                 _ssim(entry.views, k)

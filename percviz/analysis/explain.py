@@ -121,7 +121,7 @@ def cam_layer_of(model: nn.Module) -> str:
     spec = cast("ModelSpec", model.spec)
     if not spec.cam_layer:
         raise PercvizError(
-            f"No GradCAM++ for model '{spec.id}': "
+            f"No GradCAM++ for model '{spec.title}': "
             + (spec.cam_note or "it has no layer with N×C×h×w feature maps; choose one with cam_layer=NAME.")
         )
     return str(spec.cam_layer)

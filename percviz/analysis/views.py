@@ -25,12 +25,14 @@ from percviz.analysis.explain import (
     CAM_THRESHOLD,
     NOISE_THRESHOLD,
     PairCams,
+    cam_layer_of,
     cam_region,
     explain_pair,
     explain_report,
     noise_map,
 )
 from percviz.analysis.metrics import ssim_interior, ssim_map
+from percviz.errors import PercvizError
 from percviz.jsonsafe import json_safe
 
 # Pochimireddy et al. 2021 §V-B comparison colours (RGB in [0, 1]): colour-blind-safe (Okabe–Ito).
@@ -287,6 +289,16 @@ class LazyViews(_ViewMethods):
         if part not in VIEW_PARTS:
             raise ValueError(f"part must be one of {', '.join(VIEW_PARTS)}; got {part!r}.")
         return part in self._parts
+
+    def unavailable(self, part: str) -> str | None:
+        """Why ``part`` cannot be computed for this model (one sentence), or None when it can:
+        GradCAM++ (and the noise-vs-CAM comparison built on it) needs a layer of feature maps."""
+        if part in ("cams", "explain") and "cams" not in self._parts:
+            try:
+                cam_layer_of(self._model)
+            except PercvizError as exc:
+                return str(exc)
+        return None
 
     def _part(self, name: str) -> Any:
         if name not in self._parts:
