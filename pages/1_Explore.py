@@ -88,7 +88,7 @@ with st.sidebar:
         if request.get("run"):
             results.request_run(P)
     elif url_params is not None:
-        ignored = apply_values(P, spec, url_params) + [n for n in url_params if n not in spec.param_names()]
+        ignored = apply_values(P, spec, url_params)
         remember(P, [f"{P}_seed"])
     steps_key = f"{P}_{spec.id}_steps"
     no_live = teach.live_reason(spec, {"steps": st.session_state.get(steps_key)})
@@ -136,9 +136,7 @@ with st.sidebar:
 
 if ignored:
     st.warning(
-        "The link had values this attack does not accept; they were replaced by defaults: "
-        + ", ".join(ignored)
-        + "."
+        "The link had values this attack cannot use (defaults shown instead): " + "; ".join(ignored) + "."
     )
 for note in urlstate.notes(P):
     st.info(note)

@@ -358,3 +358,16 @@ def test_teaching_view_steps_through_the_lesson() -> None:
     assert any(m.value.startswith('<div class="pv-verdict') for m in at.markdown)
     assert at.get("latex") and at.slider(key=f"teach_{entry.short}_wipe").value == 0.5
     assert not at.get("tabs") or not [t for t in at.tabs if t.label == "SSIM maps"]
+
+
+def test_a_bad_link_quotes_each_value_it_could_not_use() -> None:
+    at = _app()
+    at.query_params.update({"image": "rocket", "attack": "fgsm", "p_eps": "abc", "p_bogus": "3", "view": "x"})
+    at.switch_page("pages/1_Explore.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    warning = " ".join(w.value for w in at.warning)
+    assert "eps=abc ignored: not a number" in warning, warning
+    assert "bogus=3 ignored: fgsm has no parameter “bogus”" in warning, warning
+    assert any("view “x” is unknown" in i.value for i in at.info)
+    assert at.number_input(key="ex_fgsm_eps").value == pytest.approx(4 / 255, abs=1e-6)  # the default
+    at.query_params.clear()

@@ -7,6 +7,7 @@ URL can set them before the widgets are drawn (no widget gets both a default and
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -304,20 +305,29 @@ def _pixel_hint(p: Param, value: float) -> str:
 def apply_values(prefix: str, spec: AttackSpec, values: Mapping[str, Any]) -> list[str]:
     """Set widget state from a preset, the URL or a recipe (unknown names are ignored).
 
-    Returns the names whose value was refused (out of range, not a number…) and replaced by the
-    default, so the caller can say which were ignored.
+    Returns one phrase per value that was not used, quoting it: refused ones ("eps=abc ignored:
+    not a number") were replaced by the default; unknown names are called unknown.
     """
     known = {k: v for k, v in values.items() if k in spec.param_names()}
-    ignored = []
+    ignored = [
+        f"{k}={v} ignored: {spec.id} has no parameter “{k}”" for k, v in values.items() if k not in known
+    ]
     for p in spec.params:
         if p.name in known:
             try:
                 p.validate(known[p.name])
-            except ParameterError:
-                ignored.append(p.name)
+            except ParameterError as exc:
+                ignored.append(f"{p.name}={known[p.name]} ignored: {_reason(exc)}")
     ensure_state(prefix, spec, {**spec.defaults(), **known}, force=True)
     remember(prefix, form_keys(prefix, spec))
     return ignored
+
+
+def _reason(exc: ParameterError) -> str:
+    """ "Parameter 'eps' must be a number; got 'abc'." → "not a number" (the rule, without the echo)."""
+    text = str(exc).split("; got", 1)[0]
+    text = re.sub(r"^Parameter '[^']*' ", "", text).rstrip(".")
+    return "not a number" if text == "must be a number" else text
 
 
 def form_keys(prefix: str, spec: AttackSpec) -> list[str]:
