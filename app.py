@@ -63,12 +63,20 @@ cards = [
         ":material/school:",
         "Each method in a paragraph, its formula and its paper; “Try it” opens Explore.",
     ),
+    (
+        "pages/6_Regression.py",
+        "Regression",
+        ":material/image_search:",
+        "Balda et al. 2019 on an image-to-image model: x, x + η, f(x), f(x + η) and the output error "
+        "against ε.",
+    ),
 ]
-cols = st.columns(len(cards))
-for col, (page, title, icon, text) in zip(cols, cards, strict=True):
-    with col.container(border=True, height="stretch"):
-        st.page_link(page, label=title, icon=icon)
-        st.caption(text)
+for start in range(0, len(cards), 3):  # two rows of three: each card keeps its text readable at 1024 px
+    cols = st.columns(3)
+    for col, (page, title, icon, text) in zip(cols, cards[start : start + 3], strict=True):
+        with col.container(border=True, height="stretch"):
+            st.page_link(page, label=title, icon=icon)
+            st.caption(text)
 st.caption(
     "Methods: SSIM-guided PGAP/FPGAP (Pochimireddy et al.), LPIPS-bounded PPGD/LPA/Fast-LPA (Laidlaw et al.), "
     "smooth adversarial examples (Zhang et al.), the perturbation analysis of Balda et al., and the usual "

@@ -74,8 +74,7 @@ with st.sidebar:
     picked = image_input(model.input_size if model else 224, f"{P}_image") if model else None
     attack_id = st.selectbox(
         "Attack",
-        list(attacks),
-        index=list(attacks).index(st.session_state[f"{P}_attack"]),
+        list(attacks),  # the choice lives in session state (set above, by links, presets and history)
         format_func=lambda a: f"{attacks[a].title} · {attacks[a].family}",
         key=f"{P}_attack",
     )

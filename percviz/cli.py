@@ -323,7 +323,7 @@ def cmd_attacks(args: argparse.Namespace) -> int:
         return 0
     for spec in specs.values():
         print(f"{spec.id:12s} {spec.title} — {spec.source}")
-        bounds = "; ".join(f"{c.kind}: {c.text or c.distance}" for c in spec.constraints) or "none"
+        bounds = "; ".join(_constraint_line(c) for c in spec.constraints) or "none"
         loops = ", ".join((*spec.iteration_params, *spec.cost_params)) or "none"
         print(f"{'':14s}strength={spec.strength} iterations/cost={loops} bound: {bounds}")
         for p in spec.params:
@@ -332,6 +332,12 @@ def cmd_attacks(args: argparse.Namespace) -> int:
             default = "none" if p.default is None else p.default
             print(f"{'':14s}{p.name:14s} {p.kind:6s} default={default} {rng}{choices} {p.unit}".rstrip())
     return 0
+
+
+def _constraint_line(c: Any) -> str:
+    """``hard (anchor=original): S2 ≥ …``: a constraint's kind, the runs it applies to, and its text."""
+    when = ", ".join(f"{k}={v}" for k, v in c.when.items())
+    return f"{c.kind}{f' ({when})' if when else ''}: {c.text or c.distance}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

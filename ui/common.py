@@ -198,7 +198,7 @@ def image_input(size: int, key: str = "image", preview: bool = False) -> PickedI
         name = upload.name
         for note in loaded.conversions:
             st.caption(f"Converted: {note}.")
-    crop_value = float(st.session_state.setdefault(f"{key}_crop", 1.0))  # links and presets set it
+    crop_value = float(st.session_state.get(f"{key}_crop", 1.0))  # links and presets set it
     crop = st.slider(
         "Central crop",
         0.5,

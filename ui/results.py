@@ -227,7 +227,7 @@ def headline(entry: Entry, title: str) -> None:
     text, ok = verdict_text(entry)
     st.markdown(
         f'<div class="pv-verdict {"pv-ok" if ok else "pv-no"}">{text} · {title}, '
-        f"{len(res.history)} iterations, {res.forward_passes} forward / {res.backward_passes} backward "
+        f"{_count(len(res.history), 'iteration')}, {res.forward_passes} forward / {res.backward_passes} backward "
         f"passes, {res.wall_time:.2f} s on {res.device}</div>",
         unsafe_allow_html=True,
     )
@@ -262,6 +262,10 @@ def headline(entry: Entry, title: str) -> None:
             ),
         )
     metric_cards(entry)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def metric_cards(entry: Entry) -> None:

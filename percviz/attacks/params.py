@@ -48,7 +48,8 @@ LOSS = Param(
     kind="choice",
     default="ce",
     choices=("ce", "cw"),
-    help="Objective: cross-entropy (ce) or Carlini–Wagner margin max_{i≠y} z_i − z_y clipped at κ (cw).",
+    help="Objective: cross-entropy (ce) or the Carlini–Wagner margin (cw): the largest other logit minus "
+    "the true class's logit, clipped at κ.",
 )
 KAPPA = Param(
     name="kappa",

@@ -74,7 +74,8 @@ EPS_P = Param(
 LOSS_003 = with_default(
     LOSS,
     "cw",
-    help="Objective: cw = Balda et al. 2019 loss max_{l≠k} f_l − f_k (clipped at κ; κ = inf is the paper's), "
+    help="Objective: cw = the Balda et al. 2019 loss, the largest other output minus the true class's "
+    "output f_k (clipped at κ; κ = inf is the paper's), "
     "or cross-entropy (ce).",
 )
 KAPPA_INF = with_default(

@@ -77,6 +77,9 @@ def metric_title(metric: str) -> tuple[str, str]:
     raise ValueError(f"metric must be one of {', '.join(k for k, _, _ in SWEEP_METRICS)}; got {metric!r}.")
 
 
+S1_PRECISION = 1e-12  # |1 − S1| below this is float rounding of an untouched mean: shown as 0
+
+
 def grid_cell_caption(cell: Any, show_s1: bool = False) -> list[str]:
     """The lines under one grid cell: verdict and class, confidence, SSIM (and 1 − S1, the luminance
     term's loss, when ε1 is swept)."""
@@ -86,5 +89,6 @@ def grid_cell_caption(cell: Any, show_s1: bool = False) -> list[str]:
         f"{cell.probability:.0%} · SSIM {cell.ssim:.3f}",
     ]
     if show_s1:
-        lines.append(f"1 − S1 {1.0 - cell.s1:.1e}")
+        gap = 1.0 - cell.s1
+        lines.append("1 − S1 0" if abs(gap) < S1_PRECISION else f"1 − S1 {gap:.1e}")
     return lines
