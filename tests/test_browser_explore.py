@@ -367,3 +367,24 @@ def test_a_link_opens_its_view_tab_and_the_url_follows_the_open_tab(server: str,
     other = _fresh_session(page)
     _open_explore(other, server, "?attack=fgsm&image=chelsea&view=Spectrum")
     other.get_by_text("view “Spectrum” is unknown").wait_for()
+
+
+# Every metric value or label (and what it holds) that is wider than itself or than its card.
+METRIC_OVERFLOW_JS = """() => [...document.querySelectorAll('[data-testid="stMetric"]')].flatMap(m => {
+  const card = m.getBoundingClientRect();
+  const parts = m.querySelectorAll('[data-testid="stMetricValue"], [data-testid="stMetricValue"] *,'
+    + ' [data-testid="stMetricLabel"], [data-testid="stMetricLabel"] *');
+  return [...parts].filter(e => e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > card.right + 1)
+    .map(e => e.innerText.slice(0, 40));
+})"""
+
+
+def test_metric_cards_fit_their_boxes_at_1024_by_768(server: str) -> None:
+    with chromium_page(1024, 768) as small:
+        _open_explore(small, server, "?attack=fgsm&image=chelsea&run=1&p_eps=1")  # L0 100%: the widest
+        verdict_with(small, "· FGSM")
+        idle(small)
+        assert small.locator('[data-testid="stMetric"]').count() >= 8
+        assert small.evaluate(METRIC_OVERFLOW_JS) == []
+        small.locator('[data-testid="stMetric"]').first.scroll_into_view_if_needed()
+        small.screenshot(path=str(SHOTS / "explore-cards-1024.png"))

@@ -33,8 +33,8 @@ h1 {font-weight: 700; letter-spacing: -0.01em;}
 .stButton button, .stDownloadButton button, .stFormSubmitButton button {height: auto; min-height: 2.5rem;}
 .stButton [data-testid="stMarkdownContainer"], .stDownloadButton [data-testid="stMarkdownContainer"],
 .stFormSubmitButton [data-testid="stMarkdownContainer"],
-[data-testid="stMetricValue"], [data-testid="stMetricValue"] > div, [data-testid="stMetricLabel"],
-[data-testid="stMetricLabel"] div, [data-testid="stMetricDelta"] div
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] *, [data-testid="stMetricLabel"],
+[data-testid="stMetricLabel"] *, [data-testid="stMetricDelta"] div
 {white-space: normal !important; overflow: visible !important; text-overflow: clip !important;}
 .stButton p, .stDownloadButton p {white-space: normal; overflow-wrap: normal; line-height: 1.25;}
 [data-testid="stMetricValue"] {overflow-wrap: anywhere; line-height: 1.25;}
