@@ -32,6 +32,7 @@ from percviz.figures.style import (
     CAM_COLORSCALE,
     CHANNEL_NAMES,
     DIFF_COLORSCALE,
+    INK,
     Cell,
     HeatScale,
     class_name,
@@ -49,7 +50,7 @@ _HIDDEN_AXIS: dict[str, Any] = {
     "ticks": "",
     "showline": False,
 }
-_LINE_PX = 15  # one line of panel title text
+_LINE_PX = 17  # one line of panel title text (13 px font)
 _ROW_GAP_PX = 8
 
 
@@ -164,7 +165,8 @@ def grid_figure(
     h = (1 - gap_y * (n_rows - 1)) / n_rows
     layout: dict[str, Any] = {
         "height": int(height),
-        "margin": {"l": _label_px(row_titles), "r": 0, "t": head, "b": 0},
+        "font": {"color": INK, "size": 13},  # labels in the text colour, ≥ 12 px: readable on a projector
+        "margin": {"l": _label_px(row_titles, 13), "r": 0, "t": head, "b": 0},
         "plot_bgcolor": "white",
         "showlegend": False,
         "annotations": [],
@@ -179,7 +181,7 @@ def grid_figure(
                     row_titles[r],
                     0.0,
                     y1 - h / 2,
-                    12,
+                    13,
                     xanchor="right",
                     yanchor="middle",
                     align="right",
@@ -233,7 +235,7 @@ def grid_figure(
                 )
                 scale_shown = True
             if cell_titles is not None:
-                layout["annotations"].append(_note(cell_titles[r][c], x0 + w / 2, y1, 11))
+                layout["annotations"].append(_note(cell_titles[r][c], x0 + w / 2, y1, 12))
             elif r == 0 and c < len(col_titles):
                 layout["annotations"].append(_note(col_titles[c], x0 + w / 2, 1.0, 13))
     return go.Figure(data=data, layout=layout)
@@ -381,11 +383,16 @@ def regions_figure(views: Views, threshold: float = NOISE_THRESHOLD, height: int
     return fig
 
 
+def _head(text: str) -> str:
+    """A column head on one line ("SSIM map R"), or two when it is long ("GradCAM++<br>new class")."""
+    return text.replace(", ", "<br>" if len(text) > 16 else " ", 1)
+
+
 def rows_figure(rows: Sequence[FigureRow], row_titles: Sequence[str] = (), cell_px: int = 170) -> go.Figure:
     """The interactive twin of :func:`render_figure`: the same panels (one SSIM scale for all rows)."""
     if not rows:
         raise ValueError("rows_figure needs at least one row.")
-    heads = [h.split(" ", 1)[1].replace(", ", " ", 1) for h in figure_heads(rows)]
+    heads = [_head(h.split(" ", 1)[1]) for h in figure_heads(rows)]
     return grid_figure(
         [figure_cells(r) for r in rows],
         col_titles=heads,

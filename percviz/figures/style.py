@@ -16,6 +16,7 @@ CAM_ALPHA = 0.45  # opacity of the CAM colour over its image, on screen and in p
 DIFF_COLORSCALE = "magma"  # |Δ| maps: black = unchanged, the neutral end
 CHANNEL_NAMES = ("R", "G", "B")
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
+INK = "#1f2430"  # text on charts: the app's text colour (Streamlit's chart theme would make it grey)
 ACCENT = "#3b5bdb"  # the original image's colour in charts (and the app's accent)
 ADVERSARIAL = "#e8590c"  # the adversarial image's colour in charts
 
