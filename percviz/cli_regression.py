@@ -18,13 +18,9 @@ from typing import Any
 import numpy as np
 
 from percviz.errors import ParameterError, PercvizError
+from percviz.regression_eval import DEFAULT_EPS
 
 #: ε grid of the curve when ``--sweep eps=...`` is not given, per norm.
-DEFAULT_EPS = {
-    "2": (0.25, 0.5, 1.0, 2.0, 4.0),
-    "inf": (1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255),
-    "1": (0.25, 0.5, 1.0),
-}
 
 
 def is_regression_attack(attack_id: str | None) -> bool:

@@ -25,6 +25,11 @@ from percviz.progress import ProgressCallback
 
 FIGURE_SOURCE = "Balda, Behboodi, Mathar, Perturbation Analysis of Learning Algorithms, §VI-B Fig. 4"
 DASH_BASELINE = "dash"
+DEFAULT_EPS: dict[str, tuple[float, ...]] = {  # the Fig. 4 ε grid per norm (CLI and app)
+    "2": (0.25, 0.5, 1.0, 2.0, 4.0),
+    "inf": (1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255),
+    "1": (0.25, 0.5, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -101,13 +106,15 @@ def output_psnr_curve(
     total = len(runs) * len(eps_values)
     for run in runs:
         for eps in eps_values:
-            result = run_regression_attack(run.attack, model, x, {**run.params, "eps": eps}, seed=seed)
+            point = {"done": len(rows), "total": total, "label": run.label(), "eps": float(eps)}
+            inner = (lambda _record, point=point: progress(point)) if progress is not None else None
+            result = run_regression_attack(
+                run.attack, model, x, {**run.params, "eps": eps}, seed=seed, progress=inner
+            )
+            if result.cancelled:  # stopped inside this point: it is not a point of the curve
+                return rows
             rows.append(curve_row(run, float(eps), result))
-            if (
-                progress is not None
-                and progress({"done": len(rows), "total": total, "label": run.label(), "eps": float(eps)})
-                is False
-            ):
+            if progress is not None and progress({**point, "done": len(rows)}) is False:
                 return rows
     return rows
 

@@ -70,3 +70,26 @@ def test_regression_page_attack_and_fig4(server: str) -> None:
         chart.first.scroll_into_view_if_needed()
         page.wait_for_timeout(800)
         page.screenshot(path=str(SHOTS / "regression-fig4.png"), full_page=True)
+
+
+def test_regression_curve_runs_on_the_queue_and_cancels(server: str) -> None:
+    """The Fig. 4 curve is a queued job: a progress bar and Cancel; a cancelled curve keeps the
+    points it finished. The quadratic attack's form shows only what the chosen norm uses."""
+    with chromium_page(1440, 1000) as page:
+        page.set_default_timeout(400_000)
+        page.goto(f"{server}/Regression")
+        page.get_by_role("heading", name="Regression").first.wait_for()
+        _settle(page)
+        assert page.get_by_text("power iterations (p = 2) / sign blocks (p = ∞)").count() == 1
+        assert page.get_by_text("candidates", exact=True).count() == 0  # p = 2 does not use it
+        eps = page.get_by_label("ε values (comma-separated; empty = default grid)")
+        eps.fill(", ".join(f"{0.1 * (i + 1):.1f}" for i in range(30)))
+        eps.press("Tab")
+        page.get_by_role("button", name="Compute the curve").click()
+        page.get_by_role("button", name="Cancel").wait_for()
+        page.get_by_text("Fig. 4 curve (30 ε values, 3 photos)").first.wait_for()
+        page.wait_for_timeout(3000)
+        page.get_by_role("button", name="Cancel").click()
+        page.get_by_text("Cancelled after").wait_for(timeout=120_000)
+        _settle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0

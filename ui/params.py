@@ -175,15 +175,20 @@ def ensure_state(
                 st.session_state[key] = float(p.high if p.high is not None and math.isfinite(p.high) else 1.0)
 
 
-def param_widgets(prefix: str, spec: AttackSpec) -> dict[str, Any]:
+def param_widgets(prefix: str, spec: AttackSpec, *, only_used: bool = False) -> dict[str, Any]:
     """Draw one widget per parameter (call inside a form); returns the raw values by name.
 
     Each widget also gets its current state as its default: a browser that re-creates a widget
-    shows (and later sends) that default, so it must never be the range's minimum.
+    shows (and later sends) that default, so it must never be the range's minimum. ``only_used``
+    (outside a form, where a choice reruns the page) hides the parameters that the current
+    choices make irrelevant (:meth:`Param.used`); they keep their defaults.
     """
     ensure_state(prefix, spec)
     out: dict[str, Any] = {}
+    state = {p.name: st.session_state.get(widget_key(prefix, spec, p)) for p in spec.params}
     for p in spec.params:
+        if only_used and not p.used(state):
+            continue
         key = widget_key(prefix, spec, p)
         label, help_text = param_label(p), _help(p)
         current = st.session_state.get(key)

@@ -340,6 +340,8 @@ register(
                 help="p = 2: power iterations at most (stops when the Rayleigh quotient has converged); "
                 "p = ∞: greedy sign blocks (more = closer to eq. 19).",
                 source=f"{SOURCE}, eq. 13 and 19",
+                label="power iterations (p = 2) / sign blocks (p = ∞)",
+                used_when=(("p", ("2", "inf")),),
             ),
             Param(
                 name="candidates",
@@ -351,6 +353,7 @@ register(
                 "estimate of all column norms; ≥ the number of values = exact eq. 14 (and, for "
                 "p = ∞, the exact column order of eq. 19).",
                 source=f"{SOURCE}, eq. 14",
+                used_when=(("p", ("1", "inf")),),
             ),
         ),
         fn=reg_quad,

@@ -6,6 +6,7 @@ sliders, the CLI's ``--param`` and the recipes.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +39,13 @@ class Param:
     allow_inf: bool = False
     label: str = ""
     symbol: str = ""
+    used_when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """``((name, values), …)``: the parameter matters only when each named parameter takes one of
+    its values (quadratic-ℓp's ``candidates`` only for p = 1 or ∞); forms hide it otherwise."""
+
+    def used(self, values: Mapping[str, Any]) -> bool:
+        """Whether this parameter matters for a run with ``values`` (see :attr:`used_when`)."""
+        return all(str(values.get(name)) in allowed for name, allowed in self.used_when)
 
     def display_label(self) -> str:
         return self.label or self.name
@@ -98,6 +106,7 @@ class Param:
             "label": self.display_label(),
             "symbol": self.display_symbol(),
             "log": self.log,
+            "used_when": {name: list(allowed) for name, allowed in self.used_when},
         }
 
 

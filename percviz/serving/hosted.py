@@ -36,7 +36,7 @@ class Limits:
     """Caps applied by the app (and the CLI where they make sense).
 
     ``max_steps`` caps every iteration count, ``max_candidates`` the candidate classes of
-    per-class methods, ``max_cost`` any other parameter an attack declares as multiplying its
+    per-class methods (and quadratic-ℓ1's measured Jacobian columns), ``max_cost`` any other parameter an attack declares as multiplying its
     cost; ``job_time_limit_s`` stops a queued job after that many seconds of running (0 = none).
     """
 
@@ -63,7 +63,7 @@ LOCAL = Limits(
     max_pixels=40_000_000,
     max_side=12_000,
     max_steps=1000,
-    max_candidates=999,
+    max_candidates=100_000,  # classes stop at 999 (schema); reg_quad may measure all 49,152 columns at 128²
     max_cost=100_000,
     job_time_limit_s=0,
     max_batch=64,
@@ -207,11 +207,15 @@ def _check_distance_net(name: Any, limits: Limits) -> None:
 
 
 def enforce(spec: AttackSpec, values: Mapping[str, Any]) -> None:
-    """In hosted mode, :func:`check_params` for a run about to start (the attack template calls
-    it, so a value reaches no attack unchecked whichever page or script sent it)."""
+    """:func:`check_params` against this process's limits (local or hosted) for a run about to
+    start: the attack templates call it, so a value reaches no attack unchecked whichever page,
+    script or recipe sent it (local caps: ``max_steps`` 1000, ``max_cost`` 100,000…). Locally only
+    the loop and cost caps apply here: a missing distance network is the loader's to report."""
     limits = current_limits()
     if limits.hosted:
         check_params(spec, values, limits)
+    else:
+        check_params(spec, {k: v for k, v in values.items() if k != "distance_net"}, limits)
 
 
 def check_image_size(height: int, width: int, limits: Limits) -> None:
