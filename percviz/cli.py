@@ -428,12 +428,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
     (out / "adversarial.png").write_bytes(encode_png(adversarial))
     np.save(out / "original.npy", original.astype(np.float32))
     np.save(out / "adversarial.npy", adversarial.astype(np.float32))
+    from percviz.jsonsafe import dumps
+
     report = build_report(outcome)
     if args.maps:
         from percviz.analysis.views import save_maps
 
         save_maps(outcome.result, outcome.model, out)
-    (out / "result.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "result.json").write_text(dumps(report, indent=2) + "\n", encoding="utf-8")
     before = report["prediction_before"][0]["label"]
     after = report["prediction_after"][0]["label"]
     verdict = "fooled" if report["fooled"] else "not fooled"

@@ -63,6 +63,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise PercvizError(f"Cannot create output folder '{out}': {exc.strerror or exc}.") from None
     store = ev.RowStore(out / "rows.jsonl")
+    if store.skipped:
+        print(
+            f"percviz: skipped {store.skipped} unreadable line(s) of {out / 'rows.jsonl'}; "
+            "their runs are computed again.",
+            file=sys.stderr,
+        )
     bar = _ProgressBar(disable=args.quiet)
     explain = not args.no_explain
     common = {"seed": args.seed, "batch": args.batch, "store": store, "progress": bar}

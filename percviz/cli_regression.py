@@ -10,7 +10,6 @@ writes the output-PSNR-against-ε curve (Balda et al. §VI-B Fig. 4) as JSON, CS
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from percviz.errors import ParameterError, PercvizError
+from percviz.jsonsafe import dumps
 from percviz.regression_eval import DEFAULT_EPS
 
 #: ε grid of the curve when ``--sweep eps=...`` is not given, per norm.
@@ -140,7 +140,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         "recipe": recipe,
     }
     report = rev.report(result, model, extra)
-    (out / "result.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "result.json").write_text(dumps(report, indent=2) + "\n", encoding="utf-8")
     m = result.metrics[0]
     print(
         f"{attack}: output PSNR {m['output_psnr']:.2f} dB (MSE {m['output_mse']:.3g}); input PSNR "

@@ -1,5 +1,12 @@
 """Exception types: every user-facing failure is one of these, with one clear sentence."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
 
 class PercvizError(Exception):
     """Base class for errors whose message is meant to be shown to a user as is."""
@@ -36,3 +43,18 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     """``exc``'s message on one line, cut to ``limit`` characters (for one-sentence errors)."""
     text = " ".join(str(exc).split())
     return text[:limit] + ("…" if len(text) > limit else "")
+
+
+class ModelOutputError(PercvizError, ValueError):
+    """A model whose output on the given input is not finite (NaN or ±inf): nothing can be measured."""
+
+
+def check_finite_output(output: torch.Tensor, title: str) -> None:
+    """Raise :class:`ModelOutputError` (one sentence) when ``output`` holds NaN or ±inf."""
+    import torch
+
+    if not bool(torch.isfinite(output).all()):
+        raise ModelOutputError(
+            f"Model '{title}' gives non-finite outputs (NaN or ±inf) on this image, so no attack "
+            "or prediction on it means anything; check the model (its normalisation, its last layer)."
+        )

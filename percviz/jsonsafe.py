@@ -37,3 +37,10 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, str | int | bool):
         return value
     return str(value)
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON text of ``value`` (:func:`json_safe` first; a bare NaN or Infinity can never be written)."""
+    import json
+
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)

@@ -130,15 +130,9 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        try:
-            raw = Path(path).read_bytes()
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise RecipeError(f"Cannot read recipe '{path}': {reason}.") from None
-        if len(raw) > MAX_RECIPE_BYTES:
-            raise RecipeError(
-                f"Recipe '{path}' is {len(raw):,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}."
-            )
+        from percviz.textio import read_capped
+
+        raw = read_capped(path, "recipe", MAX_RECIPE_BYTES, RecipeError)
         try:
             data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:

@@ -20,7 +20,7 @@ import torch
 
 from percviz.attacks.bounds import Constraint, judge_bounds
 from percviz.attacks.schema import Param, ParamValue
-from percviz.errors import ParameterError, PercvizError, UnknownIdError
+from percviz.errors import ParameterError, PercvizError, UnknownIdError, check_finite_output
 from percviz.jsonsafe import json_safe
 from percviz.models.layout import call_channels_last
 from percviz.progress import ProgressCallback
@@ -297,6 +297,12 @@ class AttackResult:
         return int(value) if value is not None else None
 
 
+def _title(model: torch.nn.Module) -> str:
+    """How a model is named to a user: its spec's title, else its class name."""
+    spec = getattr(model, "spec", None)
+    return str(getattr(spec, "title", None) or type(model).__name__)
+
+
 def validate_batch(x: torch.Tensor) -> None:
     """Refuse anything but a finite ``N×3×H×W`` float batch in [0, 1]."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
@@ -345,10 +351,11 @@ def run_attack(
     ctx = AttackContext(model, seed, progress)
     x0 = x.detach().to(ctx.device, torch.float32).clone()
     start = time.perf_counter()
-    clean_logits = None
-    if labels is None:
-        clean_logits = ctx.logits(x0)
+    clean_logits = ctx.logits(x0) if labels is None else None
+    if clean_logits is not None:
+        check_finite_output(clean_logits, _title(model))
         labels = clean_logits.argmax(1)
+    assert labels is not None
     labels = labels.to(ctx.device)
     raw_target = values.get("target")
     target = int(raw_target) if raw_target is not None else None

@@ -27,7 +27,7 @@ from percviz.attacks.base import (
 from percviz.attacks.bounds import judge_bounds
 from percviz.attacks.checks import measure_constraints
 from percviz.attacks.schema import ParamValue
-from percviz.errors import ParameterError
+from percviz.errors import ParameterError, check_finite_output
 
 
 @dataclass
@@ -127,6 +127,7 @@ def run_regression_attack(
     x0 = x.detach().to(ctx.device, torch.float32).clone()
     start = time.perf_counter()
     y0 = ctx.logits(x0)
+    check_finite_output(y0, str(getattr(getattr(model, "spec", None), "title", type(model).__name__)))
     try:
         output = spec.fn(ctx, x0.clone(), y0, values)
     except AttackCancelled:

@@ -109,10 +109,9 @@ def load_samples(
 def read_true_labels(path: str | Path) -> dict[str, int]:
     """``file,class_index`` lines (a header line and ``#`` comments allowed) → mapping."""
     out: dict[str, int] = {}
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ParameterError(f"Cannot read labels file '{path}': {exc.strerror or exc}.") from None
+    from percviz.textio import read_capped_text
+
+    text = read_capped_text(path, "labels file", error=ParameterError)
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):

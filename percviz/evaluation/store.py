@@ -11,6 +11,7 @@ from typing import Any
 
 from percviz.evaluation.data import EvalImage
 from percviz.evaluation.plan import RunSpec
+from percviz.jsonsafe import dumps
 
 CSV_COLUMNS = (
     "image",
@@ -61,20 +62,31 @@ EXPLAIN_COLUMNS = ("precision", "recall", "iou", "iou_outside", "fraction_pertur
 class RowStore:
     """Rows appended one JSON line each (flushed), so a killed run keeps what it finished.
 
-    A torn last line (killed mid-write) is ignored on reading.
+    Reading skips what is not a row — a torn last line (killed mid-write), bytes that are not
+    UTF-8, anything else — and counts it in :attr:`skipped`; every valid row is kept. Every append
+    starts on a fresh line, so a row never lands glued to a torn one.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.rows: dict[str, dict[str, Any]] = {}
+        self.skipped = 0
+        self._needs_newline = False
         if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            data = self.path.read_bytes()
+            self._needs_newline = bool(data) and not data.endswith(b"\n")
+            for raw in data.split(b"\n"):
+                if not raw.strip():
+                    continue
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
+                    row = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    self.skipped += 1
                     continue
                 if isinstance(row, dict) and "key" in row:
                     self.rows[row["key"]] = row
+                else:
+                    self.skipped += 1
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows
@@ -86,7 +98,10 @@ class RowStore:
         self.rows[row["key"]] = row
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+            if self._needs_newline:  # the file ends in a torn line: start this row on its own
+                fh.write("\n")
+                self._needs_newline = False
+            fh.write(dumps(row) + "\n")
             fh.flush()
 
 

@@ -40,6 +40,7 @@ from torch import nn
 from percviz.errors import ModelFileError, one_line
 from percviz.models.probe import check_cam_layer, choose_cam_layer, probe, working_feature_layers
 from percviz.models.zoo import IMAGENET_MEAN, IMAGENET_STD, ZOO_MODELS, ModelSpec
+from percviz.textio import read_capped_text
 
 OPTIONS = ("labels", "input_size", "mean", "std", "cam_layer")
 DEFAULT_INPUT_SIZE = 224
@@ -397,13 +398,13 @@ def _build_hf(repo: str) -> _Built:
         raise ModelFileError(
             "Hugging Face models need the transformers package (pip install transformers)."
         ) from None
-    config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    config = json.loads(read_capped_text(config_path, "model config", error=ModelFileError))
     id2label = config.get("id2label") or {}
     labels = tuple(str(id2label[k]) for k in sorted(id2label, key=int)) if id2label else ()
     size, mean, std = None, None, None
     pre = try_to_load_from_cache(repo, "preprocessor_config.json", cache_dir=cache)
     if isinstance(pre, str):
-        prep = json.loads(Path(pre).read_text(encoding="utf-8"))
+        prep = json.loads(read_capped_text(pre, "preprocessor config", error=ModelFileError))
         raw = prep.get("crop_size") or prep.get("size")
         side = raw.get("height") or raw.get("shortest_edge") if isinstance(raw, dict) else raw
         size = int(side) if side else None
@@ -422,10 +423,7 @@ def _build_hf(repo: str) -> _Built:
 def read_labels(path_text: str, classes: int) -> tuple[str, ...]:
     """Class names from a text file (one per line), a JSON list, or a JSON ``{index: name}``."""
     path = Path(path_text).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"Labels file '{path_text}' cannot be read ({type(exc).__name__}).") from None
+    text = read_capped_text(path, "labels file", error=ModelFileError)
     names: Sequence[Any]
     if path.suffix.lower() == ".json":
         try:

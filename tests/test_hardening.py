@@ -1,0 +1,112 @@
+"""Hostile and careless inputs on the newer surfaces: a model whose output is not finite, a torn or
+binary-damaged rows.jsonl on resume, and JSON that must stay strict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from percviz.attacks import run_attack
+from percviz.attacks.regression_run import run_regression_attack
+from percviz.cli import main
+from percviz.errors import ModelOutputError
+from percviz.evaluation import RowStore
+from percviz.jsonsafe import dumps
+from percviz.models import Classifier
+
+
+class _Times(torch.nn.Module):
+    """A classifier (or image-to-image model) whose output is multiplied by ``factor`` (NaN, inf)."""
+
+    def __init__(self, factor: float, image_out: bool = False) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.head = torch.nn.Linear(3, 10)
+        self.factor = factor
+        self.image_out = image_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.image_out:
+            return y * self.factor
+        return self.head(y.mean(dim=(2, 3))) * self.factor
+
+
+@pytest.mark.parametrize("factor", [float("nan"), float("inf")])
+def test_a_model_with_non_finite_output_is_refused_in_one_sentence(
+    tmp_path: Path, factor: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ts_bad.pt"
+    torch.jit.script(_Times(factor).eval()).save(str(path))
+    code = main(
+        ["attack", "--model", f"file:{path}", "--input-size", "32", "--image", "sample:chelsea",
+         "--attack", "fgsm", "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "non-finite outputs" in err, err
+    assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_the_templates_check_the_output_before_attacking(tiny: Classifier, photos32: torch.Tensor) -> None:
+    class NaNWrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = tiny
+            self.spec = tiny.spec
+            self.register_buffer("anchor", torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) * float("nan")
+
+    with pytest.raises(ModelOutputError, match="non-finite"):
+        run_attack("fgsm", NaNWrapped(), photos32[:1], {"eps": 0.01})
+    from percviz.models.regression import Regressor, RegressorSpec
+
+    spec = RegressorSpec(id="nan", title="nan-out", source="a test", input_size=32, output="image")
+    regressor = Regressor(_Times(float("nan"), image_out=True), spec)
+    with pytest.raises(ModelOutputError, match="nan-out"):
+        run_regression_attack("reg_random", regressor, photos32[:1], {"eps": 0.5})
+
+
+def test_json_is_strict_whatever_the_numbers() -> None:
+    text = dumps({"nan": float("nan"), "inf": float("inf"), "t": torch.tensor([1.0, float("-inf")])})
+    assert json.loads(text) == {"nan": None, "inf": "inf", "t": [1.0, "-inf"]}
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_resume_skips_damaged_lines_and_appends_on_a_fresh_line(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    good = [{"key": f"k{i}", "value": i} for i in range(3)]
+    text = "".join(json.dumps(r) + "\n" for r in good[:2]) + json.dumps(good[2])[:-7]  # torn last line
+    path.write_bytes(text.encode() + b"\n\xff\xfe garbage\n" + b'{"key": "k2", "val')
+    store = RowStore(path)
+    assert set(store.rows) == {"k0", "k1"} and store.skipped == 3
+    store.append(good[2])
+    again = RowStore(path)
+    assert set(again.rows) == {"k0", "k1", "k2"} and again.rows["k2"] == good[2]
+    assert again.skipped == 3  # the damaged lines stay damaged; no valid row was lost or glued
+    again.append({"key": "k3", "value": 3})
+    assert set(RowStore(path).rows) == {"k0", "k1", "k2", "k3"}
+
+
+def test_text_files_are_read_with_a_size_cap(tmp_path: Path) -> None:
+    """``/dev/zero`` as a labels file or a recipe is refused after reading the cap, not forever."""
+    from percviz.errors import ModelFileError, ParameterError, RecipeError
+    from percviz.evaluation.data import read_true_labels
+    from percviz.models.custom import read_labels
+    from percviz.recipes import Recipe
+
+    with pytest.raises(ModelFileError, match="larger than"):
+        read_labels("/dev/zero", 10)
+    with pytest.raises(RecipeError, match="larger than"):
+        Recipe.load("/dev/zero")
+    with pytest.raises(ParameterError, match="larger than"):
+        read_true_labels("/dev/zero")
+    binary = tmp_path / "labels.txt"
+    binary.write_bytes(b"\xff\xfe\x00cat\n")
+    with pytest.raises(ModelFileError, match="not UTF-8"):
+        read_labels(str(binary), 1)
