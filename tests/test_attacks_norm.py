@@ -371,3 +371,17 @@ def test_cancellation_stops_iterating(tiny, photos32) -> None:
     ]:
         result = run_attack(attack, tiny, photos32, params, progress=stop_at_two)
         assert result.cancelled and result.backward_passes == 2, attack
+
+
+def test_cw_abort_early_stops_stalled_rounds_as_carlini_wagner_code_does(tiny, photos32) -> None:
+    """With ``abort_early`` a search round stops once its loss has not fallen by 0.01 % over a tenth
+    of its steps (Carlini & Wagner's released code): fewer passes, every image still fooled and
+    within the result's own re-measured L2; off (the default) every round runs all its steps."""
+    params = {"steps": 100, "search_steps": 5}
+    full = run_attack("cw_l2", tiny, photos32, params, seed=0)
+    fast = run_attack("cw_l2", tiny, photos32, {**params, "abort_early": True}, seed=0)
+    assert full.forward_passes == 100 * 5 + 2 and "rounds_aborted_early" not in full.info
+    assert fast.info["rounds_aborted_early"] >= 1
+    assert fast.forward_passes < full.forward_passes
+    assert bool(fast.success.all()) == bool(full.success.all())
+    assert "fast (abort early, as Carlini–Wagner's code)" in get_attack("cw_l2").presets
