@@ -44,6 +44,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise ParameterError("--match runs in this process; drop --engine ray to use it.")
     # With Ray the workers compute; this process only needs the model's input size and id.
     model = load_model(model_arg(args) or "", "cpu" if args.engine == "ray" else args.device)
+    # Every --transfer-to model is loaded now: an unknown name or missing weights is refused before
+    # anything is computed, not after the whole evaluation.
+    transfer_models = [load_model(m, args.device) for m in split_models(args.transfer_to or "")]
     labels = ev.read_true_labels(args.labels) if args.labels else None
     if args.images.startswith("sample:"):
         wanted = args.images.split(":", 1)[1]
@@ -156,7 +159,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if cluster is not None:
         payload["cluster"] = cluster
     if args.transfer_to and not cancelled:
-        payload["transfer"] = _transfer(args, model, runs, out, bar)
+        payload["transfer"] = _transfer(args, [model, *transfer_models], runs, out, bar)
     (out / "summary.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n", encoding="utf-8")
     for s in summaries:
         print(
@@ -196,15 +199,14 @@ def split_models(text: str) -> list[str]:
     return out
 
 
-def _transfer(args: argparse.Namespace, model: Any, runs: Sequence[Any], out: Path, bar: Any) -> list[Any]:
-    """Transfer matrices over ``--model`` and ``--transfer-to`` (one per attack, its first run)."""
+def _transfer(
+    args: argparse.Namespace, loaded: list[Any], runs: Sequence[Any], out: Path, bar: Any
+) -> list[Any]:
+    """Transfer matrices over ``--model`` and ``--transfer-to`` (``loaded``; one per attack, its first run)."""
     from percviz import evaluation as ev
-    from percviz.models import load_model
     from percviz.transfer import transfer_matrix
 
-    others = split_models(args.transfer_to)
-    models = [model, *(load_model(m, args.device) for m in others)]
-    models = list({m.spec.id: m for m in models}.values())
+    models = list({m.spec.id: m for m in loaded}.values())
     size = max(m.input_size for m in models)
     if args.images.startswith("sample:"):
         wanted = args.images.split(":", 1)[1]

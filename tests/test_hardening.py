@@ -110,3 +110,24 @@ def test_text_files_are_read_with_a_size_cap(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00cat\n")
     with pytest.raises(ModelFileError, match="not UTF-8"):
         read_labels(str(binary), 1)
+
+
+def test_evaluate_runs_an_own_torchscript_model_and_checks_transfer_names_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An own model without feature layers is evaluated (its lpips_self is null, not a refusal of the
+    whole run); an unknown ``--transfer-to`` name is refused before anything is computed."""
+    path = tmp_path / "ts_ok.pt"
+    torch.jit.script(_Times(1.0).eval()).save(str(path))
+    out = tmp_path / "eval"
+    base = ["evaluate", "--model", f"file:{path}", "--input-size", "32", "--images", "sample:chelsea,coffee",
+            "--attack", "fgsm", "--no-explain", "--quiet", "--out", str(out)]  # fmt: skip
+    code = main([*base, "--transfer-to", "nosuch"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "nosuch" in err and len(err.splitlines()) == 1, err
+    assert not (out / "rows.jsonl").exists()
+    assert main(base) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["lpips_self"] is None for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "NaN" not in (out / "summary.json").read_text() and summary

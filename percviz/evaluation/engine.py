@@ -175,8 +175,8 @@ def result_rows(
     smap = ssim_map(x64, a64)
     ssim_v = ssim_interior(smap).mean(dim=(-2, -1)).mean(dim=1)
     psnr_v = psnr(x64, a64)
-    phi_adv = perceptual_features(model, x_adv).cpu()
-    self_d = torch.stack([(originals[i][1] - phi_adv[i]).norm() for i in range(n)]).double()
+    phi_adv = _self_features(model, x_adv).cpu()
+    self_d = torch.stack([(originals[i][1] - phi_adv[i]).norm() for i in range(n)]).double()  # NaN: none
     scores = (
         explainer(model, x, smap, result.labels, [im.sha256 for im in images])
         if explainer is not None
@@ -236,6 +236,15 @@ _ORIGINALS = PerModelCache(64)
 _CAMS = PerModelCache(512)
 
 
+def _self_features(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+    """φ of Laidlaw et al. (the model's own feature layers), ``N×D``; a model that exposes none (an
+    own TorchScript or ONNX file) gives ``N×1`` NaN, so its ``lpips_self`` is written as null
+    instead of refusing the whole evaluation."""
+    if not getattr(model.spec, "feature_layers", ()):
+        return torch.full((x.shape[0], 1), float("nan"))
+    return perceptual_features(model, x)
+
+
 def _originals(
     model: Classifier, x: torch.Tensor, images: Sequence[EvalImage]
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -245,7 +254,7 @@ def _originals(
 
     def original(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         one = x[i : i + 1]
-        return torch.softmax(model(one).float(), 1)[0].cpu(), perceptual_features(model, one)[0].cpu()
+        return torch.softmax(model(one).float(), 1)[0].cpu(), _self_features(model, one)[0].cpu()
 
     return [
         _ORIGINALS.get(model, (str(model.device), im.sha256), functools.partial(original, i))

@@ -68,7 +68,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], distortion: str = "l2") ->
         "mean_ssim": _mean(float(r["ssim"]) for r in rows),
         "mean_psnr": _mean(finite_psnr),
         "psnr_infinite": len(psnrs) - len(finite_psnr),
-        "mean_lpips_self": _mean(float(r["lpips_self"]) for r in rows),
+        "mean_lpips_self": _mean_defined(r.get("lpips_self") for r in rows),  # null for models without φ
         "mean_l2": _mean(float(r["l2"]) for r in rows),
         "mean_linf": _mean(float(r["linf"]) for r in rows),
         "png_still_adversarial": _mean(bool(r["png_still_adversarial"]) for r in successes),
@@ -129,3 +129,8 @@ def envelope(rows: Sequence[Mapping[str, Any]], distortion: str = "l2") -> list[
 def _mean(values: Iterable[float | bool]) -> float | None:
     vals = [float(v) for v in values]
     return float(np.mean(vals)) if vals else None
+
+
+def _mean_defined(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that are defined (not None, not NaN); None when there are none."""
+    return _mean(v for v in values if v is not None and not math.isnan(float(v)))
