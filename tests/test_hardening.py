@@ -131,3 +131,56 @@ def test_evaluate_runs_an_own_torchscript_model_and_checks_transfer_names_first(
     assert len(rows) == 2 and all(r["lpips_self"] is None for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert "NaN" not in (out / "summary.json").read_text() and summary
+
+
+class _Heavy(torch.nn.Module):
+    """An own classifier holding about 40 MB of weights (a wide linear head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.wide = torch.nn.Linear(8, 1_250_000)
+        self.head = torch.nn.Linear(1_250_000, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.wide(self.conv(x).mean(dim=(2, 3))))
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/self/status")
+    return 0.0
+
+
+@pytest.mark.slow  # ten 90 MB models: about 15 s and 1 GB
+def test_own_models_are_cached_least_recently_used_and_memory_comes_back(tmp_path: Path) -> None:
+    """Ten new own-model files, each loaded and attacked once: at most MAX_OWN_MODELS stay cached and
+    RSS stays near its level after the first few instead of growing by ~40 MB per model."""
+    import gc
+
+    from percviz.models import classifier as cls
+    from percviz.models import load_model
+    from percviz.serving.hosted import release_free_memory
+
+    x = torch.rand(1, 3, 32, 32)
+    paths = []
+    for i in range(10):
+        torch.manual_seed(i)
+        path = tmp_path / f"heavy_{i}.pt"
+        torch.jit.script(_Heavy().eval()).save(str(path))
+        paths.append(path)
+    levels = []
+    for path in paths:
+        model = load_model(f"file:{path}?input_size=32")
+        run_attack("fgsm", model, x, {"eps": 0.01})
+        del model
+        gc.collect()
+        release_free_memory()
+        levels.append(_rss_mb())
+    assert len(cls._OWN) == cls.MAX_OWN_MODELS
+    assert cls.model_bytes(next(iter(cls._OWN.values()))) > 40e6
+    growth = levels[-1] - levels[cls.MAX_OWN_MODELS]
+    assert growth < 60, f"RSS after each model (MB): {[round(v) for v in levels]}"
+    print("RSS after each of 10 own models (MB):", [round(v) for v in levels])

@@ -14,7 +14,7 @@ import streamlit as st
 
 from percviz.errors import PercvizError
 from percviz.images import SAMPLES, LoadedImage, fit_to_model, load_image, load_sample
-from percviz.models import Classifier, Prediction, all_model_status, load_model
+from percviz.models import ZOO_MODELS, Classifier, Prediction, all_model_status, load_model
 from percviz.recipes import ImageRef
 from percviz.serving.hosted import Limits, check_image_size, current_limits, start_memory_release
 from percviz.serving.jobs import ComputeQueue
@@ -90,9 +90,18 @@ def _hosted_memory() -> bool:
     return True
 
 
-@st.cache_resource(show_spinner="Loading the model…")
 def cached_model(model_id: str) -> Classifier:
-    """One shared, frozen model per id for all sessions (thread-safe: no hooks, eval only)."""
+    """One shared, frozen model per id for all sessions (thread-safe: no hooks, eval only). Zoo
+    models stay for the process; own models come from ``load_model``'s bounded LRU (never pinned
+    here, so an evicted upload's memory is freed)."""
+    if model_id in ZOO_MODELS:
+        return _cached_zoo_model(model_id)
+    with st.spinner("Loading the model…"):
+        return load_model(model_id)
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def _cached_zoo_model(model_id: str) -> Classifier:
     return load_model(model_id)
 
 

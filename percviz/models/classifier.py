@@ -8,6 +8,7 @@ so one cached model can serve many threads.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -144,8 +145,29 @@ def check_custom_allowed() -> None:
         raise ModelFileError("Own models are turned off on this server (hosted mode); choose a zoo model.")
 
 
-_CACHE: dict[tuple[str, str, tuple[int, int]], Classifier] = {}
+_CacheKey = tuple[str, str, tuple[int, int]]
+_CACHE: dict[_CacheKey, Classifier] = {}  # zoo models: a handful, kept for the process
+_OWN: OrderedDict[_CacheKey, Classifier] = OrderedDict()  # own models: least recently used first
 _CACHE_LOCK = threading.Lock()
+MAX_OWN_MODELS = 4
+MAX_OWN_MODEL_BYTES = 2 * 2**30
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes held by a model's parameters and buffers."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _keep_own(key: _CacheKey, model: Classifier) -> None:
+    """Cache an own model, evicting the least recently used ones beyond :data:`MAX_OWN_MODELS` or
+    :data:`MAX_OWN_MODEL_BYTES` (uploads are stored by content hash, so each one is a new entry;
+    without a bound every upload would stay in memory). Call with ``_CACHE_LOCK`` held."""
+    _OWN[key] = model
+    while len(_OWN) > 1 and (
+        len(_OWN) > MAX_OWN_MODELS or sum(model_bytes(m) for m in _OWN.values()) > MAX_OWN_MODEL_BYTES
+    ):
+        _OWN.popitem(last=False)
 
 
 def load_model(model_id: str, device: torch.device | str | None = None) -> Classifier:
@@ -153,7 +175,8 @@ def load_model(model_id: str, device: torch.device | str | None = None) -> Class
 
     A zoo model with a chosen ``cam_layer`` shares the cached zoo network (no second copy). An
     own model's cache entry is keyed by its file's size and modification time too, so a rewritten
-    file is read again.
+    file is read again, and own models are kept least-recently-used, at most :data:`MAX_OWN_MODELS`
+    and :data:`MAX_OWN_MODEL_BYTES` (zoo models stay for the process).
     """
     ref = parse_model_ref(model_id)
     dev = best_device(str(device) if device is not None else None)
@@ -165,9 +188,16 @@ def load_model(model_id: str, device: torch.device | str | None = None) -> Class
                 spec = with_cam_layer(base.net, base.spec, ref.option("cam_layer") or "")
                 _CACHE[key] = Classifier(base.net, spec).to(dev)
             return _CACHE[key]
+    key = (str(ref), str(dev), _file_stamp(ref))
     if ref.kind != "zoo":
         check_custom_allowed()
-    key = (str(ref), str(dev), _file_stamp(ref))
+        with _CACHE_LOCK:
+            if key in _OWN:
+                _OWN.move_to_end(key)
+                return _OWN[key]
+            model = build_classifier(str(ref), dev)
+            _keep_own(key, model)
+            return model
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = build_classifier(str(ref), dev)
