@@ -218,24 +218,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def check_device(text: str) -> None:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``mps``, and present on this machine (ParameterError)."""
-    import torch
+    """``--device``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, present on this machine (ParameterError)."""
+    from percviz.device import check_device as present
 
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ParameterError(f"--device must be cpu, cuda, cuda:N or mps; got '{text}'.")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ParameterError(f"--device {text}: no CUDA device is available on this machine.")
-        if device.index is not None and device.index >= count:
-            raise ParameterError(f"--device {text}: this machine has {count} CUDA device(s), 0–{count - 1}.")
-    mps = getattr(torch.backends, "mps", None)
-    if device.type == "mps" and not (mps is not None and mps.is_available()):
-        raise ParameterError(f"--device {text}: Apple MPS is not available on this machine.")
+    present(text, "--device")
 
 
 def check_out_folder(out: Path) -> None:

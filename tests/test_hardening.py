@@ -184,3 +184,27 @@ def test_own_models_are_cached_least_recently_used_and_memory_comes_back(tmp_pat
     growth = levels[-1] - levels[cls.MAX_OWN_MODELS]
     assert growth < 60, f"RSS after each model (MB): {[round(v) for v in levels]}"
     print("RSS after each of 10 own models (MB):", [round(v) for v in levels])
+
+
+def test_a_bad_repository_id_or_an_absent_device_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["predict", "--model", "hf:../../etc", "--image", "sample:chelsea"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a Hugging Face repository id" in err and len(err.splitlines()) == 1, err
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(
+        json.dumps(
+            {
+                "model": "efficientnet_lite0",
+                "image": {"sample": "chelsea"},
+                "attack": "fgsm",
+                "params": {},
+                "seed": 0,
+                "device": "cuda:99",
+            }
+        )
+    )
+    assert main(["attack", "--recipe", str(recipe), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Device cuda:99" in err and len(err.splitlines()) == 1, err

@@ -386,7 +386,10 @@ def _build_hf(repo: str) -> _Built:
     from huggingface_hub import try_to_load_from_cache
 
     cache = hf_cache_dir()
-    config_path = try_to_load_from_cache(repo, "config.json", cache_dir=cache)
+    try:
+        config_path = try_to_load_from_cache(repo, "config.json", cache_dir=cache)
+    except Exception as exc:  # huggingface_hub's HFValidationError for ids such as '../../etc'
+        raise ModelFileError(f"'{repo}' is not a Hugging Face repository id ({one_line(exc)}).") from None
     if not isinstance(config_path, str):
         raise ModelFileError(
             f"Hugging Face model '{repo}' is not in the local cache '{cache}'; download it on a "
