@@ -192,9 +192,10 @@ def _stored(entry: results.Entry, meta: dict) -> str | None:
 # Live mode with a result on screen: redraw that result first and follow the update in a slot above
 # it, then rerun once to show the new one in place (nothing on the page waits faded for the update).
 deferred = live and jobs.running(P) and results.current(P) is not None
-update_slot = st.container()
+update_slot = st.container()  # progress and notices always live here: the page's layout never shifts
 if not deferred:
-    jobs.follow(P, _stored)
+    with update_slot:
+        jobs.follow(P, _stored)
 entry = results.current(P)
 _share(entry)
 
