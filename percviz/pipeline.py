@@ -82,15 +82,23 @@ class Measured:
     """``H×W×3`` float32 SSIM map (float64 computation) behind ``metrics['ssim']`` and the views."""
 
 
-def measure(model: Classifier, result: AttackResult, top: int = 5) -> Measured:
-    """:class:`Measured` for image 0 of ``result``, each quantity computed once: the predictions
-    come from the attack's own forward passes (its label and final logits) and the SSIM map from
-    its bound re-check (the metrics average it and the views show it); only the 8-bit PNG re-check
-    is a new forward pass."""
-    x, x_adv = result.x[:1], result.x_adv[:1]
+def first_image_ssim_maps(result: AttackResult) -> torch.Tensor:
+    """``1×3×H×W`` float64 SSIM maps of image 0: the attack's bound re-check's, else computed."""
+    x = result.x[:1]
     maps = result.ssim_maps[:1].double() if result.ssim_maps is not None else None
-    if maps is None or maps.shape != x.shape:
-        maps = ssim_map(x.double(), x_adv.double())
+    return (
+        maps
+        if maps is not None and maps.shape == x.shape
+        else ssim_map(x.double(), result.x_adv[:1].double())
+    )
+
+
+def first_image_predictions(
+    model: Classifier, result: AttackResult, top: int = 5
+) -> tuple[list[Prediction], list[Prediction]]:
+    """Top-``top`` predictions of image 0 before and after, from the attack's own label and final
+    logits (a forward pass only where the run does not carry them)."""
+    x, x_adv = result.x[:1], result.x_adv[:1]
     before = (
         predictions(model.labels, result.logits[:1], top)[0]
         if result.logits is not None
@@ -101,6 +109,17 @@ def measure(model: Classifier, result: AttackResult, top: int = 5) -> Measured:
         if result.adv_logits is not None
         else predict(model, x_adv, top)[0]
     )
+    return before, after
+
+
+def measure(model: Classifier, result: AttackResult, top: int = 5) -> Measured:
+    """:class:`Measured` for image 0 of ``result``, each quantity computed once: the predictions
+    come from the attack's own forward passes (its label and final logits) and the SSIM map from
+    its bound re-check (the metrics average it and the views show it); only the 8-bit PNG re-check
+    is a new forward pass."""
+    x, x_adv = result.x[:1], result.x_adv[:1]
+    maps = first_image_ssim_maps(result)
+    before, after = first_image_predictions(model, result, top)
     return Measured(
         before,
         after,

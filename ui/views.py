@@ -136,7 +136,7 @@ def _ready(arrays: Any, part: str, text: str) -> Any:
     spinner the first time."""
     if hasattr(arrays, "ready") and not arrays.ready(part):
         with st.spinner(text):
-            getattr(arrays, "magnification_scale" if part == "magnification" else part)
+            arrays.compute(part)
     return arrays
 
 

@@ -300,6 +300,11 @@ class LazyViews(_ViewMethods):
                 return str(exc)
         return None
 
+    def compute(self, part: str) -> None:
+        """Compute ``part`` (one of :data:`VIEW_PARTS`) now if it is not yet (a view about to open)."""
+        if not self.ready(part):
+            self._part(part)
+
     def _part(self, name: str) -> Any:
         if name not in self._parts:
             with self._locks[name]:

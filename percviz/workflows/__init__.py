@@ -19,7 +19,7 @@ from percviz.analysis.metrics import compare_images
 from percviz.attacks.base import AttackResult, get_attack, run_attack
 from percviz.figures import FigureRow, row_from_views
 from percviz.images import to_tensor
-from percviz.models import Classifier, Prediction, predict, predictions
+from percviz.models import Classifier, Prediction, predict
 from percviz.progress import ProgressCallback, part_progress
 from percviz.serving.hosted import Limits, check_params, current_limits
 
@@ -129,21 +129,16 @@ def _compare_row(
 ) -> CompareRow:
     """A finished attack as a Compare row, from what the attack computed; views on demand."""
     from percviz.analysis.views import LazyViews
+    from percviz.pipeline import first_image_predictions, first_image_ssim_maps
 
-    maps = res.ssim_maps[:1].double() if res.ssim_maps is not None else None
-    after = predictions(model.labels, res.adv_logits[:1], 5)[0] if res.adv_logits is not None else None
+    maps = first_image_ssim_maps(res)
     return CompareRow(
         attack,
         res.params,
         res,
-        after or predict(model, res.x_adv, 5)[0],
+        first_image_predictions(model, res)[1],
         compare_images(res.x[:1], res.x_adv[:1], ssim_maps=maps)[0],
-        LazyViews(
-            res,
-            model,
-            0,
-            ssim=maps[0].permute(1, 2, 0).numpy().astype(np.float32) if maps is not None else None,
-        ),
+        LazyViews(res, model, 0, ssim=maps[0].permute(1, 2, 0).numpy().astype(np.float32)),
         match,
     )
 
