@@ -73,7 +73,8 @@ with c_attack, st.container(border=True):
     run_clicked = st.button(
         "Run", type="primary", icon=":material/play_arrow:", disabled=jobs.running(P), key="reg_run"
     )
-preset_buttons(P, spec)
+with c_model:
+    preset_buttons(P, spec)  # under the image picker, beside the form (not page-wide buttons)
 
 if run_clicked and picked is not None:
     try:
@@ -124,10 +125,16 @@ if run is not None and run.model_id == model_id and picked is not None:
         st.plotly_chart(image_figure([picked.pixels, run.x_adv], ["x", "x + η"], 300), width="stretch")
         st.plotly_chart(output_figure(run.out, run.out_adv), width="stretch")
     fwd, bwd = run.passes
+    used = [q for q in ATTACKS[run.attack].params if q.used(run.params)]  # as the form showed them
+    settings = ", ".join(
+        f"{q.name} = {run.params[q.name]:g}"
+        if isinstance(run.params[q.name], float)
+        else f"{q.name} = {run.params[q.name]}"
+        for q in used
+    )
     st.caption(
-        f"{ATTACKS[run.attack].title}, {', '.join(f'{k} = {v:g}' if isinstance(v, float) else f'{k} = {v}' for k, v in run.params.items())}: "
-        f"{fwd} forward and {bwd} backward passes (JVPs count as forward), {run.wall:.2f} s. "
-        f"{describe(run.info)}"
+        f"{ATTACKS[run.attack].title}, {settings}: {fwd} forward and {bwd} backward passes (JVPs count "
+        f"as forward), {run.wall:.2f} s. {describe(run.info)}"
     )
 
 st.subheader("Output PSNR against ε (Fig. 4)")
