@@ -94,9 +94,12 @@ def test_live_mode_reruns_as_eps_moves(server: str) -> None:
         assert page.locator('[data-testid="stException"]').count() == 0
 
 
-# While a live update computes: is its progress bar shown, and which verdict or metric card is faded?
+# While a live update computes: is a progress bar shown, is it the current run's (not a faded one left
+# by a run that a newer rerun replaced), and which verdict or metric card is faded?
 UPDATE_STATE_JS = """() => ({
   progress: document.querySelector('[data-testid="stProgress"]') !== null,
+  current: [...document.querySelectorAll('[data-testid="stProgress"]')]
+    .some(e => e.closest('[data-stale="true"]') === null),
   cards: document.querySelectorAll('[data-testid="stMetric"]').length,
   stale: [...document.querySelectorAll('.pv-verdict, [data-testid="stMetric"]')]
     .filter(e => e.closest('[data-stale="true"]') !== null && e.offsetHeight > 0)
@@ -107,8 +110,10 @@ UPDATE_STATE_JS = """() => ({
 def test_live_update_keeps_the_last_result_drawn_while_it_computes(server: str) -> None:
     """While a live update computes (its progress bar shows), the last result's verdict and cards
     stay drawn: the verdict is never faded, and once the page has redrawn the last result (the last
-    look before the update lands) no card is faded either; then the update replaces them in place.
-    (The old order — wait for the update, then draw — kept every card faded the whole time.)"""
+    look at the current run's progress bar before the update lands) no card is faded either; then the
+    update replaces them in place. (The old order — wait for the update, then draw — kept every card
+    faded the whole time.) A progress bar that is itself faded belongs to a run that a newer rerun
+    replaced while that rerun redraws the page; cards not yet redrawn are faded then, by design."""
     with chromium_page() as page:
         page.goto(f"{server}/Explore?attack=pgd&image=chelsea&p_steps=10&p_eps=0.0039")
         page.get_by_role("button", name="Run attack").wait_for()
@@ -137,7 +142,9 @@ def test_live_update_keeps_the_last_result_drawn_while_it_computes(server: str) 
         assert looks, "the update's progress bar was never seen"
         assert all(look["cards"] >= 8 for look in looks), "the last result must stay on screen"
         assert not any(any(text.startswith("Fooled") for text in look["stale"]) for look in looks), looks
-        assert looks[-1]["stale"] == [], f"cards still faded just before the update landed: {looks[-1]}"
+        current = [look for look in looks if look["current"]]
+        assert current, f"the update's own progress bar was never seen: {looks}"
+        assert current[-1]["stale"] == [], f"cards still faded just before the update landed: {current[-1]}"
         assert before == "0.99/255" and _card(page, "L∞") == "4.00/255"
         assert page.get_by_text("Live: this update took").count() == 1
 
