@@ -39,10 +39,27 @@ class ModelFileError(PercvizError, ValueError):
     """A user's model that cannot be used as is; the message says why and what to do."""
 
 
+#: How a TorchScript interpreter failure starts; its last line holds the real error.
+TORCHSCRIPT_FAILURE = "The following operation failed in the TorchScript interpreter"
+#: How an allocator says it ran out (CPU ``DefaultCPUAllocator``, CUDA, MPS, Python).
+MEMORY_WORDS = ("can't allocate memory", "not enough memory", "out of memory", "tried to allocate")
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
-    """``exc``'s message on one line, cut to ``limit`` characters (for one-sentence errors)."""
-    text = " ".join(str(exc).split())
+    """``exc``'s message on one line without a closing full stop, cut to ``limit`` characters (for
+    embedding in one-sentence errors); a
+    TorchScript interpreter failure gives only its last line (the error), not the code traceback."""
+    text = str(exc)
+    if text.startswith(TORCHSCRIPT_FAILURE):
+        lines = [line for line in text.splitlines() if line.strip()]
+        text = lines[-1].strip() if lines else text
+    text = " ".join(text.split()).rstrip(".")
     return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def out_of_memory_text(exc: BaseException) -> bool:
+    """Whether ``exc`` says an allocation failed (any device), from its type or message."""
+    return isinstance(exc, MemoryError) or any(word in str(exc).lower() for word in MEMORY_WORDS)
 
 
 class ModelOutputError(PercvizError, ValueError):

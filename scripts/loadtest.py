@@ -16,8 +16,9 @@ alone in this process (labels, probabilities, SSIM, PSNR and L∞ as the page ro
 server's RSS: idle after the warm-up, peak under load, and idle again after the sessions closed and
 their ``disconnectedSessionTTL`` expired.
 
-``sigterm``: a session starts a long PGD; once it runs, the server gets SIGTERM. Reports the exit
-code and how long the exit took.
+``sigterm``: a session starts a long PGD (``--page regression``: a long Fig. 4 curve on the
+Regression page); once it runs, the server gets SIGTERM. Reports the exit code and how long the
+exit took.
 
 ``fault``: with the test hook ``PERCVIZ_TEST_OOM_TICKETS=0`` the first job raises an out-of-memory
 error; then a client disconnects in the middle of a long run; then another session runs a job.
@@ -26,6 +27,7 @@ Reports health, what each page showed and how long the next job waited.
     python scripts/loadtest.py load            # one JSON line on stdout
     python scripts/loadtest.py load --sessions 16 --slots 2
     python scripts/loadtest.py sigterm
+    python scripts/loadtest.py sigterm --page regression
     python scripts/loadtest.py fault --ttl 30
 """
 
@@ -586,20 +588,42 @@ async def fault_scenario(url: str, pid: int) -> dict[str, Any]:
     return out
 
 
-async def sigterm_scenario(url: str, proc: subprocess.Popen[bytes], grace: float) -> dict[str, Any]:
-    """A session starts a long PGD; once it runs, the server gets SIGTERM (as ``docker stop`` or
-    systemd send it). Reports the exit code, how long the exit took and what the page showed."""
+#: The sigterm scenario's Fig. 4 curve: 4 ε values × 3 photos × 3 attacks (hosted mode's cap of 36).
+CURVE_EPS = "0.5, 1, 2, 4"
+
+
+async def start_long_curve(browser: Any, url: str) -> Any:
+    """A new context on the Regression page that starts a Fig. 4 curve (3 photos × 4 ε)."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(120_000)
+    await page.goto(f"{url}/Regression")
+    field = page.get_by_label("ε values (comma-separated; empty = default grid)")
+    await field.fill(CURVE_EPS)
+    await page.get_by_role("button", name="Compute the curve").click()
+    return page
+
+
+async def sigterm_scenario(
+    url: str, proc: subprocess.Popen[bytes], grace: float, page_name: str = "explore"
+) -> dict[str, Any]:
+    """A session starts a long PGD (or a long Fig. 4 curve on the Regression page); once it runs,
+    the server gets SIGTERM (as ``docker stop`` or systemd send it). Reports the exit code, how
+    long the exit took and what the page showed."""
     from playwright.async_api import async_playwright
 
     long_run = Session(0, *BLOCKER, expected_label="")
-    out: dict[str, Any] = {"health_start": health(url)}
+    out: dict[str, Any] = {"health_start": health(url), "page": page_name}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = await open_explore(browser, url, long_run)
-            t0 = time.monotonic()
-            await press_run(page, long_run, t0)
-            out["iteration_at_sigterm"] = await wait_iterations(page, 2, 120)
+            if page_name == "regression":
+                page = await start_long_curve(browser, url)
+                out["iteration_at_sigterm"] = await wait_iterations(page, 2, 180, r"(\d+) of \d+")
+            else:
+                page = await open_explore(browser, url, long_run)
+                await press_run(page, long_run, time.monotonic())
+                out["iteration_at_sigterm"] = await wait_iterations(page, 2, 120)
             t_term = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:
@@ -614,12 +638,14 @@ async def sigterm_scenario(url: str, proc: subprocess.Popen[bytes], grace: float
     return out
 
 
-async def wait_iterations(page: Any, at_least: int, timeout: float) -> int:
-    """Wait until the page's progress bar reports ``iteration k of …`` with k ≥ ``at_least``."""
+async def wait_iterations(
+    page: Any, at_least: int, timeout: float, pattern: str = r"iteration (\d+) of"
+) -> int:
+    """Wait until the page's progress bar reports step k (``pattern``'s group) with k ≥ ``at_least``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for text in (await snapshot(page))["progress"]:
-            match = re.search(r"iteration (\d+) of", text)
+            match = re.search(pattern, text)
             if match and int(match.group(1)) >= at_least:
                 return int(match.group(1))
         await asyncio.sleep(0.05)
@@ -639,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=int, default=30, help="server.disconnectedSessionTTL, seconds")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     parser.add_argument("--log", type=Path, default=None, help="server log (default: a temporary file)")
+    parser.add_argument(
+        "--page", choices=("explore", "regression"), default="explore", help="sigterm: the long job's page"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.sessions <= MAX_SESSIONS or not 1 <= args.ttl <= 120 or not 1 <= args.slots <= MAX_SLOTS:
         parser.error(f"--sessions must be 1–{MAX_SESSIONS}, --slots 1–{MAX_SLOTS} and --ttl 1–120")
@@ -658,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from percviz.serving.jobs import SHUTDOWN_GRACE_S
 
-            work = sigterm_scenario(url, proc, SHUTDOWN_GRACE_S + 20)
+            work = sigterm_scenario(url, proc, SHUTDOWN_GRACE_S + 20, args.page)
         report = asyncio.run(asyncio.wait_for(work, args.timeout))
     if args.scenario == "sigterm":
         report["log_tail"] = log.read_text(errors="replace")[-2000:]

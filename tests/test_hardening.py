@@ -208,3 +208,121 @@ def test_a_bad_repository_id_or_an_absent_device_is_one_sentence(
     assert main(["attack", "--recipe", str(recipe), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "Device cuda:99" in err and len(err.splitlines()) == 1, err
+
+
+class _Normalised(torch.nn.Module):
+    """A classifier whose export holds Constant, Shape, Reshape and ReduceMean nodes (opset 20)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv((x - 0.5) / 0.25)).mean(dim=(2, 3))
+        return self.head(y.reshape(y.shape[0], -1))
+
+
+def _export_default(net: torch.nn.Module, path: Path) -> None:
+    """``torch.onnx.export`` as users call it today (TorchScript exporter, its default opset)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net, (torch.rand(1, 3, 32, 32),), str(path), dynamo=False, input_names=["x"],
+            dynamic_axes={"x": {0: "batch"}},
+        )  # fmt: skip
+
+
+def test_onnx_of_the_current_default_opset_loads_and_computes_the_same(tmp_path: Path) -> None:
+    import onnx
+
+    from percviz.models import load_model
+
+    net = _Normalised().eval()
+    path = tmp_path / "default.onnx"
+    _export_default(net, path)
+    opset = max(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
+    assert opset >= 18, opset  # the opset onnx2torch alone refuses (Constant-19, ReduceMean-18)
+    model = load_model(f"file:{path}?input_size=32", "cpu")
+    assert "lowering opset" in model.spec.source and "reference evaluator" in model.spec.source
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = net(x)
+        got = model.net(x)  # the converted network itself (no normalisation around it)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_external_data_outside_its_folder_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+
+    path = tmp_path / "model" / "ext.onnx"
+    path.parent.mkdir()
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.onnx.export(net.eval(), (torch.rand(1, 3, 32, 32),), str(path), dynamo=False, opset_version=13)
+    proto = onnx.load(str(path))
+    onnx.save_model(proto, str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    proto = onnx.load(str(path), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../../../etc/passwd"
+    onnx.save(proto, str(path))
+    code = main(["predict", "--model", f"file:{path}", "--input-size", "32", "--image", "sample:chelsea"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "cannot be read" in err and "points outside the directory" in err, err
+
+
+class _Greedy(torch.nn.Module):
+    """A classifier that asks for 64 TiB in its forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        waste = torch.zeros(1 << 22, 1 << 22)
+        return self.head(x.mean(dim=(2, 3))) + waste.sum()
+
+
+def test_a_model_that_allocates_too_much_is_one_plain_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "greedy.pt"
+    torch.jit.script(_Greedy().eval()).save(str(path))
+    code = main(["predict", "--model", f"file:{path}", "--input-size", "32", "--image", "sample:chelsea"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "more memory than this machine has" in err, err
+    assert "TorchScript" not in err and "Traceback" not in err and "input_size" not in err, err
+
+
+def test_empty_options_and_folders_are_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["predict", "--model", "efficientnet_lite0", "--cam-layer", "", "--image", "sample:chelsea"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("Model option cam_layer is empty; give a value or leave the option out."), err
+    assert main(["predict", "--model", f"resnet18@{tmp_path}", "--image", "sample:chelsea"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a folder" in err and "does not exist" not in err, err
+
+
+def test_a_regression_attack_leaves_stderr_empty(tmp_path: Path) -> None:
+    """torch.func.jvp's first call printed torch's "torch.jit.script is deprecated" FutureWarning."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "percviz", "attack", "--model", "autoencoder", "--attack", "reg_quad",
+         "--param", "steps=3", "--image", "sample:chelsea", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -178,10 +178,12 @@ def test_oom_hook_fails_only_the_listed_ticket(monkeypatch: pytest.MonkeyPatch) 
 
 
 @browser
-def test_sigterm_during_a_job_exits_zero_within_the_grace_period() -> None:
-    """Issue 21 item 6: SIGTERM mid-PGD used to abort the server (exit −6, "terminate called
-    without an active exception"); now the job is cancelled and the process exits 0."""
-    report = _run_script("sigterm", timeout=300)
+@pytest.mark.parametrize("page", ["explore", "regression"])
+def test_sigterm_during_a_job_exits_zero_within_the_grace_period(page: str) -> None:
+    """SIGTERM mid-PGD (and mid Fig. 4 curve on the Regression page) used to abort the server
+    (exit −6, "terminate called without an active exception"); now the job is cancelled and the
+    process exits 0."""
+    report = _run_script("sigterm", "--page", page, timeout=300, tag=f"-{page}")
     assert report["health_start"] == "ok" and report["iteration_at_sigterm"] >= 2, report
     assert report["exit_code"] == 0, report  # None: still running after the grace period (+20 s)
     assert "terminate called" not in report["log_tail"], report["log_tail"]

@@ -93,6 +93,8 @@ def parse_model_ref(text: str) -> ModelRef:
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in OPTIONS:
             raise ModelFileError(f"Unknown model option '{key}'; valid options: {', '.join(OPTIONS)}.")
+        if not value.strip():
+            raise ModelFileError(f"Model option {key} is empty; give a value or leave the option out.")
         options[key] = value
     ref = ModelRef(base, tuple(sorted(options.items())))
     if ref.kind == "zoo" and ref.base not in ZOO_MODELS:
@@ -206,9 +208,18 @@ def _pickle_message(path: Path) -> str:
 
 def _existing_file(text: str) -> Path:
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise ModelFileError(f"'{text}' is a folder; give the model file inside it.")
     if not path.is_file():
         raise ModelFileError(f"Model file '{text}' does not exist.")
     return path
+
+
+def load_torchscript(path: Path) -> nn.Module:
+    """``torch.jit.load`` on the CPU, without its "deprecated" FutureWarning on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -271,9 +282,7 @@ def _build_file(text: str) -> _Built:
         )
     if fmt == "torchscript":
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
-                net = torch.jit.load(str(path), map_location="cpu")
+            net = load_torchscript(path)
         except Exception as exc:
             raise ModelFileError(f"TorchScript file '{path.name}' cannot be loaded ({exc}).") from None
         return _Built(net, f"TorchScript file {path}", f"{path.name} (TorchScript)")
@@ -288,10 +297,9 @@ def _build_onnx(path: Path) -> _Built:
     import onnx
 
     try:
-        from onnx2torch import convert
-    except ImportError:
-        raise ModelFileError("ONNX models need the onnx2torch package: pip install onnx2torch.") from None
-    proto = onnx.load(str(path))
+        proto = onnx.load(str(path))
+    except Exception as exc:  # e.g. external data outside the model's folder, or missing
+        raise ModelFileError(f"ONNX model '{path.name}' cannot be read ({one_line(exc)}).") from None
     size = None
     inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     if len(inputs) != 1:
@@ -304,11 +312,71 @@ def _build_onnx(path: Path) -> _Built:
             raise ModelFileError(f"ONNX model '{path.name}' takes {dims[1]} channels; percviz needs N×3×H×W.")
         if dims[2] > 0 and dims[2] == dims[3]:
             size = dims[2]
+    net, how = convert_onnx(proto, path.name, size or 224)
+    return _Built(net, f"ONNX file {path} (converted by onnx2torch{how})", f"{path.name} (ONNX)", size)
+
+
+#: The oldest opset :func:`convert_onnx` lowers a model to (onnx2torch covers opsets 9–16 fully).
+OLDEST_OPSET = 13
+
+
+def convert_onnx(proto: Any, name: str, size: int) -> tuple[nn.Module, str]:
+    """``(net, how)``: ``proto`` converted to torch by onnx2torch.
+
+    onnx2torch lacks converters for some operator versions of current opsets (``torch.onnx.export``
+    writes opset 20, e.g. Constant-19 and ReduceMean-18). Such a model is first lowered with ONNX's
+    own ``version_converter`` to the newest opset onnx2torch converts, and the converted net's
+    output on a seeded ``1×3×size×size`` input is checked against ONNX's reference evaluator on the
+    original graph. ``how`` says what was done (empty when the model converted as it was).
+    """
+    from onnx import version_converter
+
     try:
-        net = convert(proto)
+        from onnx2torch import convert
+    except ImportError:
+        raise ModelFileError("ONNX models need the onnx2torch package: pip install onnx2torch.") from None
+    try:
+        return convert(proto), ""
+    except NotImplementedError as exc:
+        missing = one_line(exc)
     except Exception as exc:
-        raise ModelFileError(f"ONNX model '{path.name}' cannot be converted to torch ({exc}).") from None
-    return _Built(net, f"ONNX file {path} (converted by onnx2torch)", f"{path.name} (ONNX)", size)
+        raise ModelFileError(f"ONNX model '{name}' cannot be converted to torch ({one_line(exc)}).") from None
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    for target in range(opset - 1, OLDEST_OPSET - 1, -1):
+        try:
+            net = convert(version_converter.convert_version(proto, target))
+        except Exception:
+            continue
+        return net, f" after lowering opset {opset} to {target}; " + _reference_check(proto, net, name, size)
+    raise ModelFileError(
+        f"ONNX model '{name}' uses an operator that onnx2torch cannot convert ({missing}), also after "
+        f"lowering its opset {opset} as far as {OLDEST_OPSET}."
+    )
+
+
+def _reference_check(proto: Any, net: nn.Module, name: str, size: int) -> str:
+    """Compare ``net`` with ONNX's reference evaluator on one seeded input; refuse a mismatch."""
+    import numpy as np
+    from onnx.reference import ReferenceEvaluator
+
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    try:
+        (ref, *_) = ReferenceEvaluator(proto).run(None, {proto.graph.input[0].name: x.numpy()})
+    except Exception as exc:
+        return f"not checked against ONNX's reference evaluator ({one_line(exc, 80)})"
+    with torch.no_grad():
+        out = net(x)
+    ref_t = torch.from_numpy(np.asarray(ref, dtype=np.float32))
+    if not isinstance(out, torch.Tensor) or out.shape != ref_t.shape:
+        raise ModelFileError(f"ONNX model '{name}': its lowered opset changes the output's shape.")
+    diff = float((out.float() - ref_t).abs().max())
+    scale = float(ref_t.abs().max()) or 1.0
+    if not diff <= 1e-4 * scale + 1e-5:
+        raise ModelFileError(
+            f"ONNX model '{name}': lowered to an older opset it computes something else (max |Δ| "
+            f"{diff:.3g} against ONNX's reference evaluator), so percviz does not use it."
+        )
+    return f"output within {diff:.1e} of ONNX's reference evaluator"
 
 
 def _build_arch(text: str) -> _Built:

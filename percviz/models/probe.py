@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from percviz.errors import ModelFileError, one_line
+from percviz.errors import ModelFileError, one_line, out_of_memory_text
 
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 MAX_FEATURE_LAYERS = 5
@@ -56,8 +56,14 @@ def probe(net: nn.Module, size: int) -> Probe:
         with torch.no_grad():
             out = net(torch.full((2, 3, size, size), 0.5))
     except Exception as exc:
+        if out_of_memory_text(exc):
+            raise ModelFileError(
+                f"The model asks for more memory than this machine has on a 2×3×{size}×{size} input "
+                f"({one_line(exc)}); percviz cannot run it here."
+            ) from None
         raise ModelFileError(
-            f"The model fails on a 2×3×{size}×{size} input ({one_line(exc)}); set input_size."
+            f"The model fails on a 2×3×{size}×{size} input ({one_line(exc)}); if it expects another "
+            "image size, set input_size."
         ) from None
     finally:
         for h in handles:

@@ -318,6 +318,7 @@ def regressor_spec(model_id: str, input_size: int | None = None) -> RegressorSpe
 
 
 def _load_torchscript(path: str) -> nn.Module:
+    from percviz.models.custom import load_torchscript
     from percviz.serving.hosted import hosted_mode
 
     if hosted_mode():
@@ -328,7 +329,7 @@ def _load_torchscript(path: str) -> nn.Module:
     if not zipfile.is_zipfile(file):
         raise ModelUnavailableError(f"'{path}' is not a TorchScript archive (only TorchScript is loaded).")
     try:
-        return torch.jit.load(str(file), map_location="cpu")
+        return load_torchscript(file)
     except Exception as exc:
         raise ModelUnavailableError(f"'{path}' could not be loaded as TorchScript ({exc}).") from None
 

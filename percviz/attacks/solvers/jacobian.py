@@ -7,7 +7,11 @@ stored.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -25,6 +29,15 @@ PROBES = 8
 CHUNK = 32
 
 
+@functools.cache
+def _quiet_forward_mode() -> None:
+    """``torch.func.jvp``'s first call imports torch's JVP decompositions, which call the deprecated
+    ``torch.jit.script`` and print a FutureWarning on stderr; import them once with it silenced."""
+    with warnings.catch_warnings(), contextlib.suppress(ImportError):  # a torch without it is quiet
+        warnings.simplefilter("ignore", FutureWarning)
+        importlib.import_module("torch._decomp.decompositions_for_jvp")
+
+
 class Jacobian:
     """``J = ∂f/∂x`` at ``x`` (block diagonal over the batch), applied without storing it.
 
@@ -34,6 +47,7 @@ class Jacobian:
     """
 
     def __init__(self, ctx: AttackContext, x: torch.Tensor) -> None:
+        _quiet_forward_mode()
         self.ctx = ctx
         self.x = x
         pair = torch.func.vjp(ctx.model, x)
