@@ -54,6 +54,11 @@ for family, ids in families.items():
             st.write(spec.summary)
             if spec.formula:
                 st.latex(formula_lines(spec.formula))
+            for name, variants in spec.formula_variants.items():
+                for choice, text in variants.items():
+                    if text != spec.formula:
+                        st.caption(f"With {name} = {choice} (default {spec.param(name).default}):")
+                        st.latex(formula_lines(text))
             if spec.bound:
                 st.caption(f"Constraint: {spec.bound}")
             st.caption(

@@ -80,8 +80,10 @@ def test_regression_curve_runs_on_the_queue_and_cancels(server: str) -> None:
         page.goto(f"{server}/Regression")
         page.get_by_role("heading", name="Regression").first.wait_for()
         _settle(page)
-        assert page.get_by_text("power iterations (p = 2) / sign blocks (p = ∞)").count() == 1
+        assert page.get_by_text("iterations (p = 2) / sign blocks (p = ∞)").count() == 1
+        assert page.get_by_text("solver", exact=True).count() == 1  # Lanczos or power: p = 2 only
         assert page.get_by_text("candidates", exact=True).count() == 0  # p = 2 does not use it
+        assert page.get_by_text("L1 rule", exact=True).count() == 0
         eps = page.get_by_label("ε values (comma-separated; empty = default grid)")
         eps.fill(", ".join(f"{0.1 * (i + 1):.1f}" for i in range(30)))
         eps.press("Tab")

@@ -265,6 +265,26 @@ def test_targeted_run_whose_target_is_already_the_class_is_refused(tiny: Classif
     assert result.info["already_target"][1:] == (labels[1:] == labels[0]).tolist()
 
 
+def test_an_evaluation_reports_each_image_already_at_its_target(tiny: Classifier, photos32) -> None:
+    """In a batch, an image already of the target class keeps η = 0 (it has reached the target);
+    each row and the summary say so, instead of a silent zero perturbation."""
+    from percviz.evaluation import EvalImage, evaluate, make_runs, summarize
+
+    batch = photos32
+    labels = tiny(batch).argmax(1)
+    images = [EvalImage.from_pixels(f"im{i}", im.permute(1, 2, 0).numpy()) for i, im in enumerate(batch)]
+    out = evaluate(tiny, images, make_runs(["fgsm"], {"target": int(labels[0]), "eps": 0.01}), explain=False)
+    flags = [row["already_target"] for row in out.rows]
+    assert flags[0] and flags == (labels == labels[0]).tolist()
+    assert summarize(out.rows)[0]["already_target"] == sum(flags)
+    elsewhere = int(torch.arange(10)[~torch.isin(torch.arange(10), labels)][0])  # a class no image has
+    other = evaluate(tiny, images, make_runs(["fgsm"], {"target": elsewhere, "eps": 0.01}), explain=False)
+    assert [row["already_target"] for row in other.rows] == [False] * len(images)
+    assert summarize(other.rows)[0]["already_target"] == 0
+    untargeted = evaluate(tiny, images, make_runs(["fgsm"], {"eps": 0.01}), explain=False)
+    assert all(row["already_target"] is None for row in untargeted.rows)
+
+
 # ------------------------------------------------------------------------ hosted mode names no server path
 
 

@@ -113,8 +113,9 @@ def teaching(entry: Any, spec: AttackSpec, verdict_html: str, ok: bool) -> None:
     )
     sentence = lesson_sentence(entry.recipe.attack, dict(entry.recipe.params)) or spec.summary
     st.markdown(f"**{spec.title}.** {sentence}")
-    if spec.formula:
-        st.latex(spec.formula)
+    formula = spec.formula_for(dict(entry.recipe.params))
+    if formula:
+        st.latex(formula)
     left, right = st.columns(2, gap="large")
     left.image(entry.original, caption=f"original — {entry.before[0].label}", width="stretch")
     right.image(entry.adversarial, caption=f"adversarial — {entry.after[0].label}", width="stretch")

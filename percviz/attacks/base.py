@@ -163,6 +163,17 @@ class AttackSpec:
     cost_params: tuple[str, ...] = ()
     constraints: tuple[Constraint, ...] = ()
     task: Literal["classification", "regression"] = "classification"
+    #: ``{param: {choice: formula}}``: the formula shown when that choice is in use (e.g. a
+    #: ranking rule other than the paper's); :meth:`formula_for` picks it.
+    formula_variants: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def formula_for(self, values: Mapping[str, Any] | None = None) -> str:
+        """The formula of the method these parameter values run (defaults where not given)."""
+        chosen = {**self.defaults(), **(values or {})}
+        for name, variants in self.formula_variants.items():
+            if str(chosen.get(name)) in variants:
+                return variants[str(chosen[name])]
+        return self.formula
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -193,6 +204,7 @@ class AttackSpec:
             "source": self.source,
             "summary": self.summary,
             "formula": self.formula,
+            "formula_variants": {k: dict(v) for k, v in self.formula_variants.items()},
             "bound": self.bound,
             "params": [p.as_dict() for p in self.params],
             "presets": {

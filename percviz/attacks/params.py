@@ -29,6 +29,24 @@ EPS_L2 = Param(
     label="ε (L2)",
     symbol="ε",
 )
+SUBSET_SCORE = Param(
+    name="subset_score",
+    kind="choice",
+    default="box",
+    choices=("box", "abs"),
+    help="How subsets are ranked: abs = Σ|∇L| over the subset (the paper's eq. 22); box = the "
+    "linearised gain Σ ∇L·(clip(x + ε·sign ∇L) − x), which skips values already at 0 or 1.",
+    source="Balda et al. eq. 22",
+    label="subset ranking",
+)
+#: The formulas of the two subset rankings (Balda et al. eq. 22 and its box-aware form).
+SUBSET_FORMULAS = {
+    "abs": r"s^*=\arg\max_s\sum_{i\in S_s}|\nabla L(x,\tilde\eta)_i|,\quad"
+    r"\eta_{S_{s^*}}=\varepsilon\,\mathrm{sign}(\nabla L(x,\tilde\eta)_{S_{s^*}})",
+    "box": r"s^*=\arg\max_s\sum_{i\in S_s}\nabla L_i\,\big(\mathrm{clip}_{[0,1]}(x_i+\varepsilon\,"
+    r"\mathrm{sign}\,\nabla L_i)-x^{(t)}_i\big),\quad x^{(t+1)}_{S_{s^*}}=\mathrm{clip}_{[0,1]}"
+    r"(x+\varepsilon\,\mathrm{sign}\,\nabla L)_{S_{s^*}}",
+}
 STEPS = Param(name="steps", kind="int", default=10, low=1, high=1000, help="Number of iterations.")
 STEP_SIZE = Param(
     name="step_size",

@@ -37,7 +37,16 @@ from percviz.attacks._norms import (
 from percviz.attacks.base import AttackContext, AttackOutput, AttackSpec, register, validate_batch
 from percviz.attacks.bounds import Constraint
 from percviz.attacks.losses import is_adversarial, objective, pair_margin
-from percviz.attacks.params import EPS_LINF, KAPPA, LOSS, STEPS, TARGET, with_default
+from percviz.attacks.params import (
+    EPS_LINF,
+    KAPPA,
+    LOSS,
+    STEPS,
+    SUBSET_FORMULAS,
+    SUBSET_SCORE,
+    TARGET,
+    with_default,
+)
 from percviz.attacks.schema import Param
 
 SOURCE = "Balda et al. 2019, Perturbation Analysis of Learning Algorithms"
@@ -105,16 +114,6 @@ DITHER_SCHEDULE = Param(
     "the paper's 'PGD as a special case'); linear = ε̃·(T − t + 1)/T, decaying to ε̃/T.",
     source="Balda et al., Algorithm 1 (ε̃_1, …, ε̃_T); §III-C",
     label="dithering schedule",
-)
-SUBSET_SCORE = Param(
-    name="subset_score",
-    kind="choice",
-    default="box",
-    choices=("box", "abs"),
-    help="How subsets are ranked: abs = Σ|∇L| over the subset (the paper's eq. 22); box = the "
-    "linearised gain Σ ∇L·(clip(x + ε·sign ∇L) − x), which skips values already at 0 or 1.",
-    source="Balda et al. eq. 22",
-    label="subset ranking",
 )
 SUBSETS = Param(
     name="subsets",
@@ -421,8 +420,8 @@ register(
         "the unused subset with the largest summed gradient magnitude and pushes it by ε along the "
         "gradient sign. subsets = 1 is the single-pixel attack; more rounds give the multiple-subset "
         "attack (the paper's linear-pixel-T).",
-        formula=r"s^* = \arg\max_s \sum_{i \in S_s} |\nabla L(x,\tilde\eta)_i|,\quad"
-        r"\eta_{s^*} = \varepsilon\,\mathrm{sign}\big(\nabla L(x,\tilde\eta)_{S_{s^*}}\big)",
+        formula=SUBSET_FORMULAS["box"],
+        formula_variants={"subset_score": SUBSET_FORMULAS},
         params=(
             with_default(EPS_LINF, 1.0, help="L∞ change of the values in a chosen subset."),
             SUBSETS,

@@ -36,7 +36,7 @@ from percviz.attacks.base import (
     register,
 )
 from percviz.attacks.bounds import Constraint
-from percviz.attacks.params import STEPS, with_default
+from percviz.attacks.params import STEPS, SUBSET_FORMULAS, SUBSET_SCORE, with_default
 from percviz.attacks.schema import Param
 from percviz.attacks.solvers.jacobian import (
     PROBES,
@@ -46,6 +46,7 @@ from percviz.attacks.solvers.jacobian import (
     _unit,
     column_norm_estimate,
     exact_column_norms,
+    lanczos_top_singular_vector,
     top_singular_vector,
 )
 
@@ -84,44 +85,63 @@ def snap_linf(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
 def quad_l2(
     ctx: AttackContext, x: torch.Tensor, y0: torch.Tensor, params: dict[str, Any]
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """quadratic-ℓ2 (eq. 13): ``η = ±ε v_max``."""
+    """quadratic-ℓ2 (eq. 13): ``η = ±ε v_max``, ``v_max`` by Lanczos (default) or power iteration."""
     jac = Jacobian(ctx, x)
-    v, info = top_singular_vector(ctx, jac, params["steps"])
+    solve = lanczos_top_singular_vector if params["solver"] == "lanczos" else top_singular_vector
+    v, info = solve(ctx, jac, params["steps"])
     eta = params["eps"] * (1.0 - 1e-6) * v
     return eta, info
+
+
+def l1_room(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``N×M`` how far each value can move inside [0, 1] in its roomier direction, at most ε:
+    ``min(ε, max(x_k, 1 − x_k))``."""
+    flat = x.flatten(1).double()
+    return torch.minimum(torch.maximum(flat, 1.0 - flat), torch.tensor(eps, dtype=torch.float64))
 
 
 def quad_l1(
     ctx: AttackContext, x: torch.Tensor, y0: torch.Tensor, params: dict[str, Any]
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """quadratic-ℓ1 (eq. 14): ``η = ±ε e_k*``, ``k* = argmax_k ‖J_k‖``.
+    """quadratic-ℓ1 (eq. 14): ``η = ±ε e_k*``.
 
+    ``l1_rule = paper``: ``k* = argmax_k ‖J_k‖`` (eq. 14, blind to the [0, 1] box: a value near
+    0 or 1 cannot move by ε). ``box`` (default): ``k* = argmax_k ‖J_k‖·room_k`` with ``room_k =
+    min(ε, max(x_k, 1 − x_k))``, the linearised objective ``‖J η‖`` that survives clipping.
     Exact when ``candidates ≥ M`` (every column measured by a JVP). Otherwise the argmax is
-    approximated: coordinates are ranked by :func:`column_norm_estimate` and only the top
-    ``candidates`` columns are measured exactly.
+    approximated: coordinates are ranked by :func:`column_norm_estimate` (times the room for
+    ``box``) and only the top ``candidates`` columns are measured exactly.
     """
     jac = Jacobian(ctx, x)
-    m = x[0].numel()
+    n, m = x.shape[0], x[0].numel()
     cand = min(params["candidates"], m)
+    box = params["l1_rule"] == "box"
+    room = l1_room(x, params["eps"])
     if cand == m:
-        coords = torch.arange(m, device=x.device).expand(x.shape[0], m)
+        coords = torch.arange(m, device=x.device).expand(n, m)
     else:
-        coords = column_norm_estimate(ctx, jac).topk(cand, dim=1).indices
+        estimate = column_norm_estimate(ctx, jac)
+        coords = (estimate * room.pow(2) if box else estimate).topk(cand, dim=1).indices
     norms = exact_column_norms(jac, coords)
-    best = norms.argmax(dim=1)
-    rows = torch.arange(x.shape[0], device=x.device)
+    reach = room.gather(1, coords)
+    best = (norms * reach if box else norms).argmax(dim=1)
+    rows = torch.arange(n, device=x.device)
     k = coords[rows, best]
+    up = x.flatten(1)[rows, k] <= 0.5  # the roomier direction (the true f still picks the sign)
     eta = torch.zeros_like(x).flatten(1)
-    eta[rows, k] = params["eps"]
+    eta[rows, k] = torch.where(up, params["eps"], -params["eps"]).to(x.dtype)
     ctx.step(1, 1, column_norm=norms[rows, best].mean())
     return eta.view_as(x), {
+        "l1_rule": "box-aware ‖J_k‖·room_k" if box else "paper eq. 14 ‖J_k‖",
         "coordinate": k.tolist(),
         "column_norm": norms[rows, best].tolist(),
+        "room": reach[rows, best].tolist(),
+        "linearised_objective": (norms[rows, best] * reach[rows, best]).tolist(),
         "columns_measured": cand,
         "exact": cand == m,
         "ranking": "all columns"
         if cand == m
-        else f"top {cand} of {m} by a {PROBES}-probe estimate of ‖J_k‖²",
+        else f"top {cand} of {m} by a {PROBES}-probe estimate of ‖J_k‖²" + (" × room²" if box else ""),
     }
 
 
@@ -155,7 +175,9 @@ def quad_linf(
         a = jac.jvp(rho.view_as(x))
         if ctx.step(b + 1, blocks, quadratic_objective=_dot(a, a).mean()):
             break
-    return params["eps"] * rho.view_as(x), {"greedy_blocks": blocks, "exact_eq19": blocks == m - 1}
+    exact = blocks == m - 1 and params["candidates"] >= m
+    method = "exact eq. 19" if exact else f"block-greedy approximation of eq. 19 ({blocks} blocks)"
+    return params["eps"] * rho.view_as(x), {"greedy_blocks": blocks, "exact_eq19": exact, "method": method}
 
 
 _QUAD = {1.0: quad_l1, 2.0: quad_l2, math.inf: quad_linf}
@@ -217,8 +239,9 @@ def reg_subset(ctx: AttackContext, x: torch.Tensor, y0: torch.Tensor, params: di
     """linear-pixel-T: multiple subset attack (eq. 21–22, §V), T = ``subsets`` rounds.
 
     Each round takes ``g = ∇L(x, η̃_t)`` at a point dithered within ε̃ (L∞) of the current iterate
-    and sets the unused subset with the largest gain ``Σ g_i·(clip(x_i + ε·sign g_i) − x_i)`` (eq.
-    22's ``Σ|g_i|`` with the [0, 1] box) to ``clip(x + ε·sign g)``.
+    and sets the unused subset with the best score to ``clip(x + ε·sign g)``: ``subset_score =
+    abs`` ranks by ``Σ|g_i|`` (the paper's eq. 22), ``box`` (default) by the gain that survives
+    the [0, 1] box, ``Σ g_i·(clip(x_i + ε·sign g_i) − x_i^{(t)})``.
     """
     eps, rounds, size = params["eps"], params["subsets"], params["subset_size"]
     radius = min(params["dither"], eps)
@@ -233,7 +256,8 @@ def reg_subset(ctx: AttackContext, x: torch.Tensor, y0: torch.Tensor, params: di
             x_eval = (x_adv + random_in_ball(ctx, x.shape, math.inf, radius)).clamp(0.0, 1.0)
         grad, value, _ = ctx.gradient(x_eval, obj)
         moved = (x + eps * grad.sign()).clamp(0.0, 1.0)
-        score = _block_sums((grad * (moved - x_adv)).sum(dim=1), size).masked_fill(used, float("-inf"))
+        gain = grad.abs() if params["subset_score"] == "abs" else grad * (moved - x_adv)
+        score = _block_sums(gain.sum(dim=1), size).masked_fill(used, float("-inf"))
         best = score.argmax(dim=1)
         pick = score[rows, best] > 0
         chosen = torch.zeros_like(used)
@@ -324,9 +348,12 @@ register(
         family=FAMILY,
         source=f"{SOURCE}, §III-A eq. 12–14, §IV-A eq. 19",
         summary="Linearise the model and maximise the linearised output change ‖Jη‖² within the budget. "
-        "For L2 the answer is ε times the Jacobian's top right singular vector, found by power iteration "
-        "with Jacobian-vector products (the Jacobian is never stored); for L1 the single most sensitive "
-        "value; for L∞ a greedy choice of signs. One shot, no iterations on the input.",
+        "For L2 the answer is ε times the Jacobian's top right singular vector, found with "
+        "Jacobian-vector products (the Jacobian is never stored) by Lanczos — the paper names power "
+        "iteration, kept as solver = power, which converges far more slowly when σ₂ ≈ σ₁; for L1 the "
+        "single value whose column times its room inside [0, 1] is largest (the paper's largest column "
+        "with L1 rule = paper); for L∞ a block-greedy approximation of eq. 19's sign rule (exact with "
+        "M − 1 blocks). One shot, no iterations on the input.",
         formula=r"\max_{\|\eta\|_p\le\varepsilon}\|J_f(x)\,\eta\|_2^2,\quad p=2:\ \eta=\pm\varepsilon\,v_{\max}(J_f^\top J_f)",
         params=(
             P_REG,
@@ -334,14 +361,38 @@ register(
             Param(
                 name="steps",
                 kind="int",
-                default=30,
+                default=40,
                 low=1,
                 high=1000,
-                help="p = 2: power iterations at most (stops when the Rayleigh quotient has converged); "
-                "p = ∞: greedy sign blocks (more = closer to eq. 19).",
+                help="p = 2: Lanczos (or power) iterations at most, one JVP and one VJP each; stops when "
+                "the residual ‖JᵀJv − λv‖/λ is below 1e-6; p = ∞: sign blocks of the block-greedy "
+                "eq. 19 (more = closer; M − 1 with candidates ≥ M = exact eq. 19).",
                 source=f"{SOURCE}, eq. 13 and 19",
-                label="power iterations (p = 2) / sign blocks (p = ∞)",
+                label="iterations (p = 2) / sign blocks (p = ∞)",
                 used_when=(("p", ("2", "inf")),),
+            ),
+            Param(
+                name="solver",
+                kind="choice",
+                default="lanczos",
+                choices=("lanczos", "power"),
+                help="p = 2: how v_max is found. lanczos (default): Krylov iteration with full "
+                "reorthogonalisation, reaches v_max when σ₂/σ₁ is near 1; power: the paper's power "
+                "iteration (eq. 13), which then returns a mix of the top singular vectors.",
+                source=f"{SOURCE}, eq. 13",
+                used_when=(("p", ("2",)),),
+            ),
+            Param(
+                name="l1_rule",
+                kind="choice",
+                default="box",
+                choices=("box", "paper"),
+                help="p = 1: which value changes. box (default): the largest ‖J_k‖·min(ε, room_k), "
+                "room_k = max(x_k, 1 − x_k), what survives clipping to [0, 1]; paper: the largest "
+                "column ‖J_k‖ (eq. 14), which may pick a value that can barely move.",
+                source=f"{SOURCE}, eq. 14",
+                label="L1 rule",
+                used_when=(("p", ("1",)),),
             ),
             Param(
                 name="candidates",
@@ -404,10 +455,11 @@ register(
         family=FAMILY,
         source=f"{SOURCE}, §IV-B eq. 21–22, §V (multiple subsets), §VI-B linear-pixel-T",
         summary="Changes only T pixels (3 values each) or small blocks: each round linearises the output "
-        "distortion at a dithered point and pushes the unused pixel with the largest gain by ε along the "
-        "gradient sign. subsets = 1 is the single-pixel attack.",
-        formula=r"s^*=\arg\max_s\sum_{i\in S_s}|\nabla L(x,\tilde\eta)_i|,\quad"
-        r"\eta_{S_{s^*}}=\varepsilon\,\mathrm{sign}(\nabla L(x,\tilde\eta)_{S_{s^*}})",
+        "distortion at a dithered point and pushes the unused pixel with the best score by ε along the "
+        "gradient sign — by default the gain that survives the [0, 1] box; the paper's Σ|∇L| (eq. 22) "
+        "with subset ranking = abs. subsets = 1 is the single-pixel attack.",
+        formula=SUBSET_FORMULAS["box"],
+        formula_variants={"subset_score": SUBSET_FORMULAS},
         params=(
             Param(
                 name="eps",
@@ -438,11 +490,17 @@ register(
                 help="Side of the square blocks forming the subsets (1 = single pixels).",
                 source=f"{SOURCE}, §IV",
             ),
+            SUBSET_SCORE,
             with_default(DITHER_REG, 0.05, unit="L∞, [0,1] units (capped at ε)"),
         ),
         fn=reg_subset,
         presets={
             "linear-pixel-100 (ε = 1)": {"eps": 1.0, "subsets": 100},
+            "paper linear-pixel-100 (ε = 1, Σ|∇L| ranking)": {
+                "eps": 1.0,
+                "subsets": 100,
+                "subset_score": "abs",
+            },
             "single pixel (ε = 1)": {"eps": 1.0, "subsets": 1},
         },
         bound="at most subsets·subset_size² pixels change, each value by ≤ ε",

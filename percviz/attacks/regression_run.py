@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from percviz.attacks._norms import TINY
+from percviz.attacks._norms import TINY, lp_norm, parse_p
 from percviz.attacks.base import (
     AttackCancelled,
     AttackContext,
@@ -36,7 +36,8 @@ class RegressionResult:
 
     ``output`` / ``output_adv`` are ``f(x)`` and ``f(x_adv)`` (``N×3×H×W`` or ``N×K``).
     ``metrics`` has one dict per image: input ``psnr``, ``ssim`` (images ≥ 11 px), ``l2``, ``linf``,
-    ``l0`` and output ``output_mse``, ``output_psnr``, ``output_l2``. ``within_bound`` is per image:
+    ``l0``, the realised budget ``eta_norm`` (``‖η‖_p`` in the attack's norm) and ``eta_norm_ratio``
+    (over ε), and output ``output_mse``, ``output_psnr``, ``output_l2``. ``within_bound`` is per image:
     every hard constraint of the attack holds, re-measured against the original.
     """
 
@@ -90,6 +91,18 @@ def _input_metrics(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tens
     if min(x.shape[-2:]) >= 11:
         out["ssim"] = ssim(x.float(), x_adv.float())
     return out
+
+
+@torch.no_grad()
+def budget_use(x: torch.Tensor, x_adv: torch.Tensor, values: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """``eta_norm``: the realised ``‖x_adv − x‖_p`` in the attack's own norm (its ``p``; L∞ for the
+    pixel attacks), after clipping to [0, 1]; ``eta_norm_ratio``: that over ε (1 = the whole budget
+    used; clipping makes it smaller, which the Fig. 4 curve shows by plotting against it)."""
+    p = parse_p(values.get("p", "inf"))
+    realised = lp_norm((x_adv.double() - x.double()), p)
+    eps = float(values.get("eps", 0.0))
+    ratio = realised / eps if eps > 0 else torch.zeros_like(realised)
+    return {"eta_norm": realised, "eta_norm_ratio": ratio}
 
 
 def _check_regressor(model: torch.nn.Module) -> None:
@@ -146,7 +159,11 @@ def run_regression_attack(
     for check in bounds:
         if check["kind"] == "hard":
             within &= torch.tensor(check["within"], dtype=torch.bool)
-    columns = {**_input_metrics(x0, x_adv), **output_metrics(y0, y_adv, y0.shape == x0.shape)}
+    columns = {
+        **_input_metrics(x0, x_adv),
+        **budget_use(x0, x_adv, values),
+        **output_metrics(y0, y_adv, y0.shape == x0.shape),
+    }
     metrics = [{k: float(v[i]) for k, v in columns.items()} for i in range(x0.shape[0])]
     return RegressionResult(
         attack_id=attack_id,

@@ -61,6 +61,8 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], distortion: str = "l2") ->
         "fooling_rate": _mean(bool(r["fooled"]) for r in rows),
         "success_rate": _mean(bool(r["success"]) for r in rows),
         "within_bound_rate": _mean(bool(r.get("within_bound", True)) for r in rows),
+        # targeted runs: images already of the target class (counted as reached, left unchanged)
+        "already_target": sum(bool(r.get("already_target")) for r in rows),
         "p_suc": _mean(suc_x),
         "mean_distortion": _mean(d for d, s in zip(d_x, suc_x, strict=True) if s),
         "distortion": distortion,

@@ -27,6 +27,7 @@ CSV_COLUMNS = (
     "prob_after",
     "true_label",
     "success",
+    "already_target",
     "fooled",
     "within_bound",
     "bound_excess",

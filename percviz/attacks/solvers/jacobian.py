@@ -1,8 +1,8 @@
 """Matrix-free access to the Jacobian ``J`` of a regression model ``f: R^M → R^K`` at ``x`` (Balda,
 Behboodi and Mathar, "Perturbation Analysis of Learning Algorithms", §IV): JVPs and VJPs counted as
-forward and backward passes, the top right singular vector by power iteration on ``JᵀJ`` (eq. 13),
-and column norms, estimated by random output probes or measured exactly (eq. 14). ``J`` is never
-stored.
+forward and backward passes, the top right singular vector of eq. 13 (by Lanczos on ``JᵀJ``, or
+by the power iteration the paper names), and column norms, estimated by random output probes or
+measured exactly (eq. 14). ``J`` is never stored.
 """
 
 from __future__ import annotations
@@ -21,8 +21,13 @@ from percviz.attacks.base import (
     AttackContext,
 )
 
-#: Power iteration stops once ``‖JᵀJv − λv‖ / λ`` is below this for every image.
+#: Power iteration and Lanczos stop once ``‖JᵀJv − λv‖ / λ`` is below this for every image.
 POWER_TOL = 1e-6
+#: Lanczos keeps at most this many float64 basis vectors in memory (all images together); when
+#: the basis is full it restarts from its current Ritz vector.
+LANCZOS_BASIS_BYTES = 256 * 2**20
+#: Bounds on the Lanczos basis length per restart cycle.
+LANCZOS_BASIS = (8, 64)
 #: Random output-space probes for the column-norm estimate that ranks coordinates (p = 1, ∞).
 PROBES = 8
 #: Replicated images per counted JVP call when column norms are measured exactly.
@@ -121,6 +126,8 @@ def top_singular_vector(
             break
     sigma = jac.jvp(v).flatten(1).double().norm(dim=1)
     return v, {
+        "solver": "power",
+        "iterations": done,
         "power_iterations": done,
         "rayleigh": lam.tolist(),
         "residual": residual.tolist(),
@@ -128,6 +135,87 @@ def top_singular_vector(
         "converged": bool((residual < tol).all()),
         "tolerance": tol,
     }
+
+
+def lanczos_top_singular_vector(
+    ctx: AttackContext, jac: Jacobian, steps: int, tol: float = POWER_TOL
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The top eigenvector of ``JᵀJ`` (eq. 13's ``v_max``) by Lanczos with full reorthogonalisation.
+
+    Per image (``J`` is block diagonal over the batch) from the same seeded Gaussian start as the
+    power iteration; each iteration costs one JVP and one VJP, like a power step, but converges
+    with the square root of the eigengap instead of the gap itself (the bundled autoencoder has
+    ``σ₂/σ₁`` up to 0.996, where 30 power steps are far from ``v_max``). The Ritz pair is taken
+    from the tridiagonal matrix each step; the residual ``‖JᵀJv − λv‖/λ = |β_j s_j|/λ`` decides
+    convergence (``tol``). The basis is kept in float64, at most :data:`LANCZOS_BASIS_BYTES`;
+    when full, Lanczos restarts from its current Ritz vector. Returns the unit vector ``v``
+    (``N×3×H×W``) and the diagnostics (as :func:`top_singular_vector`'s, with ``restarts``).
+    """
+    shape = jac.x.shape
+    n, m = shape[0], jac.x[0].numel()
+    room = LANCZOS_BASIS_BYTES // (8 * n * m)
+    basis_len = max(LANCZOS_BASIS[0], min(LANCZOS_BASIS[1], room))
+    ritz = _unit(ctx.randn(shape)).flatten(1).double()
+    theta = torch.zeros(n, dtype=torch.float64, device=ritz.device)
+    residual = torch.full_like(theta, math.inf)
+    done, restarts = 0, -1
+    while done < steps and not bool((residual < tol).all()):
+        restarts += 1
+        ritz, theta, residual, done, stop = _lanczos_cycle(
+            ctx, jac, ritz, min(basis_len, steps - done), done, steps, tol
+        )
+        if stop:
+            break
+    v = _unit(ritz.to(jac.x.dtype).view(shape))
+    sigma = jac.jvp(v).flatten(1).double().norm(dim=1)
+    return v, {
+        "solver": "lanczos",
+        "iterations": done,
+        "restarts": max(restarts, 0),
+        "rayleigh": theta.tolist(),
+        "residual": residual.tolist(),
+        "sigma_max": sigma.tolist(),
+        "converged": bool((residual < tol).all()),
+        "tolerance": tol,
+    }
+
+
+def _lanczos_cycle(
+    ctx: AttackContext, jac: Jacobian, start: torch.Tensor, length: int, done: int, steps: int, tol: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, bool]:
+    """One Lanczos run of at most ``length`` steps from ``start`` (``N×M`` float64, unit rows).
+
+    Returns ``(ritz vector N×M, Ritz value N, residual N, iterations done in total, stopped)``;
+    ``stopped`` when the progress callback asked to stop.
+    """
+    shape = jac.x.shape
+    basis = [start]
+    alphas: list[torch.Tensor] = []
+    betas: list[torch.Tensor] = []
+    for j in range(length):
+        w = jac.vjp(jac.jvp(basis[-1].to(jac.x.dtype).view(shape))).flatten(1).double()
+        alphas.append((w * basis[-1]).sum(1))
+        q = torch.stack(basis, 1)  # N×j×M
+        for _ in range(2):  # full reorthogonalisation, twice ("twice is enough")
+            w = w - torch.einsum("njm,nj->nm", q, torch.einsum("njm,nm->nj", q, w))
+        beta = w.norm(dim=1)
+        tri = torch.diag_embed(torch.stack(alphas, 1))
+        if betas:
+            off = torch.stack(betas, 1)
+            tri = tri + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+        values, vectors = torch.linalg.eigh(tri)
+        theta = values[:, -1]
+        residual = (beta * vectors[:, -1, -1]).abs() / theta.abs().clamp_min(TINY)
+        done += 1
+        stop = ctx.step(done, steps, rayleigh=theta.mean(), residual=residual.max())
+        if stop or j == length - 1 or bool((residual < tol).all()):
+            ritz = torch.einsum("njm,nj->nm", q, vectors[:, :, -1])
+            return ritz / ritz.norm(dim=1, keepdim=True).clamp_min(TINY), theta, residual, done, stop
+        betas.append(beta)
+        # an image whose Krylov space is exhausted (β ≈ 0, residual 0) continues with zero vectors
+        alive = beta > 1e-12 * theta.abs()
+        basis.append(torch.where(alive[:, None], w / beta.clamp_min(TINY)[:, None], 0.0))
+    raise AssertionError("unreachable: the loop returns at its last step")
 
 
 def column_norm_estimate(ctx: AttackContext, jac: Jacobian, probes: int = PROBES) -> torch.Tensor:
