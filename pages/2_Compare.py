@@ -1,6 +1,5 @@
 """Compare: several attacks on one image in one grid (Pochimireddy et al. 2021 Fig. 3 layout), at matched strength."""
 
-import textwrap
 from typing import Any
 
 import streamlit as st
@@ -8,15 +7,16 @@ import streamlit as st
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
-from percviz.figures import FigureRow
+from percviz.figures import SSIM_COLORSCALE, FigureRow
 from percviz.models.classifier import imagenet_labels
 from percviz.serving.hosted import check_params, current_limits
 from percviz.workflows import CompareRow, Comparison, compare_work
 from ui import jobs, results, views
-from ui.common import image_input, model_choice, page_setup, render_done, short_label
+from ui.common import image_input, model_choice, page_setup, render_done
 from ui.params import attack_block
 
 P = "cmp"
+CMAP_KEY = f"{P}_ssim_cmap"  # the figure's SSIM colour map, on screen and in its downloads
 page_setup(
     "Compare",
     "Several attacks on one image, side by side: the adversarial image, its SSIM maps per channel and "
@@ -95,17 +95,11 @@ def _stored(result: Comparison, meta: dict) -> str | None:
 def draw(comparison: Comparison, rows: list[CompareRow], key: tuple) -> list[FigureRow]:
     """The grid of ``rows`` (each row's GradCAM++ computed when first drawn) and their table."""
     fig_rows = comparison.figure_rows_of(rows, imagenet_labels())  # views are kept with each row
-    row_titles = [
-        "<br>".join(
-            [
-                *(f"<b>{part}</b>" for part in textwrap.wrap(fr.title, 16)),
-                f"{'✔' if bool(row.result.success[0]) else '✘'} {short_label(row.after[0].label)}",
-                f"{row.after[0].probability:.0%} · SSIM {row.metrics['ssim']:.3f}",
-            ]
-        )
-        for fr, row in zip(fig_rows, rows, strict=True)
-    ]
-    views.show((*key, "mosaic"), lambda: pv_figures.rows_figure(fig_rows, row_titles, cell_px=170))
+    colormap = st.session_state.get(CMAP_KEY, SSIM_COLORSCALE)
+    views.show(
+        (*key, "mosaic", colormap),
+        lambda: pv_figures.rows_figure(fig_rows, cell_px=170, ssim_colormap=colormap),
+    )
     table = {
         "attack": [r.attack for r in rows],
         "method": [attacks[r.attack].title if r.attack in attacks else r.attack for r in rows],
@@ -153,15 +147,26 @@ if comparison is None or not comparison.rows:
 
 b0 = comparison.before[0]
 st.markdown(f"**{comparison.image_name}** — the model says **{b0.label}** ({b0.probability:.0%}).")
-st.caption(
+caption, choice = st.columns([2, 1], vertical_alignment="bottom")
+caption.caption(
     "Columns: the adversarial image, its local SSIM map per channel (dark = distorted) and GradCAM++ "
-    "of the adversarial image for its new class. The figure downloads below show exactly these panels."
+    "of the adversarial image for its new class, with the region CAM > 0.75 outlined in white. The "
+    "figure downloads below are this figure: the same panels, colours, outline and row captions."
+)
+choice.selectbox(
+    "SSIM colour map",
+    list(pv_figures.SSIM_COLORMAPS),
+    format_func=pv_figures.SSIM_COLORMAPS.get,
+    key=CMAP_KEY,
+    help="For the figure on screen and its downloads alike: viridis, as every SSIM map of the app, "
+    "or grey, as Pochimireddy et al. 2021 Fig. 3.",
 )
 fig_rows = draw(comparison, list(comparison.rows), (id(comparison),))
 
 
 def export(fmt: str) -> bytes:
-    return pv_figures.export_figure(fig_rows, fmt, dpi=200)
+    colormap = st.session_state.get(CMAP_KEY, SSIM_COLORSCALE)
+    return pv_figures.export_figure(fig_rows, fmt, dpi=200, ssim_colormap=colormap)
 
 
 results.figure_buttons(st.columns(3), export, "percviz-compare", f"{P}_fig")

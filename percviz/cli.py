@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     fig.add_argument("--recipe", required=True, action="append", help="recipe JSON (repeat for rows)")
     fig.add_argument("--out", required=True, help="output file: .png, .svg or .pdf")
     fig.add_argument("--device", default=None)
+    fig.add_argument(
+        "--ssim-colormap",
+        choices=("viridis", "gray"),
+        default="viridis",
+        help="SSIM maps in viridis (as the app shows them; default) or grey (as Pochimireddy et al. "
+        "2021 Fig. 3)",
+    )
 
     ev = sub.add_parser(
         "evaluate",
@@ -442,7 +449,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from percviz.recipes import Recipe
 
     recipes = [Recipe.load(path) for path in args.recipe]
-    render_recipes(recipes, Path(args.out), device=args.device)
+    render_recipes(recipes, Path(args.out), device=args.device, ssim_colormap=args.ssim_colormap)
     print(f"wrote {args.out}")
     return 0
 

@@ -135,8 +135,9 @@ def test_compare_grid_labels_and_downloads_fit_and_the_pdf_exports(server: str, 
     )
     assert outside == 0
     titles = chart.evaluate("c => [...c.querySelectorAll('.annotation')].map(a => a.textContent).join(' | ')")
-    assert "new class" in titles and "FGSM" in titles
+    assert "new class" in titles and "FGSM" in titles and "prec." in titles  # the print's captions
     assert page.evaluate(CLIPPED_JS) == []
+    page.screenshot(path="/tmp/percviz-compare.png", full_page=True)
     with page.expect_download() as download:
         page.get_by_role("button", name="Figure PDF").first.click()
     pdf = tmp_path / "compare.pdf"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from percviz.analysis.explain import NOISE_THRESHOLD, confusion, noise_map
+from percviz.analysis.explain import CAM_THRESHOLD, NOISE_THRESHOLD, confusion, noise_map
 from percviz.analysis.metrics import ssim_interior
 from percviz.analysis.views import (
     REGION_COLOURS,
@@ -27,12 +27,14 @@ from percviz.analysis.views import (
     region_colours,
     to_unit,
 )
-from percviz.figures.rows import FigureRow, figure_cells, figure_heads
+from percviz.figures.rows import FigureRow, figure_cells, figure_heads, row_caption
 from percviz.figures.style import (
     CAM_COLORSCALE,
+    CAM_OUTLINE,
     CHANNEL_NAMES,
     DIFF_COLORSCALE,
     INK,
+    SSIM_COLORSCALE,
     Cell,
     HeatScale,
     class_name,
@@ -105,10 +107,12 @@ def _colorbar(title: str, length: float) -> dict[str, Any]:
     }
 
 
-def _matplotlib_scale(cmap: str, n: int = 11) -> list[list[Any]]:
+def _matplotlib_scale(cmap: str, n: int = 33) -> list[list[Any]]:
     """A matplotlib colour map as a plotly colour scale of ``rgb()`` stops (so a bar matches colours made
     by ``overlay``). Plotly's own named scales begin with hex stops such as magma's ``#000004``, which
-    Chromium drew pink (Streamlit's theme) or violet: the zero end of a difference map was not black."""
+    Chromium drew pink (Streamlit's theme) or violet: the zero end of a difference map was not black.
+    33 stops keep plotly's linear interpolation within 3/255 of viridis and magma (11 were 13/255 off
+    viridis), so a heat map on screen and its print in the full colour map look the same."""
     from matplotlib import colormaps
 
     stops = np.linspace(0.0, 1.0, n)
@@ -135,6 +139,7 @@ def grid_figure(
     heat: HeatScale | None = None,
     cell_px: int = 150,
     height: int | None = None,
+    outlines: Mapping[tuple[int, int], np.ndarray] | None = None,
 ) -> go.Figure:
     """Panels in rows × columns (Pochimireddy et al. 2021 Fig. 3 layout; one row is a row of panels).
 
@@ -142,6 +147,8 @@ def grid_figure(
     or ``("heat", H×W)`` drawn on ``heat``, the one colour scale of all heat cells (one colour
     bar, beside the first row). ``col_titles`` go above the first row, ``row_titles`` (HTML) to
     the left of each row, ``cell_titles`` above every cell (then ``col_titles`` are not drawn).
+    ``outlines[(row, col)]`` (an ``H×W`` CAM in [0, 1]) draws the CAM region G's boundary
+    (CAM = 0.75) over that cell in :data:`~percviz.figures.style.CAM_OUTLINE`, as print does.
     The height is ``height`` px, or ``cell_px`` per row plus the title bands.
     """
     import plotly.graph_objects as go
@@ -234,11 +241,27 @@ def grid_figure(
                     }
                 )
                 scale_shown = True
+            if outlines is not None and (r, c) in outlines:
+                data.append(_outline(outlines[(r, c)], ax))
             if cell_titles is not None:
                 layout["annotations"].append(_note(cell_titles[r][c], x0 + w / 2, y1, 12))
             elif r == 0 and c < len(col_titles):
                 layout["annotations"].append(_note(col_titles[c], x0 + w / 2, 1.0, 13))
     return go.Figure(data=data, layout=layout)
+
+
+def _outline(cam: np.ndarray, ax: str) -> dict[str, Any]:
+    """A contour trace of ``cam`` at :data:`CAM_THRESHOLD` on the axes ``x{ax}``/``y{ax}``."""
+    return {
+        "type": "contour",
+        "z": np.asarray(cam, dtype=np.float32),
+        "contours": {"start": CAM_THRESHOLD, "end": CAM_THRESHOLD, "size": 1.0, "coloring": "none"},
+        "line": {"color": CAM_OUTLINE, "width": 1.2},
+        "showscale": False,
+        "hoverinfo": "skip",
+        "xaxis": f"x{ax}",
+        "yaxis": f"y{ax}",
+    }
 
 
 def image_figure(images: Sequence[np.ndarray], titles: Sequence[str], height: int = 300) -> go.Figure:
@@ -388,15 +411,21 @@ def _head(text: str) -> str:
     return text.replace(", ", "<br>" if len(text) > 16 else " ", 1)
 
 
-def rows_figure(rows: Sequence[FigureRow], row_titles: Sequence[str] = (), cell_px: int = 170) -> go.Figure:
-    """The interactive twin of :func:`render_figure`: the same panels (one SSIM scale for all rows)."""
+def rows_figure(
+    rows: Sequence[FigureRow], cell_px: int = 170, ssim_colormap: str = SSIM_COLORSCALE
+) -> go.Figure:
+    """The screen twin of :func:`~percviz.figures.publication.render_figure`: the same panels, one
+    SSIM scale for all rows in ``ssim_colormap``, the CAM region's outline and the row captions of
+    :func:`~percviz.figures.rows.row_caption` — what the export prints."""
     if not rows:
         raise ValueError("rows_figure needs at least one row.")
     heads = [_head(h.split(" ", 1)[1]) for h in figure_heads(rows)]
+    titles = ["<br>".join(f"<b>{t}</b>" if bold else t for t, bold in row_caption(r)) for r in rows]
     return grid_figure(
         [figure_cells(r) for r in rows],
         col_titles=heads,
-        row_titles=row_titles or [f"<b>{r.title}</b>" for r in rows],
+        row_titles=titles,
         cell_px=cell_px,
-        heat=ssim_scale(*(r.ssim_map for r in rows)),
+        heat=ssim_scale(*(r.ssim_map for r in rows), colormap=ssim_colormap),
+        outlines={(i, 4): r.cam for i, r in enumerate(rows)},
     )

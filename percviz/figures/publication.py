@@ -10,31 +10,30 @@ of ``percviz evaluate``.
 from __future__ import annotations
 
 import io
-import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from percviz.analysis.explain import CAM_THRESHOLD, NOISE_THRESHOLD
+from percviz.analysis.explain import CAM_THRESHOLD
 from percviz.analysis.views import (
     LazyViews,
     ViewArrays,
     Views,
 )
-from percviz.figures.rows import FigureRow, figure_heads, recipe_rows, row_from_views
+from percviz.figures.rows import FigureRow, figure_heads, recipe_rows, row_caption, row_from_views
 from percviz.figures.style import (
     CAM_COLORSCALE,
+    CAM_OUTLINE,
     FIGURE_FORMATS,
     MARKERS,
     OKABE_ITO,
-    SSIM_PRINT_COLORMAP,
+    SSIM_COLORSCALE,
     SWEEP_METRICS,
     curve_xy,
     grid_cell_caption,
-    short,
-    ssim_floor,
+    ssim_scale,
 )
 
 if TYPE_CHECKING:
@@ -48,31 +47,38 @@ def render_figure(
     dpi: int = 300,
     title: str | None = None,
     ssim_floor: float | None = None,
+    ssim_colormap: str = SSIM_COLORSCALE,
 ) -> Path:
     """The Pochimireddy et al. 2021 Fig. 3 layout as a static figure; the format follows the suffix (png/svg/pdf).
 
     Rows are attacks; columns (a) adversarial image, (b–d) SSIM maps R/G/B, (e) GradCAM++ of the
-    original over it. One SSIM colour scale (grey, dark = distorted) shared by every SSIM panel
-    and one CAM scale (jet, [0, 1]), each with a colour bar; the CAM region ``G`` (CAM > 0.75)
-    is outlined in white. Each row is captioned with the attack, its strength parameters, SSIM
-    (mean; per channel inside the panels), the prediction before → after, and the Pochimireddy et al. 2021 §V-B
-    precision and fraction of pixels perturbed at the Table I noise threshold. PNG at ``dpi``.
-    ``ssim_floor`` fixes the bottom of the SSIM scale (default: a tenth at or below the lowest
-    value of all rows, at most 0.9); values below it show as black.
+    original over it. One SSIM colour scale (``ssim_colormap``: viridis as on screen, or grey as
+    the paper's Fig. 3; dark = distorted) shared by every SSIM panel and one CAM scale (jet,
+    [0, 1]), each with a colour bar; the CAM region ``G`` (CAM > 0.75) is outlined in white. Each
+    row is captioned by :func:`~percviz.figures.rows.row_caption` — the same panels, colours,
+    outline and captions as the screen's :func:`~percviz.figures.interactive.rows_figure` — and
+    each SSIM panel shows its channel's mean. PNG at ``dpi``. ``ssim_floor`` fixes the bottom of
+    the SSIM scale (default: a tenth at or below the lowest value of all rows, at most 0.9);
+    values below it show in the scale's darkest colour.
     """
     out = Path(out_path)
     fmt = _format(out.suffix)
-    fig = static_figure(rows, dpi, title, ssim_floor)
+    fig = static_figure(rows, dpi, title, ssim_floor, ssim_colormap)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as fh:
         _save(fig, fh, fmt, dpi)
     return out
 
 
-def render_recipes(recipes: Sequence[Recipe], out_path: str | Path, device: str | None = None) -> Path:
+def render_recipes(
+    recipes: Sequence[Recipe],
+    out_path: str | Path,
+    device: str | None = None,
+    ssim_colormap: str = SSIM_COLORSCALE,
+) -> Path:
     """Run each recipe (:func:`~percviz.figures.rows.recipe_rows`) and render their figure
     (``percviz figure``)."""
-    return render_figure(recipe_rows(recipes, device), out_path)
+    return render_figure(recipe_rows(recipes, device), out_path, ssim_colormap=ssim_colormap)
 
 
 def export_figure(
@@ -82,11 +88,12 @@ def export_figure(
     dpi: int = 300,
     title: str | None = None,
     ssim_floor: float | None = None,
+    ssim_colormap: str = SSIM_COLORSCALE,
 ) -> bytes:
     """The publication figure as bytes (``fmt`` png/svg/pdf) from rows or one pair's ViewArrays."""
     rows = [row_from_views(source)] if isinstance(source, ViewArrays | LazyViews) else list(source)
     buf = io.BytesIO()
-    _save(static_figure(rows, dpi, title, ssim_floor), buf, _format(fmt), dpi)
+    _save(static_figure(rows, dpi, title, ssim_floor, ssim_colormap), buf, _format(fmt), dpi)
     return buf.getvalue()
 
 
@@ -105,7 +112,11 @@ def _save(fig: Any, fh: Any, fmt: str, dpi: int) -> None:
 
 
 def static_figure(
-    rows: Sequence[FigureRow], dpi: int = 300, title: str | None = None, floor: float | None = None
+    rows: Sequence[FigureRow],
+    dpi: int = 300,
+    title: str | None = None,
+    floor: float | None = None,
+    ssim_colormap: str = SSIM_COLORSCALE,
 ) -> Any:
     """The matplotlib ``Figure`` that :func:`render_figure` and :func:`export_figure` save."""
     from matplotlib import colormaps
@@ -124,7 +135,8 @@ def static_figure(
     height = head_h + n * (panel + gap) + cbar_h + 0.35
     fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
-    vmin = ssim_floor(*(r.ssim_map for r in rows)) if floor is None else float(floor)
+    scale = ssim_scale(*(r.ssim_map for r in rows), colormap=ssim_colormap)
+    vmin = scale.zmin if floor is None else float(floor)
     if not -1.0 <= vmin < 1.0:
         raise ValueError(f"ssim_floor must lie in [-1, 1); got {floor}.")
     ssim_norm, cam_norm = Normalize(vmin, 1.0), Normalize(0.0, 1.0)
@@ -142,7 +154,7 @@ def static_figure(
         axes[0].imshow(np.clip(row.adversarial, 0, 1), interpolation="nearest")
         for c in range(3):
             axes[c + 1].imshow(
-                row.ssim_map[..., c], cmap=SSIM_PRINT_COLORMAP, norm=ssim_norm, interpolation="nearest"
+                row.ssim_map[..., c], cmap=scale.colorscale, norm=ssim_norm, interpolation="nearest"
             )
             axes[c + 1].text(
                 0.04,
@@ -156,7 +168,7 @@ def static_figure(
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
             )
         axes[4].imshow(row.cam_overlay(), interpolation="nearest")
-        axes[4].contour(row.cam, levels=[CAM_THRESHOLD], colors="white", linewidths=0.6)
+        axes[4].contour(row.cam, levels=[CAM_THRESHOLD], colors=CAM_OUTLINE, linewidths=0.6)
         for ax in axes:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -174,7 +186,7 @@ def static_figure(
     ssim_ax = fig.add_axes((left_b + 0.1 * span, bottom, 0.8 * span, 0.09 / height))
     clipped = min(float(r.ssim_map.min()) for r in rows) < vmin
     bar = fig.colorbar(
-        ScalarMappable(ssim_norm, colormaps[SSIM_PRINT_COLORMAP]),
+        ScalarMappable(ssim_norm, colormaps[scale.colorscale]),
         cax=ssim_ax,
         orientation="horizontal",
         extend="min" if clipped else "neither",
@@ -196,31 +208,15 @@ def static_figure(
 def _row_caption(
     fig: Any, row: FigureRow, ax_box: tuple[float, float, float, float], label_frac: float
 ) -> None:
-    """The text left of a row: attack, parameters, SSIM, prediction change, precision."""
+    """The text left of a row: :func:`~percviz.figures.rows.row_caption`'s lines (as on screen)."""
     x = 0.012
     y_top = ax_box[1] + ax_box[3]
-    lines: list[tuple[str, dict[str, Any]]] = [
-        (part, {"fontsize": 8.5, "fontweight": "bold"}) for part in textwrap.wrap(row.title, 21) or [""]
-    ]
-    if row.subtitle:
-        lines.append((row.subtitle, {"fontsize": 7, "color": "0.25"}))
-    lines.append((f"SSIM {row.ssim:.3f}", {"fontsize": 7.5}))
-    if row.before or row.after:
-        lines.append((short(row.before), {"fontsize": 7, "color": "0.2"}))
-        verdict = "" if row.success is None else ("  ✓ fooled" if row.success else "  ✗ not fooled")
-        lines.append(("→ " + short(row.after) + verdict, {"fontsize": 7, "color": "0.2"}))
-    if row.scores:
-        precision = row.scores.get("precision")
-        text = "— (0/0)" if precision is None else f"{precision:.2f}"
-        lines.append((f"precision {text} @ {NOISE_THRESHOLD:g}", {"fontsize": 7, "color": "0.2"}))
-        frac = 100 * float(row.scores["fraction_perturbed"])
-        digits = 1 if frac >= 1 or frac == 0 else 2
-        lines.append((f"pixels perturbed {frac:.{digits}f}%", {"fontsize": 7, "color": "0.2"}))
     step = 0.155 / fig.get_figheight()
     y = y_top - 0.05 / fig.get_figheight()
-    for text, kw in lines:
-        fig.text(x, y, text, ha="left", va="top", **kw)
-        y -= step * (1.15 if kw.get("fontweight") == "bold" else 1.0)
+    for text, bold in row_caption(row):
+        style = {"fontsize": 8.5, "fontweight": "bold"} if bold else {"fontsize": 7, "color": "0.2"}
+        fig.text(x, y, text, ha="left", va="top", **style)
+        y -= step * (1.15 if bold else 1.0)
 
 
 def export_sweep(

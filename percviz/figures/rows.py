@@ -5,6 +5,7 @@ recomputed), or by running recipes (``percviz figure``). Drawing lives in
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from percviz.analysis.explain import explain_scores
+from percviz.analysis.explain import NOISE_THRESHOLD, explain_scores
 from percviz.analysis.metrics import ssim_interior
 from percviz.analysis.views import (
     Views,
@@ -26,6 +27,7 @@ from percviz.figures.style import (
     CAM_COLORSCALE,
     Cell,
     class_name,
+    short,
 )
 
 if TYPE_CHECKING:
@@ -142,6 +144,34 @@ def figure_cells(row: FigureRow) -> list[Cell]:
         *[("heat", row.ssim_map[..., c]) for c in range(3)],
         ("image", row.cam_overlay()),
     ]
+
+
+#: Characters per line of a row caption (the same wrap on screen and in print: narrow, so the
+#: panels keep their width on a 1024-px screen).
+CAPTION_WRAP = 17
+
+
+def row_caption(row: FigureRow) -> list[tuple[str, bool]]:
+    """The lines beside one row, ``(text, bold)``, the same on screen (:func:`rows_figure`) and in
+    print: the attack (bold), its parameters, mean SSIM, the prediction before → after, the
+    verdict, and the Pochimireddy et al. 2021 §V-B precision (at the Table I noise threshold) and
+    fraction of pixels perturbed."""
+    lines = [(part, True) for part in textwrap.wrap(row.title, CAPTION_WRAP) or [""]]
+    lines += [(part, False) for part in textwrap.wrap(row.subtitle, CAPTION_WRAP)]
+    lines.append((f"SSIM {row.ssim:.3f}", False))
+    if row.before or row.after:
+        lines.append((short(row.before, CAPTION_WRAP), False))
+        lines.append(("→ " + short(row.after, CAPTION_WRAP - 2), False))
+    if row.success is not None:
+        lines.append(("✓ fooled" if row.success else "✗ not fooled", False))
+    if row.scores:
+        precision = row.scores.get("precision")
+        text = "— (0/0)" if precision is None else f"{precision:.2f}"
+        lines.append((f"prec. {text} @ {NOISE_THRESHOLD:g}", False))
+        frac = 100 * float(row.scores["fraction_perturbed"])
+        digits = 1 if frac >= 1 or frac == 0 else 2
+        lines.append((f"perturbed {frac:.{digits}f}%", False))
+    return lines
 
 
 def figure_heads(rows: Sequence[FigureRow]) -> list[str]:

@@ -9,8 +9,13 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-SSIM_COLORSCALE = "viridis"  # interactive SSIM maps: dark = distorted, yellow = untouched
-SSIM_PRINT_COLORMAP = "gray"  # the static figure: dark = distorted (Pochimireddy et al. 2021 Fig. 3)
+SSIM_COLORSCALE = "viridis"  # SSIM maps on screen and in print: dark = distorted, yellow = untouched
+#: The SSIM colour maps a figure may use, on screen and in its export alike.
+SSIM_COLORMAPS = {
+    "viridis": "viridis (as the app)",
+    "gray": "grey (as the paper)",
+}
+CAM_OUTLINE = "white"  # the outline of the CAM region G (CAM > 0.75), on screen and in print
 CAM_COLORSCALE = "jet"  # Pochimireddy et al. 2021 Fig. 3 (e)
 CAM_ALPHA = 0.45  # opacity of the CAM colour over its image, on screen and in print
 DIFF_COLORSCALE = "magma"  # |Δ| maps: black = unchanged, the neutral end
@@ -45,9 +50,12 @@ Cell = tuple[Literal["image", "heat"], np.ndarray]
 """A grid panel: ``("image", H×W×3 in [0, 1])`` or ``("heat", H×W)`` on the figure's HeatScale."""
 
 
-def ssim_scale(*maps: np.ndarray) -> HeatScale:
-    """The colour scale of SSIM maps: [:func:`ssim_floor`, 1], dark = distorted."""
-    return HeatScale(ssim_floor(*maps), 1.0, SSIM_COLORSCALE, "SSIM")
+def ssim_scale(*maps: np.ndarray, colormap: str = SSIM_COLORSCALE) -> HeatScale:
+    """The colour scale of SSIM maps: [:func:`ssim_floor`, 1], dark = distorted, in ``colormap``
+    (one of :data:`SSIM_COLORMAPS`)."""
+    if colormap not in SSIM_COLORMAPS:
+        raise ValueError(f"The SSIM colour map must be one of {', '.join(SSIM_COLORMAPS)}; got {colormap!r}.")
+    return HeatScale(ssim_floor(*maps), 1.0, colormap, "SSIM")
 
 
 def short(text: str, limit: int = 24) -> str:
