@@ -13,7 +13,7 @@ from percviz.jsonsafe import json_safe
 from percviz.serving.hosted import current_limits
 from percviz.workflows import check_sweep, curve_work, grid_work
 from ui import jobs, results, views
-from ui.common import cached_sample, image_input, model_choice, page_setup, render_done
+from ui.common import cached_sample, image_input, model_choice, page_setup, render_done, short_sample_name
 from ui.params import around_default, attack_block, check_sweep_size, numeric_params, parse_values, run_button
 
 P = "sw"
@@ -195,7 +195,7 @@ with curve_tab:
                 "Images (bundled photos)",
                 list(SAMPLES),
                 default=["chelsea", "coffee", "rocket"],
-                format_func=lambda n: SAMPLES[n][0].split(" (")[0],
+                format_func=short_sample_name,
                 key=f"{P}_cimages",
             )
             chosen = st.multiselect(

@@ -24,6 +24,7 @@ from ui.common import (
     page_setup,
     read_upload,
     render_done,
+    short_sample_name,
     upload_total_mb,
 )
 from ui.models import transfer_section
@@ -77,7 +78,7 @@ with left:
                 "Photos",
                 list(SAMPLES),
                 default=list(SAMPLES)[:4],
-                format_func=lambda n: SAMPLES[n][0].split(" (")[0],
+                format_func=short_sample_name,
                 key=f"{P}_samples",
             )
             images = [

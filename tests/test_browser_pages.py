@@ -34,7 +34,7 @@ CLIPPED_JS = """
 () => {
   const sel = ['.stButton [data-testid="stMarkdownContainer"]', '.stDownloadButton [data-testid="stMarkdownContainer"]',
                '[data-testid="stMetricValue"] div', '[data-testid="stMetricLabel"] div',
-               '[data-testid="stMultiSelectTagsContainer"] span'];
+               '[data-testid="stMultiSelectTagsContainer"] span', '[data-testid="stMultiSelectTagsContainer"]'];
   const out = [];
   for (const el of document.querySelectorAll(sel.join(','))) {
     if (!el.offsetParent) continue;

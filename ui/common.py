@@ -42,6 +42,8 @@ h1 {font-weight: 700; letter-spacing: -0.01em;}
 [data-testid="stMultiSelectTagsContainer"] span {white-space: normal !important; text-overflow: clip !important;
   height: auto !important; max-width: none !important; line-height: 1.3;}
 [data-testid="stMultiSelectTagsContainer"] > span {padding-top: 2px; padding-bottom: 2px;}
+[data-testid="stMultiSelectTagsContainer"] {flex-wrap: wrap !important; overflow: visible !important;}
+div:has(> [data-testid="stMultiSelectTagsContainer"]) {max-height: none !important;}
 </style>
 """
 
@@ -120,6 +122,12 @@ def session_owner() -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+def short_sample_name(name: str) -> str:
+    """A bundled photo's chip label in a multiselect: its short name ("Chelsea", "Coffee"), so four
+    chips fit a half-width column at 1024 px (the full descriptions are the photo pickers' labels)."""
+    return name.capitalize() if name in SAMPLES else name
+
+
 def cached_sample(name: str) -> np.ndarray:
     return load_sample(name).pixels
 

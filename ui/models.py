@@ -211,10 +211,11 @@ def transfer_section(
                 "every chosen model: rows = source (attacked), columns = target; the diagonal is white-box."
             )
             return
-        views.show((name, id(result)), lambda: transfer_figure(result))
+        titles = {m: _short_title(m) for m in [*result["sources"], *result["targets"]]}
+        views.show((name, id(result)), lambda: transfer_figure(result, titles))
         st.caption(
             f"Fooling rate = {result['definition']}. White-box success (bounds included): "
-            + ", ".join(f"{k} {v:.0%}" for k, v in result["white_box_success"].items())
+            + ", ".join(f"{titles.get(k, k)} {v:.0%}" for k, v in result["white_box_success"].items())
             + "."
         )
         st.download_button(
