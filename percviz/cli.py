@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     att.add_argument("--recipe", help="replay a saved recipe (JSON); --param/--seed override it")
     att.add_argument("--out", required=True, help="output folder")
     att.add_argument("--maps", action="store_true", help="also write the arrays behind every view")
+    att.add_argument(
+        "--frames",
+        action="store_true",
+        help="also write the replay: up to 40 evenly spaced iterates with their top-1 class, loss and "
+        "distances (frames.npz) and an animated replay.gif",
+    )
 
     fig = sub.add_parser("figure", help="render a publication figure from a recipe")
     fig.add_argument("--recipe", required=True, action="append", help="recipe JSON (repeat for rows)")
@@ -413,7 +419,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
     recipe = _recipe_from_args(args)
     out = Path(args.out)
     check_out_folder(out)
-    outcome = run_recipe(recipe, check_hash=bool(args.recipe))
+    from percviz.attacks.frames import MAX_FRAMES
+
+    frames = MAX_FRAMES if getattr(args, "frames", False) else 0
+    outcome = run_recipe(recipe, check_hash=bool(args.recipe), frames=frames)
     make_out_folder(out)  # only once the model, image and attack all worked
     original = to_numpy(outcome.result.x)[0]
     adversarial = to_numpy(outcome.result.x_adv)[0]
@@ -428,6 +437,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
         from percviz.analysis.views import save_maps
 
         save_maps(outcome.result, outcome.model, out)
+    if frames:
+        from percviz.analysis.replay import build_replay, save_replay
+
+        replay = build_replay(outcome.model, outcome.result, outcome.model.labels)
+        if replay is not None:
+            save_replay(replay, out)
     (out / "result.json").write_text(dumps(report, indent=2) + "\n", encoding="utf-8")
     before = report["prediction_before"][0]["label"]
     after = report["prediction_after"][0]["label"]

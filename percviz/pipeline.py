@@ -53,9 +53,10 @@ class RunOutcome:
 
 
 def run_recipe(
-    recipe: Recipe, progress: ProgressCallback | None = None, *, check_hash: bool = False
+    recipe: Recipe, progress: ProgressCallback | None = None, *, check_hash: bool = False, frames: int = 0
 ) -> RunOutcome:
-    """Execute a recipe on its device (or the best one) and return everything produced."""
+    """Execute a recipe on its device (or the best one) and return everything produced (``frames``:
+    iterates kept for replay, see :func:`~percviz.attacks.base.run_attack`)."""
     model = load_model(recipe.model, recipe.device)
     try:
         image = prepare(load_ref(recipe.image, check_hash=check_hash), model.input_size, recipe.crop_fraction)
@@ -64,7 +65,13 @@ def run_recipe(
             raise
         raise ImageError(str(exc)) from None
     result = run_attack(
-        recipe.attack, model, image.tensor(model.device), recipe.params, seed=recipe.seed, progress=progress
+        recipe.attack,
+        model,
+        image.tensor(model.device),
+        recipe.params,
+        seed=recipe.seed,
+        progress=progress,
+        frames=frames,
     )
     return RunOutcome(recipe, model, image, result)
 

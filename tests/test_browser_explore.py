@@ -388,3 +388,44 @@ def test_metric_cards_fit_their_boxes_at_1024_by_768(server: str) -> None:
         assert small.evaluate(METRIC_OVERFLOW_JS) == []
         small.locator('[data-testid="stMetric"]').first.scroll_into_view_if_needed()
         small.screenshot(path=str(SHOTS / "explore-cards-1024.png"))
+
+
+# The replay chart's title (step, top-1, loss, distances) and its two image sources.
+REPLAY_STATE_JS = """() => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.slider-container'));
+  if (!plots.length) return null;
+  const p = plots[0];
+  return {title: (p.querySelector('.gtitle') || {}).textContent || '',
+          images: [...p.querySelectorAll('image')].map(i => (i.getAttribute('href') || '').slice(-60))};
+}"""
+
+
+def test_replay_scrubs_the_recorded_steps_in_the_browser(server: str, page: Any) -> None:
+    """PGD's replay: dragging the step slider changes the iterate, its perturbation and the title's
+    step, top-1 class and distance, without a rerun (no progress bar, the script stays idle)."""
+    _open_explore(page, server, "?attack=pgd&image=chelsea&p_steps=12&p_eps=0.0157&run=1&view=replay")
+    verdict_with(page, "· PGD")
+    idle(page)
+    assert _selected_view(page) == "Replay"
+    page.locator(".slider-container").first.wait_for(timeout=120_000)
+    first = page.evaluate(REPLAY_STATE_JS)
+    assert first["title"].startswith("step 0 of 12 · tiger cat"), first
+    page.locator(".slider-container").first.scroll_into_view_if_needed()
+    rail = page.locator(".slider-rail-touch-rect").first.bounding_box()
+    seen = [first]
+    for fraction in (0.25, 0.6, 1.0):
+        x = rail["x"] + min(fraction * rail["width"], rail["width"] - 2)
+        page.mouse.click(x, rail["y"] + rail["height"] / 2)
+        page.wait_for_function(
+            f"() => {{ const s = ({REPLAY_STATE_JS})(); return s && s.title !== {seen[-1]['title']!r}; }}",
+            timeout=10_000,
+        )
+        seen.append(page.evaluate(REPLAY_STATE_JS))
+    assert page.locator('[data-testid="stProgress"]').count() == 0  # scrubbing reran nothing
+    titles = [s["title"] for s in seen]
+    assert len(set(titles)) == 4, titles
+    assert len({tuple(s["images"]) for s in seen}) == 4, "each step shows another iterate"
+    assert titles[-1].startswith("step 12 of 12") and "tiger cat" not in titles[-1], titles
+    page.locator(".slider-container").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "explore-replay.png"))
+    print("replay titles:", titles)

@@ -10,6 +10,7 @@ import numpy as np
 import streamlit as st
 
 from percviz.attacks.base import AttackSpec
+from ui.views import replay_view
 
 # The lesson: the same cat, from the one-step baseline to perceptually guided steps, then targeted.
 LESSON: tuple[tuple[str, str, dict[str, Any], str], ...] = (
@@ -126,3 +127,6 @@ def teaching(entry: Any, spec: AttackSpec, verdict_html: str, ok: bool) -> None:
     _, mid, _ = st.columns([1, 2, 1])
     with mid:
         wipe_view(entry, f"teach_{entry.short}")
+    if len(entry.result.frame_iterations) > 2:  # an iterative attack: its walk, step by step
+        st.markdown(f"**Watch {spec.title} walk to the decision boundary**, one recorded step at a time:")
+        replay_view(entry, f"teach_{entry.short}", height=420)

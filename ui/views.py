@@ -49,6 +49,7 @@ VIEWS = {
     "magnification": "Magnification",
     "gradcam": "GradCAM++",
     "noise": "Noise vs CAM",
+    "replay": "Replay",
 }
 """The view tabs: the id a link's ``view=`` carries → the tab's label."""
 VIEW_TABS = tuple(VIEWS.values())
@@ -118,8 +119,30 @@ def _views(entry: Any, prefix: str) -> None:
                 _magnification(entry.views, k)
             elif vid == "gradcam":
                 _cams(_ready(entry.views, "cams", "Computing GradCAM++ of both images…"), k, prefix)
-            else:
+            elif vid == "noise":
                 _regions(_ready(entry.views, "explain", "Computing GradCAM++ and the noise map…"), k, prefix)
+            else:
+                replay_view(entry, k)
+
+
+def replay_view(entry: Any, k: str, height: int = 360) -> None:
+    """The run's recorded iterates with a step slider and ▶ play (scrubbing happens in the browser:
+    every step is in the figure, nothing reruns)."""
+    if entry.result.frames is None:
+        st.info("This run kept no iterates to replay (runs of this version keep up to 40).")
+        return
+    with st.spinner("Classifying each recorded step…"):
+        replay = entry.replay()
+    if replay is None:
+        st.info("This run kept no iterates to replay.")
+        return
+    show((k, "replay", height), lambda: pv_figures.replay_figure(replay, height))
+    kept = entry.result.frames.numel() * entry.result.frames.element_size() / 2**20
+    st.caption(
+        f"{len(replay.iterations)} recorded images of the run's {replay.total} steps, evenly spaced "
+        f"(step 0 is the clean image, the last the returned one), kept as float16 ({kept:.1f} MB); "
+        "drag the slider or press ▶ play — nothing is recomputed."
+    )
 
 
 def _follow_in_url(view: str) -> None:

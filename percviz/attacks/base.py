@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from percviz.attacks.bounds import Constraint, judge_bounds
+from percviz.attacks.frames import FrameRecorder
 from percviz.attacks.schema import Param, ParamValue
 from percviz.errors import ParameterError, PercvizError, UnknownIdError, check_finite_output
 from percviz.jsonsafe import json_safe
@@ -71,8 +72,12 @@ class AttackContext:
     and one backward per call, whatever the batch size.
     """
 
-    def __init__(self, model: torch.nn.Module, seed: int, progress: ProgressCallback | None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, seed: int, progress: ProgressCallback | None, frames: int = 0
+    ) -> None:
         self.model = model
+        self.recorder = FrameRecorder(frames) if frames else None
+        """Keeps the iterates offered by :meth:`step` for replay (``frames`` > 0)."""
         self.device = next(iter(model.buffers())).device
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.progress = progress
@@ -113,9 +118,14 @@ class AttackContext:
         """Uniform [0, 1) noise drawn on CPU from the seeded generator, then moved."""
         return torch.rand(shape, generator=self.generator).to(self.device)
 
-    def step(self, iteration: int, total: int, **metrics: float | torch.Tensor) -> bool:
-        """Record one iteration (tensor metrics become floats, or lists for per-image values);
-        returns True when the attack must stop (cancelled)."""
+    def step(
+        self, iteration: int, total: int, iterate: torch.Tensor | None = None, **metrics: float | torch.Tensor
+    ) -> bool:
+        """Record one iteration (tensor metrics become floats, or lists for per-image values) and,
+        when replay frames are recorded, the ``iterate`` after it; returns True when the attack
+        must stop (cancelled)."""
+        if iterate is not None and self.recorder is not None:
+            self.recorder.offer(iteration, total, iterate)
         record = {"iteration": iteration, "total": total, **{k: _scalar(v) for k, v in metrics.items()}}
         self.history.append(record)
         if self.progress is not None and self.progress(record) is False:
@@ -297,6 +307,12 @@ class AttackResult:
     """``N×K`` logits of ``x_adv`` from which ``adv_labels`` were taken."""
     ssim_maps: torch.Tensor | None = None
     """``N×3×H×W`` float32 SSIM maps of (x, x_adv) behind ``constraints['ssim']`` (float64 computation)."""
+    frames: torch.Tensor | None = None
+    """``K×3×H×W`` float16 iterates of image 0 for replay (``run_attack(frames=…)``), else None."""
+    frame_iterations: tuple[int, ...] = ()
+    """The iteration after which each frame was taken (0 = the clean image)."""
+    frame_distances: tuple[tuple[float, float], ...] = ()
+    """``(L∞, L2)`` of each frame from the clean image, measured at full precision."""
 
     @property
     def success_rate(self) -> float:
@@ -339,8 +355,13 @@ def run_attack(
     seed: int = 0,
     labels: torch.Tensor | None = None,
     progress: ProgressCallback | None = None,
+    frames: int = 0,
 ) -> AttackResult:
     """Run one registered attack on a batch ``x`` (``N×3×H×W`` in [0, 1]) — the template.
+
+    ``frames`` > 0 keeps up to that many iterates of image 0 for replay
+    (:mod:`percviz.attacks.frames`; iterative attacks offer theirs, one-shot attacks give the
+    start and the end).
 
     ``labels`` default to the model's own predictions (untargeted attacks move away from what
     the model says, as in the papers). With ``params['target']`` set, fooled means the
@@ -360,8 +381,10 @@ def run_attack(
     values = spec.validate(params)
     enforce(spec, values)
     validate_batch(x)
-    ctx = AttackContext(model, seed, progress)
+    ctx = AttackContext(model, seed, progress, frames)
     x0 = x.detach().to(ctx.device, torch.float32).clone()
+    if ctx.recorder is not None:
+        ctx.recorder.keep(0, x0)
     start = time.perf_counter()
     clean_logits = ctx.logits(x0) if labels is None else None
     if clean_logits is not None:
@@ -391,6 +414,8 @@ def run_attack(
     info = dict(output.info)
     if target is not None:  # as foolbox does, an image already of the target class counts as reached
         info["already_target"] = torch.eq(labels, target).cpu().tolist()
+    if ctx.recorder is not None:  # the returned image is the last frame
+        ctx.recorder.keep(max([int(r["iteration"]) for r in ctx.history] + [1]), x_adv)
     constraints, ssim_maps = measure_with_ssim_maps(x0, x_adv)
     constraints.update({k: v.detach().double().cpu().tolist() for k, v in output.constraints.items()})
     bounds = judge_bounds(spec, values, model, x0, x_adv, constraints)
@@ -418,6 +443,9 @@ def run_attack(
         fooled=fooled,
         within_bound=within,
         bounds=bounds,
+        frames=ctx.recorder.stacked() if ctx.recorder is not None else None,
+        frame_iterations=tuple(ctx.recorder.iterations) if ctx.recorder is not None else (),
+        frame_distances=tuple(ctx.recorder.distances) if ctx.recorder is not None else (),
         violation={check["distance"]: check["excess"] for check in bounds},
         logits=clean_logits.detach().float().cpu() if clean_logits is not None else None,
         adv_logits=adv_logits.detach().float().cpu(),

@@ -230,7 +230,7 @@ def lagrangian_search(
             }
             if bool(fooled.any()):  # mean least distortion over the images fooled so far
                 metrics["best_l2"] = best_l2[fooled].mean()
-            if ctx.step(it, total, **metrics):
+            if ctx.step(it, total, xv, **metrics):
                 break
         if ctx.cancelled:
             break

@@ -89,7 +89,7 @@ def deepfool(
         x_adv[go] = (x_adv[go] + (1.0 + overshoot) * r[keep]).clamp(0.0, 1.0)
         active[idx[fooled]] = False
         iterations[go.cpu()] += 1
-        if ctx.step(t + 1, steps, active=float(keep.sum()), fooled=float(n - int(keep.sum()))):
+        if ctx.step(t + 1, steps, x_adv, active=float(keep.sum()), fooled=float(n - int(keep.sum()))):
             break
     return AttackOutput(x_adv, info={"iterations": iterations.tolist(), "gradient_rows": rows})
 

@@ -39,7 +39,7 @@ def pgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[
         grad, value, logits = ctx.gradient(x_adv, obj)
         x_adv = torch.clamp(x_adv + alpha * grad.sign_(), low, high)
         fooled = is_adversarial(logits, labels, target).float().mean()
-        if ctx.step(t + 1, steps, loss=value.mean(), fooled_before_step=fooled):
+        if ctx.step(t + 1, steps, x_adv, loss=value.mean(), fooled_before_step=fooled):
             break
     return AttackOutput(x_adv)
 

@@ -53,7 +53,7 @@ def pgd_l2(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: di
         grad, value, logits = ctx.gradient(x_adv, obj)
         x_adv = project(x, x_adv + steepest_step(grad, 2.0, alpha), 2.0, eps)
         fooled = is_adversarial(logits, labels, target).float().mean()
-        if ctx.step(t + 1, steps, loss=value.mean(), fooled_before_step=fooled):
+        if ctx.step(t + 1, steps, x_adv, loss=value.mean(), fooled_before_step=fooled):
             break
     return AttackOutput(x_adv)
 

@@ -248,7 +248,9 @@ def ppgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict
         proj = _project(dist, x, x_adv, phi_x, params)
         x_adv = proj.x
         fooled = is_adversarial(logits, labels, params["target"]).float().mean()
-        if ctx.step(t + 1, steps, loss=value.mean(), lpips=proj.distance.mean(), fooled_before_step=fooled):
+        if ctx.step(
+            t + 1, steps, x_adv, loss=value.mean(), lpips=proj.distance.mean(), fooled_before_step=fooled
+        ):
             break
     assert proj is not None  # steps ≥ 1
     return _bounded_output(dist, x_adv, proj, params, {"step_size": eta})
@@ -343,7 +345,9 @@ def lpa(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict[
             found = found | keep
             fooled = adversarial.float().mean()
             it = i * steps + t + 1
-            if ctx.step(it, rounds * steps, loss=value.mean(), lpips=d.mean(), fooled_before_step=fooled):
+            if ctx.step(
+                it, rounds * steps, x_adv, loss=value.mean(), lpips=d.mean(), fooled_before_step=fooled
+            ):
                 stop = True
                 break
         if stop:
@@ -375,7 +379,7 @@ def fast_lpa(
         eta = bound * 0.1 ** (t / steps)
         x_adv, d, _, value, logits = _lagrangian_step(dist, x_adv, phi_x, loss, lam, bound, eta)
         fooled = is_adversarial(logits, labels, params["target"]).float().mean()
-        if ctx.step(t, steps, loss=value.mean(), lpips=d.mean(), fooled_before_step=fooled):
+        if ctx.step(t, steps, x_adv, loss=value.mean(), lpips=d.mean(), fooled_before_step=fooled):
             break
     final = distance_to(dist.features, phi_x, x_adv, ctx)
     outside = final > bound

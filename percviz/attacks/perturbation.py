@@ -244,7 +244,7 @@ def balda_iter(
         grad, value, logits = ctx.gradient(x_eval, obj)
         x_adv = project(x, x_adv + steepest_step(grad, p, eps / steps), p, eps)
         fooled = is_adversarial(logits, labels, target).float().mean()
-        if ctx.step(t + 1, steps, loss=value.mean(), fooled_at_eval_point=fooled):
+        if ctx.step(t + 1, steps, x_adv, loss=value.mean(), fooled_at_eval_point=fooled):
             break
     return AttackOutput(x_adv, constraints={"lp": lp_norm(x_adv - x, p)})
 
@@ -311,7 +311,7 @@ def subset(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: di
         used |= chosen
         x_adv = torch.where(_block_mask(chosen, size, h, w), moved, x_adv)
         done = not bool(pick.any())
-        if ctx.step(t + 1, rounds, loss=value.mean(), changed=float(pick.sum())) or done:
+        if ctx.step(t + 1, rounds, x_adv, loss=value.mean(), changed=float(pick.sum())) or done:
             break
     return AttackOutput(x_adv, constraints={"subsets_changed": used.sum(dim=1).double()})
 

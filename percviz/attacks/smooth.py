@@ -80,7 +80,9 @@ def qpgd_l2(
         norm = s.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
         x_adv = _project_l2(x_adv + step * s / norm, x, eps)
         fooled = is_adversarial(logits, labels, target).float().mean()
-        if ctx.step(t + 1, steps, loss=value.mean(), fooled_before_step=fooled, cg_residual=sm.max_residual):
+        if ctx.step(
+            t + 1, steps, x_adv, loss=value.mean(), fooled_before_step=fooled, cg_residual=sm.max_residual
+        ):
             break
     return AttackOutput(x_adv, constraints=_smooth_constraints(x_adv, x, sm), info=sm.stats())
 

@@ -170,7 +170,7 @@ def fpgap(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dic
             raw[key][idx] = val
         x_adv[idx] = y.clamp(0.0, 1.0).to(x.dtype)
         used[idx] += 1
-        if ctx.step(it + 1, steps, loss=value.mean(), active=float(idx.numel()) / n):
+        if ctx.step(it + 1, steps, x_adv, loss=value.mean(), active=float(idx.numel()) / n):
             break
     constraints = {**raw, **_final_report(x, x_adv, eps2, scope), "steps_used": used}
     info = {
@@ -217,7 +217,7 @@ def pgap(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict
         for k, i in enumerate(idx.tolist()):
             status[i] = sol.status[k * groups : (k + 1) * groups]
         used[idx] += 1
-        if ctx.step(it + 1, steps, loss=value.mean(), active=float(idx.numel()) / n):
+        if ctx.step(it + 1, steps, x_adv, loss=value.mean(), active=float(idx.numel()) / n):
             break
     lo, hi = qcqp.mean_bounds(_rows(x, scope).double().mean(-1), eps1)
     mean_adv = _rows(x_adv, scope).double().mean(-1)

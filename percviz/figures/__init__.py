@@ -31,6 +31,7 @@ from percviz.figures.interactive import (
     magnification_figure,
     perturbation_figure,
     regions_figure,
+    replay_figure,
     rows_figure,
     ssim_figure,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "regions_figure",
     "render_figure",
     "render_recipes",
+    "replay_figure",
     "row_from_views",
     "rows_figure",
     "short",

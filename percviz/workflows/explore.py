@@ -6,22 +6,27 @@ both top-5 lists (from the attack's own label and final logits), the metrics (on
 the attack's bound re-check), the 8-bit PNG re-check (one forward pass) and ``result.json`` — and
 returns. The views (SSIM maps, difference, adversarial magnification, GradCAM++, noise vs CAM) are a
 :class:`~percviz.analysis.views.LazyViews`: each is computed the first time a view or a download
-reads it, once per result, with the same functions as ``percviz attack --maps``.
+reads it, once per result, with the same functions as ``percviz attack --maps``. The attack keeps
+up to :data:`~percviz.attacks.frames.MAX_FRAMES` iterates for the replay view, classified when it
+first opens (:meth:`ExploreResult.replay`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from percviz.analysis.replay import Replay, build_replay
 from percviz.analysis.views import LazyViews
 from percviz.attacks.base import AttackResult, run_attack
+from percviz.attacks.frames import MAX_FRAMES
 from percviz.images import to_numpy
 from percviz.models import Classifier, Prediction
 from percviz.pipeline import PreparedImage, RunOutcome, build_report, measure
@@ -56,6 +61,19 @@ class ExploreResult:
     views: LazyViews
     seconds: float = 0.0
     """The whole job: attack, measurements and report (live mode shows it)."""
+    model: Classifier | None = None
+    _replay: list[Replay | None] = field(default_factory=list, repr=False)
+    _replay_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def replay(self) -> Replay | None:
+        """The run's recorded iterates with their predictions (computed on first call, then kept);
+        None when the run kept no frames."""
+        with self._replay_lock:
+            if not self._replay:
+                self._replay.append(
+                    None if self.model is None else build_replay(self.model, self.result, self.model.labels)
+                )
+            return self._replay[0]
 
     @property
     def short(self) -> str:
@@ -88,6 +106,7 @@ def explore_result(
         report=report,
         ssim_map=measured.ssim_map,
         views=LazyViews(result, model, 0, ssim=measured.ssim_map),
+        model=model,
     )
 
 
@@ -100,7 +119,9 @@ def explore_work(
 
     def work(progress: ProgressCallback) -> ExploreResult:
         start = time.perf_counter()
-        result = run_attack(recipe.attack, model, x, recipe.params, seed=recipe.seed, progress=progress)
+        result = run_attack(
+            recipe.attack, model, x, recipe.params, seed=recipe.seed, progress=progress, frames=MAX_FRAMES
+        )
         out = explore_result(model, image, image_name, recipe, result_key, result)
         out.seconds = time.perf_counter() - start
         return out
