@@ -103,7 +103,7 @@ def _views(entry: Any, prefix: str) -> None:
     _follow_in_url(opened)
     k = entry.short
     for vid, tab in zip(VIEWS, tabs, strict=True):
-        if not tab.open:
+        if not (tab.open or _computed(entry, vid)):
             continue
         with tab:
             missing = entry.views.unavailable(VIEW_NEEDS.get(vid, ""))
@@ -123,6 +123,27 @@ def _views(entry: Any, prefix: str) -> None:
                 _regions(_ready(entry.views, "explain", "Computing GradCAM++ and the noise map…"), k, prefix)
             else:
                 replay_view(entry, k)
+
+
+VIEW_PARTS_OF = {
+    "ssim": "ssim_map",
+    "difference": "diff",
+    "magnification": "magnification",
+    "gradcam": "cams",
+    "noise": "explain",
+}
+"""The :class:`~percviz.analysis.views.LazyViews` part each view draws (the perturbation is always there)."""
+
+
+def _computed(entry: Any, vid: str) -> bool:
+    """Whether view ``vid`` of ``entry`` has nothing left to compute: such a view is drawn in its tab
+    even while closed, so opening it again shows at once, in the browser (no round trip)."""
+    if vid == "perturbation":
+        return True
+    if vid == "replay":
+        return bool(getattr(entry, "replay_ready", lambda: False)())
+    views = entry.views
+    return bool(getattr(views, "ready", lambda _p: True)(VIEW_PARTS_OF[vid]))
 
 
 def replay_view(entry: Any, k: str, height: int = 360) -> None:
