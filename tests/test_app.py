@@ -7,7 +7,6 @@ and that switching a view reruns nothing expensive.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -179,7 +178,7 @@ def test_pages_survive_a_server_folder_that_does_not_exist() -> None:
     at.text_input(key="evl_folder").set_value("/nonexistent/folder").run()
     assert not at.exception
     assert at.error and "folder" in at.error[0].value
-    assert time.time()  # the page still renders its attack controls
+    assert any(b.label == "Evaluate" for b in at.button)  # the page still renders its controls
     assert at.multiselect(key="evl_attacks").value == ["fgsm", "pgd"]
 
 

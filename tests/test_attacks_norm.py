@@ -1,5 +1,5 @@
 """Norm-bounded and perturbation-analysis attacks: fgm, pgd_l2, deepfool, gnm, minnorm, balda_iter,
-subset (seed 000 eq. 11, seed 003 eq. 4–8, 21–22, Algorithm 1-T) — bounds, success, references."""
+subset (Pochimireddy et al. 2021 eq. 11; Balda et al. eq. 4–8, 21–22, Algorithm 1-T) — bounds, success, references."""
 
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ def test_minnorm_and_deepfool_are_exact_on_an_affine_model(photos32) -> None:
 
 
 def test_fgsm_and_pgd_match_torchattacks(lite0, photos224) -> None:
-    """Same model, images, ε, steps: identical iterates, so at least the same success (seed 003 eq. 6)."""
+    """Same model, images, ε, steps: identical iterates, so at least the same success (Balda et al. eq. 6)."""
     torchattacks = pytest.importorskip("torchattacks")
     x = photos224
     y = lite0(x).argmax(1)

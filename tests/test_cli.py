@@ -1,4 +1,4 @@
-"""The command-line contract of SPEC §7, run as a user would (subprocess) and in-process."""
+"""The command-line contract (subcommands, outputs, exit codes), run as a user would (subprocess) and in-process."""
 
 from __future__ import annotations
 
@@ -244,7 +244,7 @@ HOSTILE: list[tuple[str, list[str], str]] = [
 def test_hostile_input_exits_2_with_one_sentence_and_writes_nothing(
     args: list[str], needle: str, tmp_path: Path, capsys
 ) -> None:
-    """Issue 21 item 7: every user error exits 2 with one line naming it; no --out folder is made."""
+    """Every user error exits 2 with one line naming it; no --out folder is made."""
     recipes = _hostile_files(tmp_path)
     out = tmp_path / "out"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]

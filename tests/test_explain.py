@@ -1,4 +1,4 @@
-"""GradCAM++ (reference: the grad-cam package), thread safety, and seed 000 §V-B scores."""
+"""GradCAM++ (reference: the grad-cam package), thread safety, and Pochimireddy et al. 2021 §V-B scores."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hosted mode on a real server (issue 10): load and fault tests through ``scripts/loadtest.py``.
+"""Hosted mode on a real server: load and fault tests through ``scripts/loadtest.py``.
 
 Each test runs the script (``scripts/hosted.sh`` on 127.0.0.1, headless Chromium) in its own
 process group, killed on timeout so no server outlives the test, and checks the JSON line it
@@ -100,7 +100,7 @@ def test_eight_sessions_queue_in_order_stay_isolated_and_memory_returns() -> Non
 )
 @browser
 def test_sixteen_sessions_on_two_slots_match_solo_runs_and_memory_returns() -> None:
-    """Issue 21: 16 sessions, 2 compute slots, a cold start; every page shows exactly what the same
+    """16 sessions, 2 compute slots, a cold start; every page shows exactly what the same
     run computed alone shows, and RSS returns within 20 % of idle once the sessions left."""
     report = _run_script(
         "load",

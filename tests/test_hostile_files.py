@@ -1,4 +1,4 @@
-"""Hostile and malformed uploads: each gets one clear sentence, none escapes as a traceback (SPEC §9)."""
+"""Hostile and malformed uploads: each gets one clear sentence, none escapes as a traceback."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_accepted_odd_files_are_converted_and_said() -> None:
 
 
 def test_pins_keep_advisory_floors() -> None:
-    """SPEC §9 pins: streamlit ≥1.66.1,<1.68 and Pillow ≥13 (pip-audit cannot reach its database here)."""
+    """Security pins: streamlit ≥1.66.1,<1.68 and Pillow ≥13 (pip-audit cannot reach its database here)."""
     pins = dict(
         re.match(r"([A-Za-z0-9_.-]+)==([0-9.]+)", line).groups()  # type: ignore[union-attr]
         for line in (ROOT / "requirements.txt").read_text().splitlines()
@@ -126,7 +126,7 @@ def _png_rgb16(values: np.ndarray) -> bytes:
 
 
 def test_sixteen_bit_rgb_png_is_scaled_and_the_loss_of_depth_is_said() -> None:
-    """Issue 21: 16-bit RGB PNGs were reduced to 8 bits silently; scaled (never clipped) and said."""
+    """16-bit RGB PNGs were reduced to 8 bits silently; scaled (never clipped) and said."""
     values = np.stack([np.full((16, 16), v) for v in (63000, 32768, 257)], axis=2).astype(np.uint16)
     loaded = load_image(_png_rgb16(values))
     assert any("16-bit colour reduced to 8 bits" in c for c in loaded.conversions), loaded.conversions
@@ -139,7 +139,7 @@ def test_sixteen_bit_rgb_png_is_scaled_and_the_loss_of_depth_is_said() -> None:
     "name", ["![t](http://127.0.0.1:9/x.png).png", "<img src=x onerror=alert(1)>.png", "`$x$`.png"]
 )
 def test_a_file_name_in_an_error_cannot_form_markdown_or_html(name: str) -> None:
-    """Issue 21: an upload named ``![t](http://…)`` made the browser fetch that URL from the error."""
+    """An upload named ``![t](http://…)`` made the browser fetch that URL from the error."""
     with pytest.raises(ImageError) as info:
         load_image(b"not an image", name=name)
     message = str(info.value)

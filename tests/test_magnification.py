@@ -1,4 +1,4 @@
-"""Adversarial magnification (seed 002 Appendix 1, SPEC §5) against a brute-force reference."""
+"""Adversarial magnification (Zhang et al. 2020, Smooth adversarial examples, Appendix 1) against a brute-force reference."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_shared_display_scale() -> None:
 
 
 def test_magnify_224_time(photos224: torch.Tensor) -> None:
-    """Measured, not asserted (SPEC §8): one 224×224 magnification on CPU."""
+    """One 224×224 magnification on CPU: its time is printed (not asserted), its output checked."""
     x = photos224[:1]
     magnify(x)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Metrics agree with scikit-image and with their definitions (SPEC §5)."""
+"""Metrics agree with scikit-image and with their definitions ."""
 
 from __future__ import annotations
 

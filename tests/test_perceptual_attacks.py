@@ -1,4 +1,4 @@
-"""Perceptual attacks of seed 001 (PPGD, LPA, Fast-LPA), their projections and the distance.
+"""Perceptual attacks of Laidlaw et al. 2021 (PPGD, LPA, Fast-LPA), their projections and the distance.
 
 Fast checks run on the tiny seeded CNN at 32×32; the real-model checks run EfficientNet-Lite0
 self-bounded on the three bundled photos at 224×224 with few steps.
@@ -57,7 +57,8 @@ def test_ppgd_passes_equal_formula(tiny, photos32, steps, cg, n):
     labels = _labels(tiny, photos32)
     r = run_attack("ppgd", tiny, photos32, {"steps": steps, "cg_iters": cg, "bisect_iters": n}, labels=labels)
     fwd, bwd = ppgd_passes(steps, cg, n)
-    assert (r.forward_passes - 1, r.backward_passes) == (fwd, bwd)  # −1: the template's final classify
+    skipped = r.info["projections_skipped"]  # steps with every image inside: no bisection forwards
+    assert (r.forward_passes - 1, r.backward_passes) == (fwd - n * skipped, bwd)  # −1: final classify
     paper_fwd, paper_bwd = paper_passes("ppgd", steps, cg_iters=cg, bisect_iters=n)
     assert fwd == paper_fwd - steps + 1  # JᵀJ·0 skipped each step, φ(x) once
     assert bwd == paper_bwd - steps * (n + 2)
@@ -68,9 +69,11 @@ def test_lpa_passes_equal_formula(tiny, photos32, steps, rounds, n):
     labels = _labels(tiny, photos32)
     params = {"steps": steps, "search_steps": rounds, "bisect_iters": n}
     r = run_attack("lpa", tiny, photos32, params, labels=labels)
-    assert (r.forward_passes - 1, r.backward_passes) == lpa_passes(steps, rounds, n)
+    fwd, bwd = lpa_passes(steps, rounds, n)
+    skipped = r.info["projections_skipped"]  # the final iterate inside for every image: no bisection
+    assert (r.forward_passes - 1, r.backward_passes) == (fwd - n * skipped, bwd)
     paper_fwd, paper_bwd = paper_passes("lpa", steps, search_steps=rounds, bisect_iters=n)
-    assert r.forward_passes - 1 == paper_fwd  # App. A.2's 2ST + n + 2 exactly
+    assert fwd == paper_fwd  # App. A.2's 2ST + n + 2 exactly
     assert r.backward_passes == paper_bwd - n - 2
 
 
@@ -206,3 +209,22 @@ def test_presets_and_parameters():
         assert spec.defaults()["distance_net"] == "self"
         with pytest.raises(ParameterError):
             spec.validate({"distance_net": "squeeze"})
+
+
+@pytest.mark.parametrize("bound", [0.05, 0.5])
+def test_skipping_a_projection_with_nothing_outside_changes_no_output(tiny, photos32, monkeypatch, bound):
+    """Laidlaw et al. 2021 App. A.4's bisection has nothing to do when every image is inside the
+    ball; skipping it saves its forwards and returns the very same iterate (bit-identical)."""
+    import percviz.attacks.solvers.projections as projections
+
+    params = {"bound": bound, "steps": 5}
+    skipping = run_attack("ppgd", tiny, photos32, params, seed=3)
+    monkeypatch.setattr(projections, "SKIP_INSIDE", False)
+    always = run_attack("ppgd", tiny, photos32, params, seed=3)
+    assert torch.equal(skipping.x_adv, always.x_adv)
+    assert skipping.constraints["lpips_self"] == always.constraints["lpips_self"]
+    skipped = skipping.info["projections_skipped"]
+    assert always.info["projections_skipped"] == 0
+    assert always.forward_passes - skipping.forward_passes == 10 * skipped  # n = 10 bisection forwards
+    if bound == 0.5:
+        assert skipped >= 3  # a loose ball: most steps end inside

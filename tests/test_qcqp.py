@@ -40,7 +40,7 @@ def test_fpgap_step_lands_on_s2_and_keeps_mean(photos32: torch.Tensor, eps2: flo
 
 
 def test_paper_radius_would_miss_the_target(photos32: torch.Tensor) -> None:
-    """The erratum: App. A's printed radius lands far from S2 = 1 − ε2² (SPEC §4.1)."""
+    """The erratum: App. A's printed radius lands far from S2 = 1 − ε2² (Pochimireddy et al. 2021 App. A, corrected)."""
     rows = photos32.double().flatten(1)
     centred = rows - rows.mean(-1, keepdim=True)
     e2 = 0.05

@@ -1,4 +1,4 @@
-"""C&W L2, qPGD₂ and sC&W (seed 002 §2.1.3, §4.1.1, §4.2) on the tiny CNN and the real Lite0."""
+"""C&W L2, qPGD₂ and sC&W (Zhang et al. 2020 §2.1.3, §4.1.1, §4.2) on the tiny CNN and the real Lite0."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Laplacian smoothing guided by an image (seed 002 §3): graph, CG solve, normalisation, gradients."""
+"""Laplacian smoothing guided by an image (Zhang et al. 2020 §3): graph, CG solve, normalisation, gradients."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _image(n: int = 2, h: int = 7, w: int = 6, seed: int = 0, dtype=torch.float6
 
 
 def _dense_normalized_adjacency(x: torch.Tensor, neighbours: int, kernel: str, h: float) -> torch.Tensor:
-    """Reference 𝒲 for one image by a double loop over pixel pairs (seed 002 eq. 5, §3.3)."""
+    """Reference 𝒲 for one image by a double loop over pixel pairs (Zhang et al. 2020 eq. 5, §3.3)."""
     _, height, width = x.shape
     n = height * width
     weights = torch.zeros(n, n, dtype=torch.float64)
@@ -86,7 +86,7 @@ def test_cg_converges_to_dense_solve(photos32: torch.Tensor) -> None:
     lap = (torch.eye(n, dtype=torch.float64) - alpha * w) / (1 - alpha)
     ref = torch.linalg.solve(lap, z[0].reshape(3, n).T).T.reshape(1, 3, 32, 32)
     torch.testing.assert_close(sol, ref, rtol=0, atol=1e-6 * float(ref.abs().max()))
-    # The paper's 50 iterations do not converge at α = 0.997 (SPEC §4.3): the residual says so.
+    # The paper's 50 iterations do not converge at α = 0.997 (Zhang et al. 2020 §3): the residual says so.
     _, short = conjugate_gradient(graph, z, alpha, iters=50)
     assert 1e-4 < float(short.residual.max()) < 0.2
     assert short.iterations == 50 and not short.converged

@@ -1,4 +1,4 @@
-"""SSIM-guided attacks (seed 000 §IV): FPGAP's closed form, PGAP's exact solver against cvxpy."""
+"""SSIM-guided attacks (Pochimireddy et al. 2021 §IV): FPGAP's closed form, PGAP's exact solver against cvxpy."""
 
 from __future__ import annotations
 

@@ -337,12 +337,6 @@ def _fit(key: str, ref: ImageRef, pixels: Callable[[], np.ndarray], size: int, c
     return fitted
 
 
-def image_picker(size: int, key: str = "image") -> tuple[str, np.ndarray] | None:
-    """Bundled sample or upload; returns ``(name, model-size pixels)`` or None with a message shown."""
-    picked = image_input(size, key)
-    return None if picked is None else (picked.name, picked.pixels)
-
-
 def formula_lines(formula: str) -> str:
     """A long one-line formula as centred lines, one per top-level ``\\quad``-separated part
     (KaTeX ``gathered``), so it fits a narrow column instead of running off its right edge."""

@@ -134,11 +134,6 @@ def image_graph(
     return ImageGraph(tuple(weights), offsets, degree, (h, w))
 
 
-def regularized_laplacian(graph: ImageGraph, v: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``L_α v = (v − α𝒲v)/(1 − α)`` (Zhang et al. 2020 §3.3)."""
-    return (v - alpha * graph.matvec(v)) / (1.0 - alpha)
-
-
 def laplacian_energy(r: torch.Tensor, graph: ImageGraph) -> torch.Tensor:
     """``rᵀ(I − 𝒲)r / ‖r‖²`` per image (``(N,)``, in [0, 2]): low = smooth like the guide."""
     rr = r.square().sum((1, 2, 3))
