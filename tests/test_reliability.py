@@ -156,7 +156,10 @@ def _wide() -> tuple[Classifier, _Counting]:
     return Classifier(net, spec), net
 
 
-DEEPFOOL_REPRO = {"candidates": 999, "steps": 200}  # measured: 131 s for the first step at 224×224 before the cap
+DEEPFOOL_REPRO = {
+    "candidates": 999,
+    "steps": 200,
+}  # measured: 131 s for the first step at 224×224 before the cap
 CHUNKS_PER_STEP = 32  # 999 candidates in gradient calls of 32 rows
 
 
