@@ -3,9 +3,10 @@
 import streamlit as st
 
 from percviz.attacks.base import registry
+from percviz.attacks.caps import check_params
 from percviz.errors import PercvizError
+from percviz.limits import current_limits
 from percviz.recipes import Recipe
-from percviz.serving.hosted import check_params, current_limits
 from percviz.workflows.explore import recipe_key
 from ui import jobs, results, teach, urlstate, views
 from ui.common import image_input, page_setup

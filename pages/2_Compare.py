@@ -6,10 +6,11 @@ import streamlit as st
 
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
+from percviz.attacks.caps import check_params
 from percviz.errors import PercvizError
 from percviz.figures import SSIM_COLORSCALE, FigureRow
+from percviz.limits import current_limits
 from percviz.models.classifier import imagenet_labels
-from percviz.serving.hosted import check_params, current_limits
 from percviz.workflows import CompareRow, Comparison, compare_work
 from ui import jobs, results, views
 from ui.common import image_input, model_choice, page_setup, render_done

@@ -10,7 +10,7 @@ from percviz.attacks.base import AttackSpec, registry
 from percviz.errors import PercvizError
 from percviz.images import SAMPLES, fit_to_model
 from percviz.jsonsafe import json_safe
-from percviz.serving.hosted import current_limits
+from percviz.limits import current_limits
 from percviz.workflows import check_sweep, curve_work, grid_work
 from ui import jobs, results, views
 from ui.common import cached_sample, image_input, model_choice, page_setup, render_done, short_sample_name

@@ -10,10 +10,11 @@ import streamlit as st
 from percviz import evaluation as ev
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
+from percviz.attacks.caps import check_params
 from percviz.errors import PercvizError
 from percviz.images import SAMPLES, fit_to_model
 from percviz.jsonsafe import json_safe
-from percviz.serving.hosted import check_params, current_limits
+from percviz.limits import current_limits
 from percviz.workflows import EvalOutcome, evaluate_work
 from ui import jobs, views
 from ui.common import (

@@ -3,8 +3,9 @@
 import streamlit as st
 
 from percviz.attacks.base import AttackSpec, registry
+from percviz.attacks.caps import check_params
 from percviz.errors import PercvizError
-from percviz.serving.hosted import check_params, current_limits
+from percviz.limits import current_limits
 from ui.common import formula_lines, page_setup
 from ui.params import describe_params
 

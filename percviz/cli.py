@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from percviz.cli_args import model_arg, parse_params
 from percviz.errors import ParameterError, PercvizError
 
 EXIT_USER_ERROR = 2
@@ -179,23 +180,6 @@ def _add_own_model_options(p: argparse.ArgumentParser, labels_flags: tuple[str, 
     p.add_argument("--cam-layer", default=None, metavar="NAME", help="GradCAM++ target layer (dotted name)")
 
 
-def model_arg(args: argparse.Namespace, default: str | None = None) -> str | None:
-    """The model reference from ``--model`` plus ``--labels/--input-size/--mean/--std/--cam-layer``."""
-    from percviz.models.custom import model_ref
-
-    base = args.model or default
-    if base is None:
-        return None
-    return model_ref(
-        base,
-        labels=getattr(args, "class_names", None),
-        input_size=getattr(args, "input_size", None),
-        mean=getattr(args, "mean", None),
-        std=getattr(args, "std", None),
-        cam_layer=getattr(args, "cam_layer", None),
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
@@ -293,7 +277,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def own_models_help() -> list[str]:
     """How to use your own model, as printed by ``percviz models``."""
-    from percviz.serving.hosted import current_limits
+    from percviz.limits import current_limits
 
     if not current_limits().allow_custom_models:
         return ["Own models are turned off on this server (hosted mode)."]
@@ -357,17 +341,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     print(json.dumps(json_safe(payload), indent=2))
     return 0
-
-
-def parse_params(items: Sequence[str]) -> dict[str, str]:
-    """``["eps=0.03", "loss=cw"]`` → ``{"eps": "0.03", "loss": "cw"}`` (validated later)."""
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ParameterError(f"--param takes NAME=VALUE; got '{item}'.")
-        out[name.strip()] = value.strip()
-    return out
 
 
 def _recipe_from_args(args: argparse.Namespace) -> Any:

@@ -21,7 +21,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """Run ``percviz evaluate`` with parsed ``args``; returns the exit status."""
     from percviz import cli_regression
     from percviz import evaluation as ev
-    from percviz.cli import model_arg, parse_params
+    from percviz.cli_args import model_arg, parse_params, parse_sweep
     from percviz.figures.report import plot_report
     from percviz.jsonsafe import json_safe
 
@@ -170,18 +170,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out} ({computed} computed, {reused} reused, {len(skipped)} skipped)")
     return 0
-
-
-def parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
-    """``["eps=0.01,0.02"]`` → ``{"eps": ["0.01", "0.02"]}`` (validated against the schema later)."""
-    out: dict[str, list[str]] = {}
-    for item in items:
-        name, sep, values = item.partition("=")
-        parts = [v.strip() for v in values.split(",") if v.strip()]
-        if not sep or not name.strip() or not parts:
-            raise ParameterError(f"--sweep takes NAME=V1,V2,...; got '{item}'.")
-        out[name.strip()] = parts
-    return out
 
 
 def split_models(text: str) -> list[str]:

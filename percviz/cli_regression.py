@@ -93,7 +93,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from percviz import regression_eval as rev
     from percviz.attacks import get_attack
     from percviz.attacks.regression_run import run_regression_attack
-    from percviz.cli import parse_params
+    from percviz.cli_args import parse_params
     from percviz.images import encode_png, to_numpy
     from percviz.pipeline import load_ref, prepare
     from percviz.recipes import ImageRef, Recipe, environment_versions
@@ -150,7 +150,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _eps_values(args: argparse.Namespace, runs: list[Any]) -> list[float]:
-    from percviz.cli_evaluate import parse_sweep
+    from percviz.cli_args import parse_sweep
 
     sweep = parse_sweep(args.sweep)
     other = [n for n in sweep if n.rpartition(".")[2] != "eps"]
@@ -175,7 +175,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from percviz import evaluation as ev
     from percviz import regression_eval as rev
     from percviz.attacks import get_attack
-    from percviz.cli import parse_params
+    from percviz.cli_args import parse_params
 
     attacks = list(dict.fromkeys(args.attack))
     wrong = [a for a in attacks if not is_regression_attack(a)]

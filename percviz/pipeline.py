@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from percviz.analysis.metrics import compare_images, png_still_adversarial, ssim_map
+from percviz.analysis.metrics import compare_images, ssim_map
 from percviz.attacks.base import AttackResult, ProgressCallback, run_attack
+from percviz.attacks.checks import png_still_adversarial
 from percviz.errors import ImageError, RecipeError
 from percviz.images import LoadedImage, fit_to_model, load_image, load_sample, to_tensor
 from percviz.jsonsafe import json_safe

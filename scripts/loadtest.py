@@ -398,7 +398,7 @@ async def settle(url: str, pid: int, browser: Any, ttl: int) -> dict[str, float]
     """RSS once no session is left: wait out the TTL, let a probe session connect and leave
     (Streamlit drops expired sessions when another one disconnects), give hosted mode's memory
     release one period, and read VmRSS."""
-    from percviz.serving.hosted import RELEASE_INTERVAL_S
+    from percviz.serving.memory import RELEASE_INTERVAL_S
 
     await asyncio.sleep(ttl + 2)
     probe = await browser.new_context()

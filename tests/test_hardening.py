@@ -162,7 +162,7 @@ def test_own_models_are_cached_least_recently_used_and_memory_comes_back(tmp_pat
 
     from percviz.models import classifier as cls
     from percviz.models import load_model
-    from percviz.serving.hosted import release_free_memory
+    from percviz.serving.memory import release_free_memory
 
     x = torch.rand(1, 3, 32, 32)
     paths = []

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from percviz.attacks import run_attack
+from percviz.attacks.caps import check_params
 from percviz.errors import ParameterError
-from percviz.serving.hosted import HOSTED, LOCAL, check_image_size, check_params, current_limits
+from percviz.limits import HOSTED, LOCAL, check_image_size, current_limits
 from percviz.serving.jobs import ComputeQueue, QueueFullError
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from percviz.errors import ParameterError, PercvizError
-from percviz.serving.hosted import HOSTED, LOCAL
+from percviz.limits import HOSTED, LOCAL
 from percviz.workflows import check_sweep, curve_work, grid_work
 from ui.common import MB, accept_uploads, read_upload, upload_total_mb
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from percviz.analysis.metrics import compare_images, png_still_adversarial, ssim_interior
+from percviz.analysis.metrics import compare_images, ssim_interior
 from percviz.attacks import run_attack
+from percviz.attacks.checks import png_still_adversarial
 from percviz.images import load_sample
 from percviz.models import Classifier, predict
 from percviz.pipeline import PreparedImage, RunOutcome, build_report, measure, prepare

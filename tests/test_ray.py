@@ -261,7 +261,7 @@ def test_percviz_never_imports_ray_without_the_engine(tmp_path: Path) -> None:
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
         "from conftest import make_tiny\n"
-        "import percviz.cli, percviz.serving.jobs, percviz.serving.hosted\n"
+        "import percviz.cli, percviz.serving.jobs, percviz.serving.memory, percviz.limits\n"
         "from percviz import evaluation as ev\n"
         "q = percviz.serving.jobs.ComputeQueue(time_limit_s=0)\n"
         "job = q.submit(lambda p: ev.evaluate(make_tiny(), ev.load_samples(32, ['chelsea'])[0],"

@@ -15,9 +15,10 @@ from torch import nn
 
 from percviz.attacks import get_attack, registry, run_attack
 from percviz.attacks.base import AttackCancelled, AttackContext, stop_when
+from percviz.attacks.caps import check_params, declared_loop_params
 from percviz.errors import ModelUnavailableError, ParameterError
+from percviz.limits import COST_LIMITS, HOSTED, LOCAL
 from percviz.models import Classifier, ModelSpec, model_status
-from percviz.serving.hosted import COST_LIMITS, HOSTED, LOCAL, check_params, declared_loop_params
 from percviz.serving.jobs import ComputeQueue, QueueClosedError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import pytest
 from percviz.attacks.regression_run import run_regression_attack
 from percviz.errors import ParameterError
 from percviz.images import fit_to_model, load_sample, to_tensor
+from percviz.limits import LOCAL
 from percviz.models.regression import load_regressor
-from percviz.serving.hosted import LOCAL
 from percviz.workflows.regression import curve_work, regression_work
 
 

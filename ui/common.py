@@ -14,10 +14,11 @@ import streamlit as st
 
 from percviz.errors import PercvizError
 from percviz.images import SAMPLES, LoadedImage, fit_to_model, load_image, load_sample
+from percviz.limits import Limits, check_image_size, current_limits
 from percviz.models import ZOO_MODELS, Classifier, Prediction, all_model_status, load_model
 from percviz.recipes import ImageRef
-from percviz.serving.hosted import Limits, check_image_size, current_limits, start_memory_release
 from percviz.serving.jobs import ComputeQueue
+from percviz.serving.memory import start_memory_release
 
 _CSS = """
 <style>

@@ -22,9 +22,9 @@ from percviz.errors import PercvizError
 from percviz.evaluation import EvalImage, RunSpec
 from percviz.figures import transfer_figure
 from percviz.jsonsafe import json_safe
+from percviz.limits import current_limits
 from percviz.models import Classifier, all_model_status
 from percviz.models.custom import model_ref
-from percviz.serving.hosted import current_limits
 from percviz.transfer import TransferMatrix, top_predictions, transfer_matrix
 from ui import jobs, views
 from ui.common import cached_model, model_choice

@@ -17,8 +17,8 @@ import streamlit as st
 from percviz.attacks.base import AttackSpec
 from percviz.attacks.schema import Param
 from percviz.errors import ParameterError, PercvizError
+from percviz.limits import Limits
 from percviz.models.classifier import imagenet_labels
-from percviz.serving.hosted import Limits
 
 T = TypeVar("T")
 

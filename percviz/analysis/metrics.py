@@ -20,9 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from percviz.attacks.losses import is_adversarial
 from percviz.errors import ModelUnavailableError, UnknownIdError
-from percviz.images import quantise_8bit
 from percviz.models.zoo import hub_checkpoint_dir
 
 C1 = 0.01**2
@@ -258,16 +256,3 @@ def compare_images(
     for name, fn in distances:
         columns[name] = fn(x, y)
     return [{k: float(v[i]) for k, v in columns.items()} for i in range(x.shape[0])]
-
-
-@torch.no_grad()
-def png_still_adversarial(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    x_adv: torch.Tensor,
-    labels: torch.Tensor,
-    target: int | None,
-) -> torch.Tensor:
-    """``(N,)`` bool on the CPU: is ``x_adv`` still adversarial once rounded to 8 bits, as a PNG
-    stores it (:func:`percviz.images.quantise_8bit`)? Untargeted: the prediction is not ``labels``;
-    targeted: it is ``target``."""
-    return is_adversarial(model(quantise_8bit(x_adv)).cpu(), labels.cpu(), target)

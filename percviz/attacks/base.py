@@ -369,8 +369,8 @@ def run_attack(
     the attack's :attr:`AttackSpec.constraints`, judged on distances re-measured against the
     original image (:func:`judge_bounds`). The input tensor is never modified.
     """
+    from percviz.attacks.caps import enforce
     from percviz.attacks.checks import measure_with_ssim_maps
-    from percviz.serving.hosted import enforce
 
     spec = get_attack(attack_id)
     if spec.task != "classification":

@@ -1,10 +1,15 @@
-"""Constraint values every attack result reports, measured against the original image."""
+"""Constraint values every attack result reports, measured against the original image, and the
+8-bit re-check of an adversarial image."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from percviz.analysis.metrics import perturbation_norms, s1_s2, ssim_interior, ssim_map
+from percviz.attacks.losses import is_adversarial
+from percviz.images import quantise_8bit
 
 
 @torch.no_grad()
@@ -35,3 +40,16 @@ def measure_with_ssim_maps(
         values["ssim"] = ssim_interior(full).mean(dim=(-3, -2, -1))
         maps = full.float().cpu()
     return {k: v.double().cpu().tolist() for k, v in values.items()}, maps
+
+
+@torch.no_grad()
+def png_still_adversarial(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x_adv: torch.Tensor,
+    labels: torch.Tensor,
+    target: int | None,
+) -> torch.Tensor:
+    """``(N,)`` bool on the CPU: is ``x_adv`` still adversarial once rounded to 8 bits, as a PNG
+    stores it (:func:`percviz.images.quantise_8bit`)? Untargeted: the prediction is not ``labels``;
+    targeted: it is ``target``."""
+    return is_adversarial(model(quantise_8bit(x_adv)).cpu(), labels.cpu(), target)

@@ -127,7 +127,7 @@ def run_regression_attack(
     The attack function receives ``f(x)`` in the ``labels`` slot (the reference output, the
     paper's ``y ≈ f(x)``). The input tensor is never modified.
     """
-    from percviz.serving.hosted import enforce
+    from percviz.attacks.caps import enforce
 
     spec = get_attack(attack_id)
     if spec.task != "regression":

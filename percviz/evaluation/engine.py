@@ -166,7 +166,7 @@ def result_rows(
     n = len(images)
     x, x_adv = result.x.to(model.device), result.x_adv.to(model.device)
     originals = _originals(model, x, images)
-    # One forward for x_adv and its 8-bit copy (the re-check of metrics.png_still_adversarial).
+    # One forward for x_adv and its 8-bit copy (the re-check of checks.png_still_adversarial).
     logits = model(torch.cat([x_adv, quantise_8bit(x_adv)])).float().cpu()
     p_after = torch.softmax(logits[:n], 1)
     p_before = torch.stack([originals[i][0] for i in range(n)])

@@ -139,7 +139,7 @@ def _build_zoo(model_id: str) -> Classifier:
 
 def check_custom_allowed() -> None:
     """Refuse own models where the limits in force turn them off (hosted mode)."""
-    from percviz.serving.hosted import current_limits
+    from percviz.limits import current_limits
 
     if not current_limits().allow_custom_models:
         raise ModelFileError("Own models are turned off on this server (hosted mode); choose a zoo model.")

@@ -318,8 +318,8 @@ def regressor_spec(model_id: str, input_size: int | None = None) -> RegressorSpe
 
 
 def _load_torchscript(path: str) -> nn.Module:
+    from percviz.limits import hosted_mode
     from percviz.models.custom import load_torchscript
-    from percviz.serving.hosted import hosted_mode
 
     if hosted_mode():
         raise ModelUnavailableError("Own models are disabled in hosted mode.")

@@ -234,7 +234,7 @@ def all_model_status() -> list[ModelStatus]:
 def unavailable_message(status: ModelStatus) -> str:
     """One sentence saying why a model cannot be loaded and what would fix it (in hosted mode, no
     server path: public users can do nothing with it)."""
-    from percviz.serving.hosted import hosted_mode
+    from percviz.limits import hosted_mode
 
     if hosted_mode():
         return f"Model '{status.spec.id}' is not installed on this server."

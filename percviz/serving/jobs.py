@@ -164,14 +164,14 @@ class ComputeQueue:
     """FIFO queue running at most ``slots`` jobs at once; at most ``per_owner`` queued per owner.
 
     ``time_limit_s``: a running job is stopped after that many seconds (0 = never; ``None`` = the
-    limit in force, :attr:`percviz.serving.hosted.Limits.job_time_limit_s`).
+    limit in force, :attr:`percviz.limits.Limits.job_time_limit_s`).
     """
 
     def __init__(self, slots: int = 1, per_owner: int = 2, time_limit_s: float | None = None) -> None:
         if slots < 1 or per_owner < 1:
             raise ValueError(f"slots and per_owner must be ≥ 1; got {slots}, {per_owner}.")
         if time_limit_s is None:
-            from percviz.serving.hosted import current_limits
+            from percviz.limits import current_limits
 
             time_limit_s = float(current_limits().job_time_limit_s)
         self.slots = slots

@@ -17,11 +17,12 @@ import numpy as np
 from percviz import evaluation as ev
 from percviz.analysis.metrics import compare_images
 from percviz.attacks.base import AttackResult, get_attack, run_attack
+from percviz.attacks.caps import check_params
 from percviz.figures import FigureRow, row_from_views
 from percviz.images import to_tensor
+from percviz.limits import Limits, current_limits
 from percviz.models import Classifier, Prediction, predict
 from percviz.progress import ProgressCallback, part_progress
-from percviz.serving.hosted import Limits, check_params, current_limits
 
 # ------------------------------------------------------------------ Compare
 
@@ -153,7 +154,7 @@ def check_sweep(
 
     ``swept`` maps each swept parameter to its values (a float such as ``1000.0`` for ``steps``
     counts like the integer); raises :class:`percviz.errors.ParameterError` naming the first
-    value above a cap (:func:`percviz.serving.hosted.check_params`, which reads the registry's
+    value above a cap (:func:`percviz.attacks.caps.check_params`, which reads the registry's
     iteration and cost parameters).
     """
     values = {**dict(params), **{name: list(v) for name, v in swept.items()}}

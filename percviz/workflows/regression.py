@@ -17,12 +17,13 @@ import torch
 
 from percviz import regression_eval as rev
 from percviz.attacks.base import get_attack
+from percviz.attacks.caps import check_params
 from percviz.attacks.regression_run import run_regression_attack
 from percviz.errors import ParameterError
 from percviz.images import fit_to_model, load_sample, to_tensor
+from percviz.limits import Limits, current_limits
 from percviz.models.regression import Regressor
 from percviz.progress import ProgressCallback
-from percviz.serving.hosted import Limits, check_params, current_limits
 
 
 @dataclass
