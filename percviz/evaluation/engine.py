@@ -205,7 +205,7 @@ def result_rows(
             "prob_after": float(p_after[i, after]),
             "true_label": im.true_label,
             "success": bool(result.success[i]),
-            "already_target": before == result.target if result.target is not None else None,
+            "already_target": result.target is not None and before == result.target,  # left unchanged
             "fooled": before != after,
             "within_bound": bool(result.within_bound[i]),
             "bound_excess": max((b["excess"][i] for b in result.bounds if b["kind"] == "hard"), default=0.0),
