@@ -10,6 +10,7 @@ from torch import nn
 
 from percviz.images import fit_to_model, load_sample, to_tensor
 from percviz.models import Classifier, load_model
+from percviz.models.regression import Regressor, RegressorSpec
 from percviz.models.zoo import ModelSpec
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -127,3 +128,22 @@ def lpips_distance(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 
     with torch.no_grad():
         return perceptual_distance(model, x, y)
+
+
+def tiny_regressor(seed: int = 0, size: int = 8) -> Regressor:
+    """A seeded 3×size×size → 3×size×size conv autoencoder small enough to form its Jacobian."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = nn.Sequential(
+            nn.Conv2d(3, 4, 3, stride=2, padding=1),
+            nn.Tanh(),
+            nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1),
+            nn.Sigmoid(),
+        )
+    return Regressor(net, RegressorSpec("tiny_ae", "tiny", "tests", size, "image"))
+
+
+def explicit_jacobian(model: Regressor, x: torch.Tensor) -> torch.Tensor:
+    """``K×M`` Jacobian of image 0 (float64)."""
+    jac = torch.autograd.functional.jacobian(lambda z: model(z), x[:1])
+    return jac.reshape(x[0].numel(), x[0].numel()).double()

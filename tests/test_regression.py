@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import explicit_jacobian, tiny_regressor
 from torch import nn
 
 from percviz.attacks import get_attack, registry, run_attack
@@ -19,7 +20,6 @@ from percviz.images import fit_to_model, load_sample, to_tensor
 from percviz.models.regression import (
     ConvAutoencoder,
     Regressor,
-    RegressorSpec,
     autoencoder_cache_path,
     load_regressor,
     without_last_linear,
@@ -39,25 +39,6 @@ def photos128() -> torch.Tensor:
     return torch.cat(
         [to_tensor(fit_to_model(load_sample(n).pixels, 128)) for n in ("chelsea", "coffee", "rocket")]
     )
-
-
-def tiny_regressor(seed: int = 0, size: int = 8) -> Regressor:
-    """A seeded 3×size×size → 3×size×size conv autoencoder small enough to form its Jacobian."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = nn.Sequential(
-            nn.Conv2d(3, 4, 3, stride=2, padding=1),
-            nn.Tanh(),
-            nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1),
-            nn.Sigmoid(),
-        )
-    return Regressor(net, RegressorSpec("tiny_ae", "tiny", "tests", size, "image"))
-
-
-def explicit_jacobian(model: Regressor, x: torch.Tensor) -> torch.Tensor:
-    """``K×M`` Jacobian of image 0 (float64)."""
-    jac = torch.autograd.functional.jacobian(lambda z: model(z), x[:1])
-    return jac.reshape(x[0].numel(), x[0].numel()).double()
 
 
 def mid_image(size: int = 8, seed: int = 1) -> torch.Tensor:

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from conftest import explicit_jacobian, tiny_regressor
 
 from percviz.attacks import get_attack
 from percviz.attacks.base import AttackContext
@@ -84,20 +85,6 @@ def test_default_quadratic_l2_at_the_model_size_matches_a_tight_lanczos_run(ae: 
     )
 
 
-def tiny_regressor(size: int = 8) -> Regressor:
-    from percviz.models.regression import RegressorSpec
-
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 4, 3, stride=2, padding=1),
-            torch.nn.Tanh(),
-            torch.nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1),
-            torch.nn.Sigmoid(),
-        )
-    return Regressor(net, RegressorSpec("tiny_ae", "tiny", "tests", size, "image"))
-
-
 def test_box_aware_l1_beats_the_paper_rule_where_the_box_binds() -> None:
     """At ε = 1 a value can move by at most max(x_k, 1 − x_k): the box-aware rule maximises
     ‖J_k‖·min(ε, room_k) over every column (explicit Jacobian), so its linearised objective is ≥ the
@@ -106,10 +93,8 @@ def test_box_aware_l1_beats_the_paper_rule_where_the_box_binds() -> None:
     model = tiny_regressor()
     g = torch.Generator().manual_seed(3)
     x = 0.02 + 0.08 * torch.rand(1, 3, 8, 8, generator=g)
-    jac = torch.func.jacrev(lambda z: model(z[None])[0].flatten())(x[0]).reshape(192, 192).double()
-    x.view(-1)[int(jac.norm(dim=0).argmax())] = 0.5
-    jac = torch.func.jacrev(lambda z: model(z[None])[0].flatten())(x[0]).reshape(192, 192).double()
-    norms = jac.norm(dim=0)
+    x.view(-1)[int(explicit_jacobian(model, x).norm(dim=0).argmax())] = 0.5
+    norms = explicit_jacobian(model, x).norm(dim=0)
     flat = x.flatten().double()
     room = torch.minimum(torch.maximum(flat, 1 - flat), torch.tensor(1.0))
     best_box = float((norms * room).max())

@@ -137,13 +137,12 @@ VIEW_PARTS_OF = {
 
 def _computed(entry: Any, vid: str) -> bool:
     """Whether view ``vid`` of ``entry`` has nothing left to compute: such a view is drawn in its tab
-    even while closed, so opening it again shows at once, in the browser (no round trip)."""
-    if vid == "perturbation":
-        return True
+    even while closed, so opening it again shows at once, in the browser (no round trip). The
+    replay is drawn only while open: its figure carries every recorded step (megabytes), which
+    every view switch would otherwise send again."""
     if vid == "replay":
-        return bool(getattr(entry, "replay_ready", lambda: False)())
-    views = entry.views
-    return bool(getattr(views, "ready", lambda _p: True)(VIEW_PARTS_OF[vid]))
+        return False
+    return vid == "perturbation" or bool(entry.views.ready(VIEW_PARTS_OF[vid]))
 
 
 def replay_view(entry: Any, k: str, height: int = 360) -> None:

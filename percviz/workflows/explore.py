@@ -65,10 +65,6 @@ class ExploreResult:
     _replay: list[Replay | None] = field(default_factory=list, repr=False)
     _replay_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def replay_ready(self) -> bool:
-        """Whether :meth:`replay` has been computed (reading it now costs nothing)."""
-        return bool(self._replay)
-
     def replay(self) -> Replay | None:
         """The run's recorded iterates with their predictions (computed on first call, then kept);
         None when the run kept no frames."""
