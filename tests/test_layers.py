@@ -27,10 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("figures", "regression_eval"),
     ("serving",),  # the compute queue, memory housekeeping, Ray
     ("workflows",),  # what the pages and the CLI run
-    ("cli_args",),
-    ("cli_regression",),
-    ("cli_evaluate",),
-    ("cli",),
+    ("cli",),  # the command line: one module per command, shared arguments in cli/args.py
     ("__main__",),
 )
 

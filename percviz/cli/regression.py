@@ -1,4 +1,4 @@
-"""The regressor branches of ``percviz attack`` and ``percviz evaluate`` (called from :mod:`percviz.cli`).
+"""The regressor branches of ``percviz attack`` and ``percviz evaluate`` (called from :mod:`percviz.cli.attack` and :mod:`percviz.cli.evaluate`).
 
 ``percviz attack --model autoencoder --attack reg_quad --image sample:chelsea --out DIR`` writes the
 input pair as the classifier branch does, plus ``output_original.npy`` / ``output_adversarial.npy``
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from percviz.errors import ParameterError, PercvizError
+from percviz.cli.args import make_out_folder, parse_params, parse_sweep
+from percviz.errors import ParameterError
 from percviz.jsonsafe import dumps
 from percviz.regression_eval import DEFAULT_EPS
 
@@ -71,13 +72,6 @@ def refuse_regressor_for_classifier_attack(model_id: str | None, attack_id: str 
         )
 
 
-def _mkdir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PercvizError(f"Cannot create output folder '{out}': {exc.strerror or exc}.") from None
-
-
 def _model(model_id: str | None, device: str | None, input_size: int | None = None) -> Any:
     from percviz.models.regression import load_regressor
 
@@ -93,7 +87,6 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from percviz import regression_eval as rev
     from percviz.attacks import get_attack
     from percviz.attacks.regression_run import run_regression_attack
-    from percviz.cli_args import parse_params
     from percviz.images import encode_png, to_numpy
     from percviz.pipeline import load_ref, prepare
     from percviz.recipes import ImageRef, Recipe, environment_versions
@@ -116,7 +109,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     prepared = prepare(load_ref(image, check_hash=bool(args.recipe)), model.input_size, crop)
     result = run_regression_attack(spec.id, model, prepared.tensor(model.device), params, seed=seed)
     out = Path(args.out)
-    _mkdir(out)
+    make_out_folder(out)
     original, adversarial = to_numpy(result.x)[0], to_numpy(result.x_adv)[0]
     (out / "original.png").write_bytes(encode_png(original))
     (out / "adversarial.png").write_bytes(encode_png(adversarial))
@@ -150,7 +143,6 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _eps_values(args: argparse.Namespace, runs: list[Any]) -> list[float]:
-    from percviz.cli_args import parse_sweep
 
     sweep = parse_sweep(args.sweep)
     other = [n for n in sweep if n.rpartition(".")[2] != "eps"]
@@ -175,7 +167,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from percviz import evaluation as ev
     from percviz import regression_eval as rev
     from percviz.attacks import get_attack
-    from percviz.cli_args import parse_params
 
     attacks = list(dict.fromkeys(args.attack))
     wrong = [a for a in attacks if not is_regression_attack(a)]
@@ -217,7 +208,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     rows = rev.output_psnr_curve(model, x, runs, eps_values, seed=args.seed, progress=progress)
     out = Path(args.out)
-    _mkdir(out)
+    make_out_folder(out)
     meta = {
         "model": model.spec.id,
         "device": str(model.device),

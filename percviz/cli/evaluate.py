@@ -1,7 +1,7 @@
 """The ``percviz evaluate`` command: an image folder or the bundled photos × attacks (× swept values, or at
 matched quality) → ``rows.jsonl``, ``results.csv``, ``summary.json`` and the PNG plots, in process or
 on a Ray cluster, optionally with a transfer matrix onto other models. Regression attacks go to
-:mod:`percviz.cli_regression`.
+:mod:`percviz.cli.regression`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from percviz.errors import ParameterError, PercvizError
+from percviz.cli import regression
+from percviz.cli.args import make_out_folder, model_arg, parse_params, parse_sweep
+from percviz.errors import ParameterError
 from percviz.progress import ProgressCallback
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """Run ``percviz evaluate`` with parsed ``args``; returns the exit status."""
-    from percviz import cli_regression
     from percviz import evaluation as ev
-    from percviz.cli_args import model_arg, parse_params, parse_sweep
     from percviz.figures.report import plot_report
     from percviz.jsonsafe import json_safe
 
-    if any(cli_regression.is_regression_attack(a) for a in args.attack):
-        return cli_regression.cmd_evaluate(args)
+    if any(regression.is_regression_attack(a) for a in args.attack):
+        return regression.cmd_evaluate(args)
     from percviz.models import load_model
 
     out = Path(args.out)
@@ -61,10 +61,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         print(f"percviz: skipped {item.name}: {item.reason}", file=sys.stderr)
     if not images:
         raise ParameterError(f"No readable image in '{args.images}'.")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PercvizError(f"Cannot create output folder '{out}': {exc.strerror or exc}.") from None
+    make_out_folder(out)
     store = ev.RowStore(out / "rows.jsonl")
     if store.skipped:
         print(
