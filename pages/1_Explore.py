@@ -3,11 +3,9 @@
 import streamlit as st
 
 from percviz.attacks.base import registry
-from percviz.attacks.caps import check_params
 from percviz.errors import PercvizError
-from percviz.limits import current_limits
 from percviz.recipes import Recipe
-from percviz.workflows.explore import recipe_key
+from percviz.workflows.explore import plan_attack, recipe_key
 from ui import jobs, results, teach, urlstate, views
 from ui.common import image_input, page_setup
 from ui.models import model_choice_with_own, other_models_top5
@@ -146,8 +144,7 @@ if model is None or picked is None:
     st.stop()
 
 try:
-    values = spec.validate(raw)
-    check_params(spec, values, current_limits())
+    values = plan_attack(spec, raw)
 except PercvizError as exc:
     values = None
     st.error(str(exc))

@@ -6,12 +6,10 @@ import streamlit as st
 
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
-from percviz.attacks.caps import check_params
 from percviz.errors import PercvizError
 from percviz.figures import SSIM_COLORSCALE, FigureRow
-from percviz.limits import current_limits
 from percviz.models.classifier import imagenet_labels
-from percviz.workflows import CompareRow, Comparison, compare_work
+from percviz.workflows import CompareRow, Comparison, compare_work, plan_compare
 from ui import jobs, results, views
 from ui.common import image_input, model_choice, page_setup, render_done
 from ui.params import attack_block
@@ -67,8 +65,7 @@ for i, attack_id in enumerate(chosen):
         items.append((attack_id, values))
 ready = len(items) == len(chosen)
 try:
-    for item_id, values in items:
-        check_params(attacks[item_id], values, current_limits())
+    items = plan_compare(items)
 except PercvizError as exc:
     ready = False
     st.error(str(exc))

@@ -11,10 +11,10 @@ from percviz.errors import PercvizError
 from percviz.images import SAMPLES, fit_to_model
 from percviz.jsonsafe import json_safe
 from percviz.limits import current_limits
-from percviz.workflows import check_sweep, curve_work, grid_work
+from percviz.workflows import CurvePlan, GridPlan, curve_work, grid_work, plan_curve, plan_grid
 from ui import jobs, results, views
 from ui.common import cached_sample, image_input, model_choice, page_setup, render_done, short_sample_name
-from ui.params import around_default, attack_block, check_sweep_size, numeric_params, parse_values, run_button
+from ui.params import around_default, attack_block, numeric_params, parse_values, run_button
 
 P = "sw"
 EPS1_ROWS = "0, 0.002, 0.005, 0.01"  # where the luminance bound S1 still binds (see the caption)
@@ -99,14 +99,9 @@ with grid_tab:
             )
         values = attack_block(f"{P}g", spec)
 
-        def grid_plan() -> tuple[list[float], list[float]]:
-            rows_v, cols_v = parse_values(row_text), parse_values(col_text)
-            check_sweep_size(len(rows_v) * len(cols_v), limits, "cells")
-            check_sweep(attack_id, values or {}, {row_param: rows_v, col_param: cols_v}, limits)
-            for rv in rows_v:
-                for cv in cols_v:
-                    spec.validate({**(values or {}), row_param: rv, col_param: cv})
-            return rows_v, cols_v
+        def grid_plan() -> GridPlan:
+            rows_p, cols_p = (row_param, parse_values(row_text)), (col_param, parse_values(col_text))
+            return plan_grid(attack_id, values or {}, rows_p, cols_p, limits)
 
         planned_grid = run_button(
             "Run grid",
@@ -117,18 +112,10 @@ with grid_tab:
         )
     with right:
         if planned_grid is not None:
-            rows_v, cols_v = planned_grid
+            g = planned_grid
             jobs.submit(
                 f"{P}_grid",
-                grid_work(
-                    model,
-                    picked.pixels,
-                    attack_id,
-                    (row_param, rows_v),
-                    (col_param, cols_v),
-                    values,
-                    int(seed),
-                ),
+                grid_work(model, picked.pixels, g.attack, g.rows, g.cols, g.fixed, int(seed), limits),
                 f"{attack_id} grid on {picked.name}",
             )
         jobs.follow(f"{P}_grid", lambda r, m: st.session_state.__setitem__(f"pv_{P}_grid", r))
@@ -229,18 +216,13 @@ with curve_tab:
             with block_cols[i % len(block_cols)]:
                 fixed[a] = attack_block(f"{P}c", attacks[a])
 
-        def curve_plan() -> list[float]:
+        def curve_plan() -> CurvePlan:
             if not samples or not chosen or param is None:
                 raise PercvizError("Pick images, attacks and a parameter they share.")
-            cvalues = parse_values(value_text)
-            check_sweep_size(len(cvalues) * len(chosen), limits, "runs")
-            for a in chosen:
-                check_sweep(a, fixed[a] or {}, {param: cvalues}, limits)
-                for v in cvalues:
-                    attacks[a].validate({**(fixed[a] or {}), param: v})
-            return cvalues
+            runs = [(a, fixed[a] or {}) for a in chosen]
+            return plan_curve(runs, param, parse_values(value_text), int(batch), limits)
 
-        cvalues = run_button(
+        planned_curve = run_button(
             "Run curves",
             f"{P}_crun",
             ":material/show_chart:",
@@ -248,15 +230,14 @@ with curve_tab:
             ready=all(v is not None for v in fixed.values()) and not jobs.running(f"{P}_curve"),
         )
     with right:
-        if cvalues is not None:
+        if planned_curve is not None:
+            c = planned_curve
             images = [
                 ev.EvalImage.from_pixels(n, fit_to_model(cached_sample(n), model.input_size)) for n in samples
             ]
             jobs.submit(
                 f"{P}_curve",
-                curve_work(
-                    model, images, [(a, fixed[a]) for a in chosen], param, cvalues, int(seed), int(batch)
-                ),
+                curve_work(model, images, c.attacks, c.param, c.values, int(seed), c.batch, limits),
                 f"{param} sweep over {len(images)} images",
             )
         jobs.follow(f"{P}_curve", lambda r, m: st.session_state.__setitem__(f"pv_{P}_curves", r))

@@ -10,12 +10,11 @@ import streamlit as st
 from percviz import evaluation as ev
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
-from percviz.attacks.caps import check_params
 from percviz.errors import PercvizError
 from percviz.images import SAMPLES, fit_to_model
 from percviz.jsonsafe import json_safe
 from percviz.limits import current_limits
-from percviz.workflows import EvalOutcome, evaluate_work
+from percviz.workflows import EvalOutcome, EvaluatePlan, evaluate_work, plan_evaluate
 from ui import jobs, views
 from ui.common import (
     UPLOAD_TYPES,
@@ -126,17 +125,7 @@ with left:
                 )
     except PercvizError as exc:
         st.error(str(exc))
-    if len(images) > limits.max_images:
-        skipped.extend(
-            ev.Skipped(im.name, f"not used: at most {limits.max_images} images per evaluation")
-            for im in images[limits.max_images :]
-        )
-        images = images[: limits.max_images]
-    if any(s.reason.startswith(("not read:", "not used:")) for s in skipped):
-        st.warning(f"Only {len(images)} of the images are used; the others are listed below with the reason.")
-    st.caption(f"{len(images)} images ready" + (f"; {len(skipped)} skipped" if skipped else "") + ".")
-    for s in skipped:
-        st.text(f"Skipped {s.name}: {s.reason}")  # user strings as plain text, never Markdown
+    image_notes = st.container()
 with right:
     st.markdown("##### Attacks")
     chosen = st.multiselect(
@@ -147,31 +136,37 @@ with right:
         key=f"{P}_attacks",
         label_visibility="collapsed",
     )
-    runs, error = [], None
-    for a in chosen:
-        values = attack_block(P, attacks[a])
-        if values is None:
-            error = "fix the parameters"
-            continue
-        try:
-            check_params(attacks[a], values, limits)
-            runs.extend(ev.make_runs([a], values))
-        except PercvizError as exc:
-            error = str(exc)
-            st.error(error)
+    blocks = {a: attack_block(P, attacks[a]) for a in chosen}
+    plan: EvaluatePlan | None = None
+    try:
+        runs = [
+            run for a, values in blocks.items() if values is not None for run in ev.make_runs([a], values)
+        ]
+        plan = plan_evaluate(images, runs, int(batch), match, skipped=skipped, limits=limits)
+    except PercvizError as exc:
+        st.error(str(exc))
 
+with image_notes:
+    used, unused = (plan.images, plan.skipped) if plan is not None else (images, skipped)
+    if any(s.reason.startswith(("not read:", "not used:")) for s in unused):
+        st.warning(f"Only {len(used)} of the images are used; the others are listed below with the reason.")
+    st.caption(f"{len(used)} images ready" + (f"; {len(unused)} skipped" if unused else "") + ".")
+    for s in unused:
+        st.text(f"Skipped {s.name}: {s.reason}")  # user strings as plain text, never Markdown
+
+ready = plan is not None and plan.images and plan.runs and all(v is not None for v in blocks.values())
 go_eval = st.button(
     "Evaluate",
     type="primary",
     icon=":material/table_chart:",
     key=f"{P}_run",
-    disabled=not images or not runs or error is not None or jobs.running(P),
+    disabled=not ready or jobs.running(P),
 )
-if go_eval:
+if go_eval and plan is not None:
     jobs.submit(
         P,
-        evaluate_work(model, images, runs, int(seed), int(batch), explain, match, skipped),
-        f"{len(runs)} runs × {len(images)} images",
+        evaluate_work(model, plan, seed=int(seed), explain=explain),
+        f"{len(plan.runs)} runs × {len(plan.images)} images",
     )
 jobs.follow(
     P,
@@ -181,7 +176,7 @@ jobs.follow(
     ),
 )
 
-transfer_section(P, model, images, runs, int(seed), int(batch))
+transfer_section(P, model, plan.images if plan else [], plan.runs if plan else [], int(seed), int(batch))
 
 out: EvalOutcome | None = st.session_state.get(f"pv_{P}_result")
 if out is None or not out.evaluation.rows:

@@ -11,7 +11,7 @@ can change it. The core reads them here; the attack templates check parameters a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from percviz.errors import ParameterError
@@ -115,3 +115,16 @@ def check_image_size(height: int, width: int, limits: Limits) -> None:
         raise ParameterError(
             f"Images may have at most {limits.max_pixels / 1e6:.0f} Mpx; got {height * width / 1e6:.1f} Mpx."
         )
+
+
+def check_batch(batch: int, limits: Limits) -> None:
+    """Images per pass: at least 1, at most ``limits.max_batch`` (:class:`ParameterError`)."""
+    if not 1 <= batch <= limits.max_batch:
+        raise ParameterError(f"The batch must lie in [1, {limits.max_batch}]; got {batch}.")
+
+
+def command_line_limits() -> Limits:
+    """The limits of ``percviz evaluate``: :func:`current_limits` with the image count and the batch
+    left to the user (the command streams its rows to disk as they finish, where the app keeps them
+    in memory); the loop and cost caps of every attack stay."""
+    return replace(current_limits(), max_images=2**31 - 1, max_batch=2**31 - 1)

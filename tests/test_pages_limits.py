@@ -99,3 +99,36 @@ def test_upload_sets_are_capped_in_count_and_total_size_and_say_so():
     assert accepted == list(range(16))
     assert [n for n, _ in refused] == [f"p{i}.png" for i in range(16, 20)]
     assert all("at most 16 images" in reason for _, reason in refused)
+
+
+def test_plans_check_every_cap_in_the_core(photos32):
+    """Sweep and Evaluate pages call these plans; the refusals are the core's, one sentence each."""
+    from percviz import evaluation as ev
+    from percviz.limits import command_line_limits
+    from percviz.workflows import plan_curve, plan_evaluate, plan_grid
+
+    grid = plan_grid("pgd", {"eps": 0.02, "steps": 5}, ("eps", [0.01, 0.02]), ("steps", [2, 3]), HOSTED)
+    assert grid.cells == 4 and grid.fixed == {} and grid.rows == ("eps", [0.01, 0.02])
+    with pytest.raises(ParameterError, match="At most 36 cells; got 49"):
+        plan_grid("pgd", {}, ("eps", [0.01] * 7), ("steps", [2] * 7), HOSTED)
+    with pytest.raises(ParameterError, match="same parameter 'eps'"):
+        plan_grid("pgd", {}, ("eps", [0.01]), ("eps", [0.02]), LOCAL)
+    with pytest.raises(ParameterError, match="batch must lie in \\[1, 8\\]; got 9"):
+        plan_curve([("pgd", {})], "eps", [0.01], 9, HOSTED)
+    curve = plan_curve([("pgd", {"eps": 0.5, "steps": 3})], "eps", [0.01, 0.02], 2, HOSTED)
+    assert curve.attacks == [("pgd", {"steps": 3})] and curve.values == [0.01, 0.02]
+
+    pixels = photos32[0].permute(1, 2, 0).numpy()
+    images = [ev.EvalImage.from_pixels(f"im{i}", pixels) for i in range(20)]
+    runs = ev.make_runs(["pgd"], {"steps": 3})
+    plan = plan_evaluate(images, runs, 8, limits=HOSTED)
+    assert [im.name for im in plan.images] == [f"im{i}" for i in range(16)]
+    assert [s.name for s in plan.skipped] == ["im16", "im17", "im18", "im19"]
+    assert all(s.reason == "not used: at most 16 images per evaluation" for s in plan.skipped)
+    with pytest.raises(ParameterError, match="at most 200 for 'steps'"):
+        plan_evaluate(images, ev.make_runs(["pgd"], {"steps": 500}), 8, limits=HOSTED)
+    # The command line streams rows to disk: no image or batch cap, the loop caps stay.
+    wide = plan_evaluate(images, runs, 128, limits=command_line_limits())
+    assert len(wide.images) == 20 and wide.skipped == [] and wide.batch == 128
+    with pytest.raises(ParameterError, match="at most 1000 for 'steps'"):
+        plan_evaluate(images, [ev.RunSpec("pgd", {"steps": 1001})], 8, limits=command_line_limits())

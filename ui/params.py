@@ -17,7 +17,6 @@ import streamlit as st
 from percviz.attacks.base import AttackSpec
 from percviz.attacks.schema import Param
 from percviz.errors import ParameterError, PercvizError
-from percviz.limits import Limits
 from percviz.models.classifier import imagenet_labels
 
 T = TypeVar("T")
@@ -497,12 +496,6 @@ def around_default(p: Param) -> str:
     if p.kind == "int":
         return ", ".join(str(v) for v in dict.fromkeys(max(1, round(v)) for v in values))
     return ", ".join(_fmt(v) for v in dict.fromkeys(values))
-
-
-def check_sweep_size(count: int, limits: Limits, what: str) -> None:
-    """A sweep of ``count`` attack runs (grid ``cells`` or curve ``runs``) within this server's limit."""
-    if count > limits.max_sweep_cells:
-        raise ParameterError(f"At most {limits.max_sweep_cells} {what}; got {count}.")
 
 
 def run_button(label: str, key: str, icon: str, plan: Callable[[], T], *, ready: bool = True) -> T | None:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from percviz.errors import ParameterError, PercvizError
+
+if TYPE_CHECKING:
+    from percviz.evaluation import EvalImage, Skipped
 
 MAX_SEED = 2**63 - 1
 
@@ -134,3 +138,30 @@ def make_out_folder(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PercvizError(f"Cannot create output folder '{out}': {exc.strerror or exc}.") from None
+
+
+def load_image_set(
+    args: argparse.Namespace, size: int, true_labels: dict[str, int] | None = None
+) -> tuple[list[EvalImage], list[Skipped]]:
+    """``--images`` (a folder, or ``sample:all`` / ``sample:chelsea,coffee``) at ``size``×``size`` with
+    ``--crop`` and ``--limit``: the images read and those skipped, each with its reason."""
+    from percviz import evaluation as ev
+
+    if args.images.startswith("sample:"):
+        wanted = args.images.split(":", 1)[1]
+        names = None if wanted in ("", "all") else [n.strip() for n in wanted.split(",") if n.strip()]
+        images, skipped = ev.load_samples(size, names, crop_fraction=args.crop)
+        return (images[: args.limit] if args.limit else images), skipped
+    return ev.load_folder(
+        args.images, size, crop_fraction=args.crop, true_labels=true_labels, limit=args.limit
+    )
+
+
+def report_image_set(
+    args: argparse.Namespace, images: Sequence[EvalImage], skipped: Sequence[Skipped]
+) -> None:
+    """Say on stderr which files were skipped and why; refuse a set with no readable image."""
+    for item in skipped:
+        print(f"percviz: skipped {item.name}: {item.reason}", file=sys.stderr)
+    if not images:
+        raise ParameterError(f"No readable image in '{args.images}'.")

@@ -14,9 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from percviz.cli import regression
-from percviz.cli.args import make_out_folder, model_arg, parse_params, parse_sweep
+from percviz.cli.args import (
+    load_image_set,
+    make_out_folder,
+    model_arg,
+    parse_params,
+    parse_sweep,
+    report_image_set,
+)
 from percviz.errors import ParameterError
-from percviz.progress import ProgressCallback
+from percviz.limits import command_line_limits
+from percviz.workflows.evaluate import evaluate_work, plan_evaluate
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -33,13 +41,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     raw_params = parse_params(args.param)
     runs = ev.make_runs(args.attack, raw_params, parse_sweep(args.sweep))
     match = ev.parse_match(args.match) if args.match else None
-    if match is not None:
-        if args.sweep:
-            raise ParameterError("--match searches the strength itself; it cannot be combined with --sweep.")
-        for attack in dict.fromkeys(args.attack):
-            ev.strength_param(attack)
-    if args.batch < 1:
-        raise ParameterError(f"--batch must be at least 1; got {args.batch}.")
+    if match is not None and args.sweep:
+        raise ParameterError("--match searches the strength itself; it cannot be combined with --sweep.")
     if args.engine == "ray" and match is not None:
         raise ParameterError("--match runs in this process; drop --engine ray to use it.")
     # With Ray the workers compute; this process only needs the model's input size and id.
@@ -48,19 +51,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     # anything is computed, not after the whole evaluation.
     transfer_models = [load_model(m, args.device) for m in split_models(args.transfer_to or "")]
     labels = ev.read_true_labels(args.labels) if args.labels else None
-    if args.images.startswith("sample:"):
-        wanted = args.images.split(":", 1)[1]
-        names = None if wanted in ("", "all") else [n.strip() for n in wanted.split(",") if n.strip()]
-        images, skipped = ev.load_samples(model.input_size, names, crop_fraction=args.crop)
-        images = images[: args.limit] if args.limit else images
-    else:
-        images, skipped = ev.load_folder(
-            args.images, model.input_size, crop_fraction=args.crop, true_labels=labels, limit=args.limit
-        )
-    for item in skipped:
-        print(f"percviz: skipped {item.name}: {item.reason}", file=sys.stderr)
-    if not images:
-        raise ParameterError(f"No readable image in '{args.images}'.")
+    images, skipped = load_image_set(args, model.input_size, labels)
+    report_image_set(args, images, skipped)
+    # The same plan as the Evaluate page's (caps, strengths); with --match only the matched rows.
+    plan = plan_evaluate(
+        images, runs, args.batch, match, baseline=False, skipped=skipped, limits=command_line_limits()
+    )
     make_out_folder(out)
     store = ev.RowStore(out / "rows.jsonl")
     if store.skipped:
@@ -71,56 +67,35 @@ def evaluate_command(args: argparse.Namespace) -> int:
         )
     bar = _ProgressBar(disable=args.quiet)
     explain = not args.no_explain
-    common = {"seed": args.seed, "batch": args.batch, "store": store, "progress": bar}
-    matched: list[dict[str, Any]] = []
     cluster: dict[str, Any] | None = None
     try:
-        if match is None and args.engine == "ray":
+        if args.engine == "ray":
             from percviz.evaluation import cluster as ray_cluster
 
             result = ray_cluster.evaluate_ray(
                 model_arg(args) or "",
                 model.spec.id,
-                images,
-                runs,
+                plan.images,
+                plan.runs,
                 explain=explain,
                 address=args.address,
                 workers=args.workers,
                 gpus_per_worker=args.gpus_per_worker,
                 threads=args.threads_per_worker,
                 device=args.device,
-                **common,
+                seed=args.seed,
+                batch=plan.batch,
+                store=store,
+                progress=bar,
             )
             cluster = dict(ray_cluster.cluster_summary(result))
-            rows, cancelled = [*result.rows, *result.errors], result.cancelled
+            rows, cancelled, matched = [*result.rows, *result.errors], result.cancelled, []
             computed, reused, explain_ok = result.computed, result.reused, result.explain_available
-        elif match is None:
-            local = ev.evaluate(model, images, runs, explain=explain, **common)
-            rows, cancelled = local.rows, local.cancelled
-            computed, reused, explain_ok = local.computed, local.reused, local.explain_available
         else:
-            metric, target = match
-
-            def matching(i: int, attack: str) -> ProgressCallback:
-                bar.describe(f"matching {attack}")
-                return bar
-
-            found = ev.match_runs(
-                model,
-                images,
-                runs,
-                metric,
-                target,
-                seed=args.seed,
-                batch=args.batch,
-                store=store,
-                explain=explain,
-                progress=matching,
-            )
-            rows = [r for m in found for r in m.rows]
-            matched = [m.as_dict() for m in found]
-            cancelled = any(m.note == "cancelled" for m in found)
-            computed, reused = sum(m.computed for m in found), sum(m.reused for m in found)
+            outcome = evaluate_work(model, plan, seed=args.seed, explain=explain, store=store)(bar)
+            rows = outcome.evaluation.rows if plan.baseline else outcome.matched_rows
+            cancelled, matched = outcome.cancelled, outcome.matched
+            computed, reused = outcome.computed, outcome.reused
             explain_ok = any(k in r for r in rows for k in ev.EXPLAIN_COLUMNS)
     finally:
         bar.close()
@@ -188,18 +163,11 @@ def _transfer(
     args: argparse.Namespace, loaded: list[Any], runs: Sequence[Any], out: Path, bar: Any
 ) -> list[Any]:
     """Transfer matrices over ``--model`` and ``--transfer-to`` (``loaded``; one per attack, its first run)."""
-    from percviz import evaluation as ev
     from percviz.transfer import transfer_matrix
 
     models = list({m.spec.id: m for m in loaded}.values())
     size = max(m.input_size for m in models)
-    if args.images.startswith("sample:"):
-        wanted = args.images.split(":", 1)[1]
-        names = None if wanted in ("", "all") else [n.strip() for n in wanted.split(",") if n.strip()]
-        images, _ = ev.load_samples(size, names, crop_fraction=args.crop)
-    else:
-        images, _ = ev.load_folder(args.images, size, crop_fraction=args.crop, limit=args.limit)
-    images = images[: args.limit] if args.limit else images
+    images, _ = load_image_set(args, size)
     pairs = [(im.name, im.pixels) for im in images]
     summaries = []
     for attack in dict.fromkeys(r.attack for r in runs):
@@ -234,6 +202,8 @@ class _ProgressBar:
 
     def __call__(self, record: dict[str, Any]) -> None:
         stage = record.get("stage")
+        if stage == "start" and record.get("message"):
+            self._bar.set_description(str(record["message"]).split(" (")[0])
         if stage == "start":
             self._bar.reset(total=record["total"])
             self._bar.update(record["reused"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from percviz.cli.args import make_out_folder, parse_params, parse_sweep
+from percviz.cli.args import load_image_set, make_out_folder, parse_params, parse_sweep, report_image_set
 from percviz.errors import ParameterError
 from percviz.jsonsafe import dumps
 from percviz.regression_eval import DEFAULT_EPS
@@ -184,19 +184,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     runs = rev.with_baselines(runs)
     eps_values = _eps_values(args, runs)
     model = _model(args.model, args.device, getattr(args, "input_size", None))
-    if args.images.startswith("sample:"):
-        wanted = args.images.split(":", 1)[1]
-        names = None if wanted in ("", "all") else [n.strip() for n in wanted.split(",") if n.strip()]
-        images, skipped = ev.load_samples(model.input_size, names, crop_fraction=args.crop)
-        images = images[: args.limit] if args.limit else images
-    else:
-        images, skipped = ev.load_folder(
-            args.images, model.input_size, crop_fraction=args.crop, limit=args.limit
-        )
-    for item in skipped:
-        print(f"percviz: skipped {item.name}: {item.reason}", file=sys.stderr)
-    if not images:
-        raise ParameterError(f"No readable image in '{args.images}'.")
+    images, skipped = load_image_set(args, model.input_size)
+    report_image_set(args, images, skipped)
     x = torch.from_numpy(np.stack([im.pixels for im in images])).permute(0, 3, 1, 2).to(model.device)
 
     def progress(record: dict[str, Any]) -> None:

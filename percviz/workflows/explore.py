@@ -17,7 +17,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,15 +25,29 @@ import numpy as np
 
 from percviz.analysis.replay import Replay, build_replay
 from percviz.analysis.views import LazyViews
-from percviz.attacks.base import AttackResult, run_attack
+from percviz.attacks.base import AttackResult, AttackSpec, get_attack, run_attack
+from percviz.attacks.caps import check_params
 from percviz.attacks.frames import MAX_FRAMES
 from percviz.images import to_numpy
+from percviz.limits import Limits, current_limits
 from percviz.models import Classifier, Prediction
 from percviz.pipeline import PreparedImage, RunOutcome, build_report, measure
 from percviz.progress import ProgressCallback
 from percviz.recipes import Recipe
 
 CANCELLED = " #cancelled"  # suffix of a cancelled run's key: a later full run of that recipe is kept apart
+
+
+def plan_attack(
+    attack: str | AttackSpec, raw: Mapping[str, Any], limits: Limits | None = None
+) -> dict[str, Any]:
+    """One attack's parameters from the page or a link, checked before anything is queued: the
+    registry schema (:meth:`AttackSpec.validate`), then this server's caps
+    (:func:`percviz.attacks.caps.check_params`); raises :class:`percviz.errors.ParameterError`."""
+    spec = get_attack(attack) if isinstance(attack, str) else attack
+    values = spec.validate(raw)
+    check_params(spec, values, limits or current_limits())
+    return values
 
 
 def recipe_key(recipe: Recipe) -> str:
