@@ -1,5 +1,7 @@
 """Explore: one image, one attack, every view, with a shareable URL and a session history."""
 
+from typing import Any
+
 import streamlit as st
 
 from percviz.attacks.base import registry
@@ -56,9 +58,9 @@ def lesson_step(prefix: str, attack: str, params: dict) -> None:
 
 
 def pick_history() -> None:
-    key = st.session_state.get(f"{P}_history")
-    entry = results.stored(P).get(key)
-    if entry is not None and results.select(P, key):
+    key: str | None = st.session_state.get(f"{P}_history")
+    entry = results.stored(P).get(key) if key is not None else None
+    if key is not None and entry is not None and results.select(P, key):
         show_recipe(entry)
 
 
@@ -142,7 +144,9 @@ for note in urlstate.notes(P):
 if model is None or picked is None:
     st.info("Choose a model and an image in the sidebar.")
     st.stop()
+chosen_model, chosen_image = model, picked  # never None below (closures do not see the narrowing)
 
+values: dict[str, Any] | None
 try:
     values = plan_attack(spec, raw)
 except PercvizError as exc:
@@ -163,7 +167,16 @@ key = recipe_key(recipe)
 def _share(shown: results.Entry | None) -> None:
     """The URL names these settings (``run=1`` once ``shown`` is their result)."""
     if values is not None:
-        urlstate.save(model.spec.id, picked.ref, picked.crop, spec, values, int(seed), shown, views.chosen(P))
+        urlstate.save(
+            chosen_model.spec.id,
+            chosen_image.ref,
+            chosen_image.crop,
+            spec,
+            values,
+            int(seed),
+            shown,
+            views.chosen(P),
+        )
 
 
 _share(results.current(P))

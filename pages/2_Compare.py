@@ -7,6 +7,7 @@ import streamlit as st
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
+from percviz.evaluation import QualityMetric
 from percviz.figures import SSIM_COLORSCALE, FigureRow
 from percviz.models.classifier import imagenet_labels
 from percviz.workflows import CompareRow, Comparison, compare_work, plan_compare
@@ -41,7 +42,7 @@ with st.sidebar:
         help="Matching searches each attack's strength parameter (ε, ε2, LPIPS bound, κ…) until the "
         "adversarial image reaches the target quality (Pochimireddy et al. 2021 Tables II–III), then compares.",
     )
-    target = None
+    target: tuple[QualityMetric, float] | None = None
     if mode == "Match SSIM":
         target = ("ssim", st.slider("Target SSIM", 0.80, 0.999, 0.97, 0.001, format="%.3f", key=f"{P}_ssim"))
     elif mode == "Match PSNR":
@@ -154,7 +155,7 @@ caption.caption(
 choice.selectbox(
     "SSIM colour map",
     list(pv_figures.SSIM_COLORMAPS),
-    format_func=pv_figures.SSIM_COLORMAPS.get,
+    format_func=lambda name: pv_figures.SSIM_COLORMAPS[name],
     key=CMAP_KEY,
     help="For the figure on screen and its downloads alike: viridis, as every SSIM map of the app, "
     "or grey, as Pochimireddy et al. 2021 Fig. 3.",

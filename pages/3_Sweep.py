@@ -111,7 +111,7 @@ with grid_tab:
             ready=values is not None and picked is not None and not jobs.running(f"{P}_grid"),
         )
     with right:
-        if planned_grid is not None:
+        if planned_grid is not None and picked is not None:
             g = planned_grid
             jobs.submit(
                 f"{P}_grid",
@@ -119,13 +119,14 @@ with grid_tab:
                 f"{attack_id} grid on {picked.name}",
             )
         jobs.follow(f"{P}_grid", lambda r, m: st.session_state.__setitem__(f"pv_{P}_grid", r))
-        grid = st.session_state.get(f"pv_{P}_grid")
+        grid: ev.GridSweep | None = st.session_state.get(f"pv_{P}_grid")
         if grid is None or not any(grid.cells):
             st.caption(
                 "Each cell runs the attack with that pair of values; the cell shows the adversarial image, "
                 "its prediction and SSIM (Pochimireddy et al. 2021 Fig. 1)."
             )
         else:
+            shown: ev.GridSweep = grid  # closures below do not see the narrowing
             gspec = attacks[grid.attack]
             st.markdown(
                 f"**{gspec.title}** — original prediction **{grid.original_class}**. "
@@ -158,13 +159,13 @@ with grid_tab:
             buttons = st.columns(4)
             results.figure_buttons(
                 buttons[:3],
-                lambda fmt: pv_figures.export_grid(grid, row_name, col_name, fmt),
+                lambda fmt: pv_figures.export_grid(shown, row_name, col_name, fmt),
                 f"percviz-grid-{grid.attack}",
                 f"{P}_gfig",
             )
             buttons[3].download_button(
                 "Grid JSON",
-                data=lambda: json.dumps(json_safe(grid.as_dict()), indent=2),
+                data=lambda: json.dumps(json_safe(shown.as_dict()), indent=2),
                 file_name=f"percviz-grid-{grid.attack}.json",
                 mime="application/json",
                 on_click="ignore",
@@ -241,29 +242,31 @@ with curve_tab:
                 f"{param} sweep over {len(images)} images",
             )
         jobs.follow(f"{P}_curve", lambda r, m: st.session_state.__setitem__(f"pv_{P}_curves", r))
-        curves = st.session_state.get(f"pv_{P}_curves")
+        curves: list[ev.CurveSweep] = st.session_state.get(f"pv_{P}_curves") or []
         if not curves:
             st.caption(
                 "Fooling rate, mean SSIM and mean PSNR against the swept parameter, one line per attack "
                 "(Pochimireddy et al. 2021 Fig. 6–9)."
             )
         else:
-            names = {a: attacks[a].title for a in attacks}
+            titles = {a: attacks[a].title for a in attacks}
             x_label = param_label(attacks[curves[0].attack], curves[0].param)
             for metric, _, _ in pv_figures.SWEEP_METRICS:
                 views.show(
                     (id(curves), metric),
-                    lambda metric=metric: pv_figures.sweep_figure(curves, metric, names, x_label, height=280),
+                    lambda metric=metric: pv_figures.sweep_figure(
+                        curves, metric, titles, x_label, height=280
+                    ),
                 )
             results.figure_buttons(
                 st.columns(3),
-                lambda fmt: pv_figures.export_sweep(curves, names, x_label, fmt),
+                lambda fmt: pv_figures.export_sweep(curves, titles, x_label, fmt),
                 f"percviz-curves-{curves[0].param}",
                 f"{P}_cfig",
             )
             rows = [
                 {
-                    "attack": names.get(c.attack, c.attack),
+                    "attack": titles.get(c.attack, c.attack),
                     x_label: p["value"],
                     "fooling rate": p.get("fooling_rate"),
                     "mean SSIM": p.get("mean_ssim"),

@@ -52,9 +52,9 @@ with st.sidebar:
     match_on = st.checkbox(
         "Matched quality (Pochimireddy et al. 2021 Tables II–III)", False, key=f"{P}_match"
     )
-    match = None
+    match: tuple[ev.QualityMetric, float] | None = None
     if match_on:
-        metric = st.radio("Match", ["ssim", "psnr"], horizontal=True, key=f"{P}_metric")
+        metric: ev.QualityMetric = st.radio("Match", ["ssim", "psnr"], horizontal=True, key=f"{P}_metric")
         target = (
             st.slider("Target mean SSIM", 0.80, 0.999, 0.95, 0.001, format="%.3f", key=f"{P}_tssim")
             if metric == "ssim"
@@ -178,12 +178,13 @@ jobs.follow(
 
 transfer_section(P, model, plan.images if plan else [], plan.runs if plan else [], int(seed), int(batch))
 
-out: EvalOutcome | None = st.session_state.get(f"pv_{P}_result")
-if out is None or not out.evaluation.rows:
+stored: EvalOutcome | None = st.session_state.get(f"pv_{P}_result")
+if stored is None or not stored.evaluation.rows:
     st.caption(
         "Press **Evaluate**. Rows are computed in batches; cancelling keeps the rows already finished."
     )
     st.stop()
+out: EvalOutcome = stored
 
 
 def fmt(v, pct=False, digits=4):

@@ -1,5 +1,8 @@
 """Learn: every attack in a paragraph, its formula, its paper, and a one-click try."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import streamlit as st
 
 from percviz.attacks.base import AttackSpec, registry
@@ -19,7 +22,7 @@ attacks = registry()
 limits = current_limits()
 
 
-def unavailable(spec: AttackSpec, values: dict) -> str | None:
+def unavailable(spec: AttackSpec, values: Mapping[str, Any]) -> str | None:
     """Why a preset cannot run on this server (missing weights, a cap), or None."""
     try:
         check_params(spec, {**spec.defaults(), **values}, limits)

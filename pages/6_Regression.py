@@ -102,16 +102,16 @@ if run is not None and run.model_id == model_id and picked is not None:
     cols[1].metric("output MSE", f"{m['output_mse']:.3g}")
     cols[2].metric("input PSNR", f"{m['psnr']:.2f} dB")
     cols[3].metric("input SSIM", f"{m.get('ssim', float('nan')):.4f}")
-    cols = st.columns(5)
-    cols[0].metric("‖η‖₂", f"{m['l2']:.4g}")
-    cols[1].metric("‖η‖∞", f"{m['linf'] * 255:.2f}/255")
-    cols[2].metric(
+    cols5 = st.columns(5)
+    cols5[0].metric("‖η‖₂", f"{m['l2']:.4g}")
+    cols5[1].metric("‖η‖∞", f"{m['linf'] * 255:.2f}/255")
+    cols5[2].metric(
         "budget used",
         f"{m['eta_norm_ratio']:.1%}",
         help="The realised ‖η‖_p over ε, in the attack's own norm, after clipping to [0, 1].",
     )
-    cols[3].metric("within bound", "yes" if run.within else "NO")
-    cols[4].metric("time", f"{run.wall:.2f} s")
+    cols5[3].metric("within bound", "yes" if run.within else "NO")
+    cols5[4].metric("time", f"{run.wall:.2f} s")
     if model.spec.output == "image":
         diff = np.abs(run.out_adv - run.out)
         gain = float(min(50.0, 1.0 / max(float(diff.max()), 1e-6)))
@@ -201,8 +201,8 @@ if stored is not None:
         with st.spinner("Rendering…"):
             files = {fmt: rev.export_fig4(fig, fmt) for fmt in ("pdf", "svg")}
             st.session_state["reg_files"] = {**files, "against": against}
-    files = st.session_state.get("reg_files")
-    if files and files["against"] == against:  # the downloads are the chart on screen
+    prepared = st.session_state.get("reg_files")
+    if prepared and prepared["against"] == against:  # the downloads are the chart on screen
         d1, d2 = st.columns(2)
-        d1.download_button("Download PDF", files["pdf"], "fig4.pdf", "application/pdf", key="reg_pdf")
-        d2.download_button("Download SVG", files["svg"], "fig4.svg", "image/svg+xml", key="reg_svg")
+        d1.download_button("Download PDF", prepared["pdf"], "fig4.pdf", "application/pdf", key="reg_pdf")
+        d2.download_button("Download SVG", prepared["svg"], "fig4.svg", "image/svg+xml", key="reg_svg")

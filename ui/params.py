@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -125,15 +125,25 @@ def param_label(p: Param) -> str:
     return label.replace("_", " ") if label == p.name else label
 
 
-def _use_slider(p: Param) -> bool:
-    """A slider when the whole range is useful (the default is a sizeable share of it)."""
+def _slider_range(p: Param) -> tuple[float, float] | None:
+    """``(low, high)`` of a slider when the whole range is useful (the default is a sizeable share
+    of it), else None (a number box or a log-spaced select slider)."""
     if p.low is None or p.high is None or not math.isfinite(p.high) or _is_log(p):
-        return False
+        return None
     span = p.high - p.low
     default = abs(float(p.default or 0))
-    return span > 0 and (
+    useful = span > 0 and (
         span <= 20 if p.kind == "int" else default >= span / 25 or (span <= 1.0 and default == 0)
     )
+    return (p.low, p.high) if useful else None
+
+
+def _choice_format(p: Param) -> Callable[[str], str]:
+    return lambda v: choice_label(p, v)
+
+
+def _class_format(labels: Sequence[str]) -> Callable[[int], str]:
+    return lambda i: "none (untargeted)" if i == UNTARGETED else f"{i}: {labels[i]}"
 
 
 def _help(p: Param) -> str:
@@ -194,41 +204,41 @@ def param_widgets(prefix: str, spec: AttackSpec, *, only_used: bool = False) -> 
         if p.kind == "bool":
             out[p.name] = st.checkbox(label, value=bool(current), key=key, help=help_text)
         elif p.kind == "choice":
-            choices = list(p.choices)
+            choices: list[str] = list(p.choices)
             out[p.name] = st.selectbox(
                 label,
                 choices,
                 index=choices.index(current) if current in choices else 0,
                 key=key,
                 help=help_text,
-                format_func=lambda v, p=p: choice_label(p, v),
+                format_func=_choice_format(p),
             )
         elif p.kind == "class":
             labels = class_labels()
             if current is None or current not in range(-1, len(labels)):
                 st.session_state[key] = current = UNTARGETED
+            options: list[int] = [UNTARGETED, *range(len(labels))]
             chosen = st.selectbox(
                 label,
-                [UNTARGETED, *range(len(labels))],
+                options,
                 index=int(current) + 1,
                 key=key,
                 help=help_text,
-                format_func=lambda i, labels=labels: (
-                    "none (untargeted)" if i == UNTARGETED else f"{i}: {labels[i]}"
-                ),
+                format_func=_class_format(labels),
             )
             out[p.name] = None if chosen == UNTARGETED else chosen
         elif p.kind == "int":
-            if _use_slider(p):
-                out[p.name] = st.slider(
-                    label, int(p.low), int(p.high), int(current), step=1, key=key, help=help_text
-                )
+            current = int(current if current is not None else p.default or 0)  # ensure_state set it
+            int_range = _slider_range(p)
+            if int_range is not None:
+                low, high = int_range
+                out[p.name] = st.slider(label, int(low), int(high), current, step=1, key=key, help=help_text)
             else:
                 out[p.name] = st.number_input(
                     label,
                     min_value=int(p.low) if p.low is not None else None,
                     max_value=int(p.high) if p.high is not None and math.isfinite(p.high) else None,
-                    value=int(current),
+                    value=current,
                     step=1,
                     key=key,
                     help=help_text,
@@ -259,16 +269,18 @@ def _float_widget(p: Param, key: str, label: str, help_text: str) -> float:
                 format_func=_fmt,
             )
         )
-    if _use_slider(p):
+    float_range = _slider_range(p)
+    if float_range is not None:
+        low, high = float_range
         digits = slider_decimals(p)
         step = 10.0**-digits
-        value = float(np.clip(st.session_state[key], p.low, p.high))
-        st.session_state[key] = float(np.clip(round(round(value / step) * step, digits), p.low, p.high))
+        value = float(np.clip(st.session_state[key], low, high))
+        st.session_state[key] = float(np.clip(round(round(value / step) * step, digits), low, high))
         return float(
             st.slider(
                 label,
-                float(p.low),
-                float(p.high),
+                float(low),
+                float(high),
                 float(st.session_state[key]),
                 step=step,
                 format=f"%.{digits}f",
@@ -294,7 +306,7 @@ def _float_widget(p: Param, key: str, label: str, help_text: str) -> float:
 
 def slider_decimals(p: Param) -> int:
     """Decimals of a float slider: a hundredth of the range, finer if the default needs it (α 0.997 → 3)."""
-    span = float(p.high - p.low)
+    span = float((p.high or 0.0) - (p.low or 0.0))
     coarse = max(0, -math.floor(math.log10(span / 100)))
     default = _finite(p.default)
     return min(6, max(coarse, _decimals(default) if default is not None else 0))
