@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from percviz.errors import RecipeError
@@ -88,3 +89,24 @@ def test_unreadable_oversized_and_binary_files(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(RecipeError, match="UTF-8"):
         Recipe.load(binary)
+
+
+STORED = Path(__file__).resolve().parent / "data" / "recipes"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pgd", "fpgap", "reg"])
+def test_a_stored_recipe_replays_bit_identically(name: str, tmp_path: Path) -> None:
+    """Recipes written by ``percviz attack`` (tests/data/recipes: PGD with a random start and seed 7
+    on chelsea, FPGAP on coffee, linear regression attack on the autoencoder) replay to the same
+    adversarial array, bit for bit, whatever has changed in the code since."""
+    import hashlib
+
+    from percviz.cli import main
+
+    expected = json.loads((STORED / "expected.json").read_text())[name]
+    assert main(["attack", "--recipe", str(STORED / f"{name}.json"), "--out", str(tmp_path)]) == 0
+    adversarial = np.load(tmp_path / "adversarial.npy")
+    assert list(adversarial.shape) == expected["shape"]
+    digest = hashlib.sha256(np.ascontiguousarray(adversarial).tobytes()).hexdigest()
+    assert digest == expected["adversarial_sha256"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,3 +153,25 @@ def test_real_model_pgd_fools_every_photo(lite0, photos224) -> None:
     assert result.success.all()
     assert max(result.constraints["linf"]) <= 4 / 255 + 1e-6
     assert min(result.constraints["ssim"]) > 0.9
+
+
+def test_attack_modules_lists_exactly_the_modules_that_register_attacks():
+    """load_all imports ATTACK_MODULES; a family left out of it would silently vanish from the app."""
+    import ast
+    import pkgutil
+
+    import percviz.attacks as attacks_pkg
+    from percviz.attacks import ATTACK_MODULES, registry
+
+    folder = Path(attacks_pkg.__file__).parent
+    registering = set()
+    for info in pkgutil.iter_modules([str(folder)]):
+        if info.ispkg:  # solvers/: numerical routines, no attacks
+            continue
+        tree = ast.parse((folder / f"{info.name}.py").read_text(encoding="utf-8"))
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) == "register"]
+        if calls and info.name != "__init__":
+            registering.add(info.name)
+    assert registering == set(ATTACK_MODULES)
+    modules = {spec.fn.__module__.rpartition(".")[2] for spec in registry().values()}
+    assert modules == set(ATTACK_MODULES)

@@ -309,3 +309,23 @@ def test_hosted_mode_names_no_server_path(monkeypatch) -> None:
     assert not at.exception
     shown = " ".join(m.value for m in at.markdown)
     assert "not installed on this server" in shown and folder not in shown
+
+
+def test_both_run_templates_take_their_limits_as_an_argument(tiny, photos32):
+    """One template for both tasks: the caps come from the limits given (not from the environment),
+    and each template refuses the other task's attacks with one sentence."""
+    from conftest import tiny_regressor
+
+    from percviz.attacks import run_attack
+    from percviz.attacks.regression_run import run_regression_attack
+
+    x = photos32[:1]
+    with pytest.raises(ParameterError, match="Hosted mode allows at most 200 for 'steps'"):
+        run_attack("pgd", tiny, x, {"steps": 500}, limits=HOSTED)
+    assert run_attack("pgd", tiny, x, {"steps": 2}, limits=HOSTED).forward_passes == 4
+    with pytest.raises(ParameterError, match="Hosted mode allows at most 200 for 'steps'"):
+        run_regression_attack("reg_linear", tiny_regressor(), x, {"steps": 500}, limits=HOSTED)
+    with pytest.raises(ParameterError, match="attacks classifiers; run it with run_attack"):
+        run_regression_attack("pgd", tiny_regressor(), x, {}, limits=LOCAL)
+    with pytest.raises(ParameterError, match="attacks regression models"):
+        run_attack("reg_linear", tiny, x, {}, limits=LOCAL)

@@ -10,7 +10,6 @@ constraints against the original image, so every attack reports the same honest 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -18,11 +17,12 @@ from typing import Any, Literal
 
 import torch
 
-from percviz.attacks.bounds import Constraint, judge_bounds
+from percviz.attacks.bounds import Constraint
 from percviz.attacks.frames import FrameRecorder
 from percviz.attacks.schema import Param, ParamValue
 from percviz.errors import ParameterError, PercvizError, UnknownIdError, check_finite_output
 from percviz.jsonsafe import json_safe
+from percviz.limits import Limits
 from percviz.models.layout import call_channels_last
 from percviz.progress import ProgressCallback
 
@@ -356,12 +356,14 @@ def run_attack(
     labels: torch.Tensor | None = None,
     progress: ProgressCallback | None = None,
     frames: int = 0,
+    limits: Limits | None = None,
 ) -> AttackResult:
-    """Run one registered attack on a batch ``x`` (``N×3×H×W`` in [0, 1]) — the template.
+    """Run one registered attack on a batch ``x`` (``N×3×H×W`` in [0, 1]) — the template
+    (:mod:`percviz.attacks.template` holds the steps it shares with the regression template).
 
     ``frames`` > 0 keeps up to that many iterates of image 0 for replay
     (:mod:`percviz.attacks.frames`; iterative attacks offer theirs, one-shot attacks give the
-    start and the end).
+    start and the end). ``limits`` (default: this process's) caps the loop and cost parameters.
 
     ``labels`` default to the model's own predictions (untargeted attacks move away from what
     the model says, as in the papers). With ``params['target']`` set, fooled means the
@@ -369,23 +371,21 @@ def run_attack(
     the attack's :attr:`AttackSpec.constraints`, judged on distances re-measured against the
     original image (:func:`judge_bounds`). The input tensor is never modified.
     """
-    from percviz.attacks.caps import enforce
     from percviz.attacks.checks import measure_with_ssim_maps
+    from percviz.attacks.template import execute_run, judge_run, start_run, stop_clock
 
-    spec = get_attack(attack_id)
-    if spec.task != "classification":
-        raise ParameterError(
-            f"Attack '{attack_id}' attacks regression models; run it with "
-            "percviz.attacks.regression_run.run_regression_attack on a regressor."
-        )
-    values = spec.validate(params)
-    enforce(spec, values)
-    validate_batch(x)
-    ctx = AttackContext(model, seed, progress, frames)
-    x0 = x.detach().to(ctx.device, torch.float32).clone()
-    if ctx.recorder is not None:
-        ctx.recorder.keep(0, x0)
-    start = time.perf_counter()
+    run = start_run(
+        attack_id,
+        "classification",
+        model,
+        x,
+        params,
+        seed=seed,
+        progress=progress,
+        frames=frames,
+        limits=limits,
+    )
+    ctx, x0, values = run.ctx, run.x0, run.values
     clean_logits = ctx.logits(x0) if labels is None else None
     if clean_logits is not None:
         check_finite_output(clean_logits, _title(model))
@@ -398,31 +398,18 @@ def run_attack(
         raise ParameterError(
             f"The image is already classified as the target class {target}; choose another target."
         )
-    try:
-        output = spec.fn(ctx, x0.clone(), labels, values)
-    except AttackCancelled:  # stopped inside a step: nothing computed so far is kept
-        output = AttackOutput(x0.clone(), info={"cancelled_inside_step": True})
-    x_adv = output.x_adv.detach().clamp(0.0, 1.0)
-    if not torch.isfinite(x_adv).all():
-        raise RuntimeError(f"Attack '{attack_id}' produced non-finite values.")
+    output, x_adv = execute_run(run, labels)
     adv_logits = ctx.logits(x_adv)
     adv_labels = adv_logits.argmax(1)
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
-    wall = time.perf_counter() - start
+    wall = stop_clock(run)
     fooled = (torch.eq(adv_labels, target) if target is not None else torch.ne(adv_labels, labels)).cpu()
     info = dict(output.info)
     if target is not None:  # as foolbox does, an image already of the target class counts as reached
         info["already_target"] = torch.eq(labels, target).cpu().tolist()
     if ctx.recorder is not None:  # the returned image is the last frame
         ctx.recorder.keep(max([int(r["iteration"]) for r in ctx.history] + [1]), x_adv)
-    constraints, ssim_maps = measure_with_ssim_maps(x0, x_adv)
-    constraints.update({k: v.detach().double().cpu().tolist() for k, v in output.constraints.items()})
-    bounds = judge_bounds(spec, values, model, x0, x_adv, constraints)
-    within = torch.ones_like(fooled)
-    for check in bounds:
-        if check["kind"] == "hard":
-            within &= torch.tensor(check["within"], dtype=torch.bool)
+    measured, ssim_maps = measure_with_ssim_maps(x0, x_adv)
+    constraints, bounds, within = judge_run(run, model, x_adv, output, measured)
     return AttackResult(
         attack_id=attack_id,
         params=values,

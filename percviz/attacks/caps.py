@@ -107,12 +107,12 @@ def _check_distance_net(name: Any, limits: Limits) -> None:
     )
 
 
-def enforce(spec: AttackSpec, values: Mapping[str, Any]) -> None:
-    """:func:`check_params` against this process's limits (local or hosted) for a run about to
-    start: the attack templates call it, so a value reaches no attack unchecked whichever page,
-    script or recipe sent it (local caps: ``max_steps`` 1000, ``max_cost`` 100,000…). Locally only
-    the loop and cost caps apply here: a missing distance network is the loader's to report."""
-    limits = current_limits()
+def enforce(spec: AttackSpec, values: Mapping[str, Any], limits: Limits | None = None) -> None:
+    """:func:`check_params` against ``limits`` (default: this process's, local or hosted) for a run
+    about to start: the attack templates call it, so a value reaches no attack unchecked whichever
+    page, script or recipe sent it (local caps: ``max_steps`` 1000, ``max_cost`` 100,000…). Locally
+    only the loop and cost caps apply here: a missing distance network is the loader's to report."""
+    limits = limits or current_limits()
     if limits.hosted:
         check_params(spec, values, limits)
     else:

@@ -1,14 +1,14 @@
 """The run template of the regression attacks (Balda, Behboodi and Mathar, "Perturbation Analysis of
 Learning Algorithms", §III): :func:`run_regression_attack`, the counterpart of
-:func:`~percviz.attacks.base.run_attack` for ``f: R^M → R^K``. It validates, seeds, counts passes,
-clips to [0, 1], re-measures every bound against the original image and reports the output
-distortion metrics in a :class:`RegressionResult`.
+:func:`~percviz.attacks.base.run_attack` for ``f: R^M → R^K``. It shares its steps with the
+classification template (:mod:`percviz.attacks.template`: validation, caps, seeding, pass counts,
+clipping, the bound re-check) and adds the reference output ``f(x)`` and the output distortion
+metrics of a :class:`RegressionResult`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,18 +16,12 @@ from typing import Any
 import torch
 
 from percviz.attacks._norms import TINY, lp_norm, parse_p
-from percviz.attacks.base import (
-    AttackCancelled,
-    AttackContext,
-    AttackOutput,
-    ProgressCallback,
-    get_attack,
-    validate_batch,
-)
-from percviz.attacks.bounds import judge_bounds
+from percviz.attacks.base import ProgressCallback
 from percviz.attacks.checks import measure_constraints
 from percviz.attacks.schema import ParamValue
+from percviz.attacks.template import execute_run, judge_run, start_run, stop_clock
 from percviz.errors import ParameterError, check_finite_output
+from percviz.limits import Limits
 
 
 @dataclass
@@ -121,44 +115,32 @@ def run_regression_attack(
     *,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    limits: Limits | None = None,
 ) -> RegressionResult:
     """Run one regression attack on ``x`` (``N×3×H×W`` in [0, 1]) against a regressor ``model``.
 
     The attack function receives ``f(x)`` in the ``labels`` slot (the reference output, the
-    paper's ``y ≈ f(x)``). The input tensor is never modified.
+    paper's ``y ≈ f(x)``). The input tensor is never modified; ``limits`` (default: this
+    process's) caps the loop and cost parameters.
     """
-    from percviz.attacks.caps import enforce
-
-    spec = get_attack(attack_id)
-    if spec.task != "regression":
-        raise ParameterError(f"Attack '{attack_id}' attacks classifiers; run it with run_attack.")
-    _check_regressor(model)
-    values = spec.validate(params)
-    enforce(spec, values)
-    validate_batch(x)
-    ctx = AttackContext(model, seed, progress)
-    x0 = x.detach().to(ctx.device, torch.float32).clone()
-    start = time.perf_counter()
+    run = start_run(
+        attack_id,
+        "regression",
+        model,
+        x,
+        params,
+        seed=seed,
+        progress=progress,
+        limits=limits,
+        check_model=_check_regressor,
+    )
+    ctx, x0, values = run.ctx, run.x0, run.values
     y0 = ctx.logits(x0)
     check_finite_output(y0, str(getattr(getattr(model, "spec", None), "title", type(model).__name__)))
-    try:
-        output = spec.fn(ctx, x0.clone(), y0, values)
-    except AttackCancelled:
-        output = AttackOutput(x0.clone(), info={"cancelled_inside_step": True})
-    x_adv = output.x_adv.detach().clamp(0.0, 1.0)
-    if not torch.isfinite(x_adv).all():
-        raise RuntimeError(f"Attack '{attack_id}' produced non-finite values.")
+    output, x_adv = execute_run(run, y0)
     y_adv = ctx.logits(x_adv)
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
-    wall = time.perf_counter() - start
-    constraints = measure_constraints(x0, x_adv)
-    constraints.update({k: v.detach().double().cpu().tolist() for k, v in output.constraints.items()})
-    bounds = judge_bounds(spec, values, model, x0, x_adv, constraints)
-    within = torch.ones(x0.shape[0], dtype=torch.bool)
-    for check in bounds:
-        if check["kind"] == "hard":
-            within &= torch.tensor(check["within"], dtype=torch.bool)
+    wall = stop_clock(run)
+    constraints, bounds, within = judge_run(run, model, x_adv, output, measure_constraints(x0, x_adv))
     columns = {
         **_input_metrics(x0, x_adv),
         **budget_use(x0, x_adv, values),
