@@ -113,3 +113,28 @@ def test_no_import_cycle_between_units() -> None:
         if start not in state:
             walk(start, [start])
     assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_no_core_module_reads_hosted_mode_itself():
+    """Hosted mode is one setting read in ``percviz/limits.py``; everything else takes ``Limits``
+    (as an argument, or ``current_limits()`` as the default of one)."""
+    readers = [
+        str(path.relative_to(ROOT.parent))
+        for path in ROOT.rglob("*.py")
+        if path.name != "limits.py" and "hosted_mode" in path.read_text(encoding="utf-8")
+    ]
+    assert readers == []
+
+
+def test_models_take_their_limits_as_an_argument(tmp_path):
+    import pytest
+
+    from percviz.errors import ModelFileError, ModelUnavailableError
+    from percviz.limits import HOSTED
+    from percviz.models import load_model
+    from percviz.models.regression import load_regressor
+
+    with pytest.raises(ModelFileError, match="Own models are turned off on this server"):
+        load_model(f"file:{tmp_path / 'net.pt'}", "cpu", HOSTED)
+    with pytest.raises(ModelUnavailableError, match="Own models are disabled in hosted mode"):
+        load_regressor(f"file:{tmp_path / 'net.pt'}", "cpu", None, HOSTED)

@@ -19,6 +19,7 @@ from torch import nn
 
 from percviz.device import best_device
 from percviz.errors import ModelFileError, PercvizError
+from percviz.limits import Limits, current_limits
 from percviz.models.custom import (
     ModelRef,
     build_custom,
@@ -102,7 +103,9 @@ def _build_extractor(net: nn.Module, layers: tuple[str, ...]) -> nn.Module:
     return extractor
 
 
-def build_classifier(model_id: str, device: torch.device | str | None = None) -> Classifier:
+def build_classifier(
+    model_id: str, device: torch.device | str | None = None, limits: Limits | None = None
+) -> Classifier:
     """Construct a fresh classifier from a model reference (no cache).
 
     ``model_id`` is a zoo id or a reference to the user's own model (``file:PATH``,
@@ -117,18 +120,18 @@ def build_classifier(model_id: str, device: torch.device | str | None = None) ->
     ref = parse_model_ref(model_id)
     dev = best_device(str(device) if device is not None else None)
     if ref.kind != "zoo":
-        check_custom_allowed()
+        check_custom_allowed(limits)
         net, spec = build_custom(ref)
         return Classifier(net, spec).to(dev)
-    base = _build_zoo(ref.base)
+    base = _build_zoo(ref.base, limits)
     if ref.option("cam_layer"):
         base = Classifier(base.net, with_cam_layer(base.net, base.spec, ref.option("cam_layer") or ""))
     return base.to(dev)
 
 
-def _build_zoo(model_id: str) -> Classifier:
+def _build_zoo(model_id: str, limits: Limits | None = None) -> Classifier:
     spec = get_spec(model_id)
-    state = load_state_dict(spec)
+    state = load_state_dict(spec, limits)
     net = spec.builder()
     if spec.weight_file is None:
         copy_in_order(net, state)
@@ -137,11 +140,9 @@ def _build_zoo(model_id: str) -> Classifier:
     return Classifier(net, spec)
 
 
-def check_custom_allowed() -> None:
-    """Refuse own models where the limits in force turn them off (hosted mode)."""
-    from percviz.limits import current_limits
-
-    if not current_limits().allow_custom_models:
+def check_custom_allowed(limits: Limits | None = None) -> None:
+    """Refuse own models where ``limits`` (default: this process's) turn them off (hosted mode)."""
+    if not (limits or current_limits()).allow_custom_models:
         raise ModelFileError("Own models are turned off on this server (hosted mode); choose a zoo model.")
 
 
@@ -170,8 +171,12 @@ def _keep_own(key: _CacheKey, model: Classifier) -> None:
         _OWN.popitem(last=False)
 
 
-def load_model(model_id: str, device: torch.device | str | None = None) -> Classifier:
+def load_model(
+    model_id: str, device: torch.device | str | None = None, limits: Limits | None = None
+) -> Classifier:
     """A shared, cached classifier per (model reference, device); thread-safe construction.
+    ``limits`` (default: this process's) decide whether own models may be loaded and how a missing
+    zoo model is reported (hosted mode names no server path).
 
     A zoo model with a chosen ``cam_layer`` shares the cached zoo network (no second copy). An
     own model's cache entry is keyed by its file's size and modification time too, so a rewritten
@@ -181,7 +186,7 @@ def load_model(model_id: str, device: torch.device | str | None = None) -> Class
     ref = parse_model_ref(model_id)
     dev = best_device(str(device) if device is not None else None)
     if ref.kind == "zoo" and ref.option("cam_layer"):
-        base = load_model(ref.base, dev)
+        base = load_model(ref.base, dev, limits)
         key = (str(ref), str(dev), (0, 0))
         with _CACHE_LOCK:
             if key not in _CACHE:
@@ -190,17 +195,17 @@ def load_model(model_id: str, device: torch.device | str | None = None) -> Class
             return _CACHE[key]
     key = (str(ref), str(dev), _file_stamp(ref))
     if ref.kind != "zoo":
-        check_custom_allowed()
+        check_custom_allowed(limits)
         with _CACHE_LOCK:
             if key in _OWN:
                 _OWN.move_to_end(key)
                 return _OWN[key]
-            model = build_classifier(str(ref), dev)
+            model = build_classifier(str(ref), dev, limits)
             _keep_own(key, model)
             return model
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = build_classifier(str(ref), dev)
+            _CACHE[key] = build_classifier(str(ref), dev, limits)
         return _CACHE[key]
 
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from percviz.device import best_device
 from percviz.errors import ModelUnavailableError, UnknownIdError
+from percviz.limits import Limits, current_limits
 
 if TYPE_CHECKING:
     from percviz.models.classifier import Classifier
@@ -317,11 +318,10 @@ def regressor_spec(model_id: str, input_size: int | None = None) -> RegressorSpe
     )
 
 
-def _load_torchscript(path: str) -> nn.Module:
-    from percviz.limits import hosted_mode
+def _load_torchscript(path: str, limits: Limits | None = None) -> nn.Module:
     from percviz.models.custom import load_torchscript
 
-    if hosted_mode():
+    if not (limits or current_limits()).allow_custom_models:
         raise ModelUnavailableError("Own models are disabled in hosted mode.")
     file = Path(path)
     if not file.is_file():
@@ -346,9 +346,13 @@ def _check_image_to_image(model: Regressor) -> None:
 
 
 def build_regressor(
-    model_id: str, device: torch.device | str | None = None, input_size: int | None = None
+    model_id: str,
+    device: torch.device | str | None = None,
+    input_size: int | None = None,
+    limits: Limits | None = None,
 ) -> Regressor:
-    """Construct a regressor (no cache). Raises UnknownIdError / ModelUnavailableError."""
+    """Construct a regressor (no cache); ``limits`` (default: this process's) decide whether own
+    TorchScript models may be loaded. Raises UnknownIdError / ModelUnavailableError."""
     dev = best_device(str(device) if device is not None else None)
     spec = regressor_spec(model_id, input_size)
     if model_id == AUTOENCODER:
@@ -356,9 +360,9 @@ def build_regressor(
     if model_id.startswith(EMBEDDING_PREFIX):
         from percviz.models.classifier import load_model
 
-        classifier = load_model(model_id[len(EMBEDDING_PREFIX) :], dev)
+        classifier = load_model(model_id[len(EMBEDDING_PREFIX) :], dev, limits)
         return Regressor(_Embedding(classifier), spec).to(dev)
-    model = Regressor(_load_torchscript(model_id[len(FILE_PREFIX) :]), spec).to(dev)
+    model = Regressor(_load_torchscript(model_id[len(FILE_PREFIX) :], limits), spec).to(dev)
     _check_image_to_image(model)
     return model
 
@@ -368,12 +372,16 @@ _CACHE_LOCK = threading.Lock()
 
 
 def load_regressor(
-    model_id: str, device: torch.device | str | None = None, input_size: int | None = None
+    model_id: str,
+    device: torch.device | str | None = None,
+    input_size: int | None = None,
+    limits: Limits | None = None,
 ) -> Regressor:
-    """A shared, cached regressor per (model, device, input size); thread-safe construction."""
+    """A shared, cached regressor per (model, device, input size); thread-safe construction
+    (``limits``: as :func:`build_regressor`)."""
     dev = best_device(str(device) if device is not None else None)
     key = (model_id, str(dev), input_size if model_id.startswith(FILE_PREFIX) else None)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = build_regressor(model_id, dev, key[2])
+            _CACHE[key] = build_regressor(model_id, dev, key[2], limits)
         return _CACHE[key]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from percviz.errors import ModelUnavailableError, UnknownIdError
+from percviz.limits import Limits, current_limits
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -231,21 +232,19 @@ def all_model_status() -> list[ModelStatus]:
     return [model_status(m) for m in ZOO_MODELS]
 
 
-def unavailable_message(status: ModelStatus) -> str:
-    """One sentence saying why a model cannot be loaded and what would fix it (in hosted mode, no
-    server path: public users can do nothing with it)."""
-    from percviz.limits import hosted_mode
-
-    if hosted_mode():
+def unavailable_message(status: ModelStatus, limits: Limits | None = None) -> str:
+    """One sentence saying why a model cannot be loaded and what would fix it (under hosted
+    ``limits``, default this process's, no server path: public users can do nothing with it)."""
+    if (limits or current_limits()).hosted:
         return f"Model '{status.spec.id}' is not installed on this server."
     return f"Model '{status.spec.id}' is unavailable: its weights are missing; {status.how_to_enable}."
 
 
-def load_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
+def load_state_dict(spec: ModelSpec, limits: Limits | None = None) -> dict[str, torch.Tensor]:
     """Read the checkpoint with ``weights_only=True`` (never an arbitrary pickle)."""
     status = model_status(spec.id)
     if not status.available:
-        raise ModelUnavailableError(unavailable_message(status))
+        raise ModelUnavailableError(unavailable_message(status, limits))
     try:
         state = torch.load(status.weight_path, map_location="cpu", weights_only=True)
     except Exception as exc:
