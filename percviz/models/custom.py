@@ -23,7 +23,6 @@ is ``N×C`` logits and picks the GradCAM++ layer and the perceptual feature laye
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import struct
 import warnings
@@ -38,6 +37,8 @@ import torch
 from torch import nn
 
 from percviz.errors import ModelFileError, one_line
+from percviz.models.hf_models import read_hf
+from percviz.models.onnx_models import read_onnx
 from percviz.models.probe import check_cam_layer, choose_cam_layer, probe, working_feature_layers
 from percviz.models.zoo import IMAGENET_MEAN, IMAGENET_STD, ZOO_MODELS, ModelSpec
 from percviz.textio import read_capped_text
@@ -105,12 +106,13 @@ def parse_model_ref(text: str) -> ModelRef:
         )
     if ref.kind == "zoo" and ref.custom:
         raise ModelFileError(f"Zoo model '{ref.base}' takes only the cam_layer option.")
-    for name in ("input_size",):
-        if ref.option(name) is not None:
-            _positive_int(ref.option(name), name)  # type: ignore[arg-type]
+    size_text = ref.option("input_size")
+    if size_text is not None:
+        _positive_int(size_text, "input_size")
     for name in ("mean", "std"):
-        if ref.option(name) is not None:
-            _triple(ref.option(name), name)  # type: ignore[arg-type]
+        given = ref.option(name)
+        if given is not None:
+            _triple(given, name)
     return ref
 
 
@@ -294,89 +296,8 @@ def _build_file(text: str) -> _Built:
 
 
 def _build_onnx(path: Path) -> _Built:
-    import onnx
-
-    try:
-        proto = onnx.load(str(path))
-    except Exception as exc:  # e.g. external data outside the model's folder, or missing
-        raise ModelFileError(f"ONNX model '{path.name}' cannot be read ({one_line(exc)}).") from None
-    size = None
-    inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    if len(inputs) != 1:
-        raise ModelFileError(
-            f"ONNX model '{path.name}' has {len(inputs)} inputs; percviz needs one image input."
-        )
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) == 4:
-        if dims[1] not in (0, 3):
-            raise ModelFileError(f"ONNX model '{path.name}' takes {dims[1]} channels; percviz needs N×3×H×W.")
-        if dims[2] > 0 and dims[2] == dims[3]:
-            size = dims[2]
-    net, how = convert_onnx(proto, path.name, size or 224)
-    return _Built(net, f"ONNX file {path} (converted by onnx2torch{how})", f"{path.name} (ONNX)", size)
-
-
-#: The oldest opset :func:`convert_onnx` lowers a model to (onnx2torch covers opsets 9–16 fully).
-OLDEST_OPSET = 13
-
-
-def convert_onnx(proto: Any, name: str, size: int) -> tuple[nn.Module, str]:
-    """``(net, how)``: ``proto`` converted to torch by onnx2torch.
-
-    onnx2torch lacks converters for some operator versions of current opsets (``torch.onnx.export``
-    writes opset 20, e.g. Constant-19 and ReduceMean-18). Such a model is first lowered with ONNX's
-    own ``version_converter`` to the newest opset onnx2torch converts, and the converted net's
-    output on a seeded ``1×3×size×size`` input is checked against ONNX's reference evaluator on the
-    original graph. ``how`` says what was done (empty when the model converted as it was).
-    """
-    from onnx import version_converter
-
-    try:
-        from onnx2torch import convert
-    except ImportError:
-        raise ModelFileError("ONNX models need the onnx2torch package: pip install onnx2torch.") from None
-    try:
-        return convert(proto), ""
-    except NotImplementedError as exc:
-        missing = one_line(exc)
-    except Exception as exc:
-        raise ModelFileError(f"ONNX model '{name}' cannot be converted to torch ({one_line(exc)}).") from None
-    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    for target in range(opset - 1, OLDEST_OPSET - 1, -1):
-        try:
-            net = convert(version_converter.convert_version(proto, target))
-        except Exception:
-            continue
-        return net, f" after lowering opset {opset} to {target}; " + _reference_check(proto, net, name, size)
-    raise ModelFileError(
-        f"ONNX model '{name}' uses an operator that onnx2torch cannot convert ({missing}), also after "
-        f"lowering its opset {opset} as far as {OLDEST_OPSET}."
-    )
-
-
-def _reference_check(proto: Any, net: nn.Module, name: str, size: int) -> str:
-    """Compare ``net`` with ONNX's reference evaluator on one seeded input; refuse a mismatch."""
-    import numpy as np
-    from onnx.reference import ReferenceEvaluator
-
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    try:
-        (ref, *_) = ReferenceEvaluator(proto).run(None, {proto.graph.input[0].name: x.numpy()})
-    except Exception as exc:
-        return f"not checked against ONNX's reference evaluator ({one_line(exc, 80)})"
-    with torch.no_grad():
-        out = net(x)
-    ref_t = torch.from_numpy(np.asarray(ref, dtype=np.float32))
-    if not isinstance(out, torch.Tensor) or out.shape != ref_t.shape:
-        raise ModelFileError(f"ONNX model '{name}': its lowered opset changes the output's shape.")
-    diff = float((out.float() - ref_t).abs().max())
-    scale = float(ref_t.abs().max()) or 1.0
-    if not diff <= 1e-4 * scale + 1e-5:
-        raise ModelFileError(
-            f"ONNX model '{name}': lowered to an older opset it computes something else (max |Δ| "
-            f"{diff:.3g} against ONNX's reference evaluator), so percviz does not use it."
-        )
-    return f"output within {diff:.1e} of ONNX's reference evaluator"
+    net, source, size = read_onnx(path)
+    return _Built(net, source, f"{path.name} (ONNX)", size)
 
 
 def _build_arch(text: str) -> _Built:
@@ -431,61 +352,9 @@ def _library_config(library: str, net: nn.Module) -> tuple[int | None, Any, Any]
     return int(size[-1]), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
 
 
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache folder (``HF_HUB_CACHE``, else ``HF_HOME/hub``)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
-    return Path(home) / "hub"
-
-
-class _LogitsOnly(nn.Module):
-    """A Hugging Face classifier returning the ``logits`` tensor of its output object."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(pixel_values=x).logits
-
-
 def _build_hf(repo: str) -> _Built:
-    from huggingface_hub import try_to_load_from_cache
-
-    cache = hf_cache_dir()
-    try:
-        config_path = try_to_load_from_cache(repo, "config.json", cache_dir=cache)
-    except Exception as exc:  # huggingface_hub's HFValidationError for ids such as '../../etc'
-        raise ModelFileError(f"'{repo}' is not a Hugging Face repository id ({one_line(exc)}).") from None
-    if not isinstance(config_path, str):
-        raise ModelFileError(
-            f"Hugging Face model '{repo}' is not in the local cache '{cache}'; download it on a "
-            f"networked machine (hf download {repo}) and copy the cache folder here."
-        )
-    try:
-        from transformers import AutoModelForImageClassification
-    except ImportError:
-        raise ModelFileError(
-            "Hugging Face models need the transformers package (pip install transformers)."
-        ) from None
-    config = json.loads(read_capped_text(config_path, "model config", error=ModelFileError))
-    id2label = config.get("id2label") or {}
-    labels = tuple(str(id2label[k]) for k in sorted(id2label, key=int)) if id2label else ()
-    size, mean, std = None, None, None
-    pre = try_to_load_from_cache(repo, "preprocessor_config.json", cache_dir=cache)
-    if isinstance(pre, str):
-        prep = json.loads(read_capped_text(pre, "preprocessor config", error=ModelFileError))
-        raw = prep.get("crop_size") or prep.get("size")
-        side = raw.get("height") or raw.get("shortest_edge") if isinstance(raw, dict) else raw
-        size = int(side) if side else None
-        mean = tuple(prep["image_mean"]) if "image_mean" in prep else None
-        std = tuple(prep["image_std"]) if "image_std" in prep else None
-    try:
-        net = AutoModelForImageClassification.from_pretrained(repo, cache_dir=cache, local_files_only=True)
-    except Exception as exc:
-        raise ModelFileError(f"Hugging Face model '{repo}' cannot be loaded ({one_line(exc)}).") from None
-    return _Built(_LogitsOnly(net), f"Hugging Face {repo} (local cache)", repo, size, mean, std, labels)
+    net, size, mean, std, labels = read_hf(repo)
+    return _Built(net, f"Hugging Face {repo} (local cache)", repo, size, mean, std, labels)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -544,8 +413,9 @@ def build_custom(ref: ModelRef) -> tuple[nn.Module, ModelSpec]:
     size = _positive_int(given, "input_size") if given else built.input_size or DEFAULT_INPUT_SIZE
     found = probe(net, size)
     layer, note = choose_cam_layer(found)
-    if ref.option("cam_layer"):
-        layer, note = ref.option("cam_layer"), ""  # type: ignore[assignment]
+    chosen_layer = ref.option("cam_layer")
+    if chosen_layer:
+        layer, note = chosen_layer, ""
         check_cam_layer(net, found, layer)
     labels_file = ref.option("labels")
     labels = read_labels(labels_file, found.classes) if labels_file else built.labels
@@ -559,8 +429,8 @@ def build_custom(ref: ModelRef) -> tuple[nn.Module, ModelSpec]:
         title=built.title,
         source=built.source,
         input_size=size,
-        mean=tuple(float(m) for m in mean),  # type: ignore[arg-type]
-        std=tuple(float(s) for s in std),  # type: ignore[arg-type]
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
         weight_file=None,
         feature_layers=working_feature_layers(net, found, size),
         cam_layer=layer,
