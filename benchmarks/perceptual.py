@@ -21,7 +21,7 @@ import torch
 
 from percviz.attacks import run_attack
 from percviz.attacks.losses import margin
-from percviz.attacks.perceptual import fast_lpa_passes, lpa_passes, ppgd_passes
+from percviz.attacks.perceptual_passes import fast_lpa_passes, lpa_passes, ppgd_passes
 from percviz.images import fit_to_model, load_sample, to_tensor
 from percviz.models import load_model
 

@@ -11,7 +11,8 @@ from percviz.workflows.explore import plan_attack, recipe_key
 from ui import jobs, results, teach, urlstate, views
 from ui.common import image_input, page_setup
 from ui.models import model_choice_with_own, other_models_top5
-from ui.params import apply_values, ensure_state, form_keys, param_widgets, preset_buttons, recall, remember
+from ui.params import apply_values, ensure_state, form_keys, param_widgets, recall, remember
+from ui.presets import preset_buttons
 
 P = "ex"
 page_setup(

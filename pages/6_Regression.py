@@ -17,7 +17,8 @@ from percviz.regression_eval import DEFAULT_EPS
 from percviz.workflows.regression import RegressionCurve, RegressionRun, curve_work, regression_work
 from ui import jobs
 from ui.common import formula_lines, image_input, one_sentence, page_setup
-from ui.params import param_widgets, parse_values, preset_buttons
+from ui.params import param_widgets, parse_values
+from ui.presets import preset_buttons
 
 page_setup(
     "Regression",

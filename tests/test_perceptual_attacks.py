@@ -15,13 +15,8 @@ from conftest import make_tiny
 
 from percviz.analysis.metrics import gaussian_blur
 from percviz.attacks import run_attack
-from percviz.attacks.perceptual import (
-    fast_lpa_passes,
-    lpa_passes,
-    paper_passes,
-    ppgd_passes,
-    preset_bound,
-)
+from percviz.attacks.perceptual import preset_bound
+from percviz.attacks.perceptual_passes import fast_lpa_passes, lpa_passes, paper_passes, ppgd_passes
 from percviz.errors import ModelUnavailableError, ParameterError
 from percviz.models import Classifier, get_spec, model_status
 

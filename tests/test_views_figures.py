@@ -10,18 +10,15 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+from percviz.analysis.colour import REGION_COLOURS, colourize, overlay, region_colours
 from percviz.analysis.explain import explain_curve, explain_scores, gradcam_plus_plus
 from percviz.analysis.metrics import ssim
 from percviz.analysis.views import (
-    REGION_COLOURS,
     abs_diff,
     as_hwc,
-    colourize,
     compute_views,
     nice_gain,
-    overlay,
     perturbation_view,
-    region_colours,
     save_maps,
     ssim_maps,
 )

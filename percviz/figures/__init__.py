@@ -31,7 +31,6 @@ from percviz.figures.interactive import (
     magnification_figure,
     perturbation_figure,
     regions_figure,
-    replay_figure,
     rows_figure,
     ssim_figure,
 )
@@ -43,6 +42,7 @@ from percviz.figures.publication import (
     render_recipes,
     static_figure,
 )
+from percviz.figures.replay import replay_figure
 from percviz.figures.report import (
     plot_report,
 )

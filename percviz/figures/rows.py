@@ -13,14 +13,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from percviz.analysis.colour import overlay
 from percviz.analysis.explain import NOISE_THRESHOLD, explain_scores
 from percviz.analysis.metrics import ssim_interior
-from percviz.analysis.views import (
-    Views,
-    as_hwc,
-    overlay,
-    ssim_maps,
-)
+from percviz.analysis.views import Views, as_hwc, ssim_maps
 from percviz.evaluation.plan import run_label
 from percviz.figures.style import (
     CAM_ALPHA,
