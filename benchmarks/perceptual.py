@@ -21,7 +21,7 @@ import torch
 
 from percviz.attacks import run_attack
 from percviz.attacks.losses import margin
-from percviz.attacks.perceptual_passes import fast_lpa_passes, lpa_passes, ppgd_passes
+from percviz.attacks.perceptual_passes import fast_lpa_passes, lpa_passes, paper_passes, ppgd_passes
 from percviz.images import fit_to_model, load_sample, to_tensor
 from percviz.models import load_model
 
@@ -80,12 +80,16 @@ def main() -> None:
     }  # fmt: skip
     print(f"device {model.device}, batch {tuple(x.shape)}, threads {torch.get_num_threads()}")
     print(f"floor (1 forward + 1 backward): {floor * 1000:.0f} ms")
-    print(f"{'attack':9s} {'s/step':>8s} {'× floor':>8s} {'fwd/step':>9s} {'bwd/step':>9s}")
+    print(
+        f"{'attack':9s} {'s/step':>8s} {'× floor':>8s} {'fwd/step':>9s} {'bwd/step':>9s} {'App. A fwd/bwd':>15s}"
+    )
     for attack, (p1, p2, _, fwd, bwd) in cases.items():
         t1 = attack_seconds(attack, model, x, labels, p1, args.repeats)
         t2 = attack_seconds(attack, model, x, labels, p2, args.repeats)
         per_step = (t2 - t1) / (p2["steps"] - p1["steps"])
-        print(f"{attack:9s} {per_step:8.2f} {per_step / floor:8.2f} {fwd:9.0f} {bwd:9.0f}")
+        one, three = (paper_passes(attack, t, cg_iters=k, search_steps=1, bisect_iters=n) for t in (1, 3))
+        printed = f"{(three[0] - one[0]) / 2:.0f}/{(three[1] - one[1]) / 2:.0f}"
+        print(f"{attack:9s} {per_step:8.2f} {per_step / floor:8.2f} {fwd:9.0f} {bwd:9.0f} {printed:>15s}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,8 @@ def test_predict_json(capsys) -> None:
     assert main(["predict", "--image", "sample:coffee", "--top", "3"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["top"][0]["label"] == "espresso" and len(payload["top"]) == 3
+    # Balda et al. 2019 Theorem 1's ρ = L/‖∇L‖_q: the L∞ estimate divides by ‖∇L‖₁ ≥ ‖∇L‖₂.
+    assert 0 < payload["rho_linf"] <= payload["rho_l2"] < math.inf
 
 
 @pytest.fixture(scope="module")

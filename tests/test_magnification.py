@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from percviz.analysis.magnification import joint_bilateral, magnify, shared_scale, to_display, window_radius
+from percviz.analysis.colour import to_unit
+from percviz.analysis.magnification import joint_bilateral, magnify, shared_scale, window_radius
 
 
 def _reference_magnify(x: np.ndarray, beta: float, ss: float, sr: float) -> np.ndarray:
@@ -89,20 +89,20 @@ def test_shared_display_scale() -> None:
     a = torch.tensor([[[[-1.0, 0.0], [1.0, 2.0]]]])
     b = torch.tensor([[[[-3.0, 0.0], [0.5, 1.0]]]])
     assert shared_scale([a, b]) == (-3.0, 2.0)
-    da, db = to_display([a, b])
+    scale = shared_scale([a, b])
+    da, db = (torch.from_numpy(to_unit(m.numpy(), scale)) for m in (a, b))
     assert float(db.min()) == 0.0 and float(da.max()) == 1.0
     torch.testing.assert_close(da[0, 0, 0, 1], db[0, 0, 0, 1])  # same value, same grey
 
 
-def test_magnify_224_time(photos224: torch.Tensor) -> None:
-    """One 224×224 magnification on CPU: its time is printed (not asserted), its output checked."""
+def test_magnify_224_is_finite_and_repeatable(photos224: torch.Tensor) -> None:
+    """A 224×224 photo's magnification has the input's shape, finite values, and is the same on a
+    second call (its time is measured in ``benchmarks/``, not asserted here)."""
     x = photos224[:1]
-    magnify(x)
-    start = time.perf_counter()
+    first = magnify(x)
     out = magnify(x)
-    elapsed = time.perf_counter() - start
-    print(f"\nmagnify 224×224 on CPU: {elapsed * 1000:.0f} ms")
     assert out.shape == x.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(out, first, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

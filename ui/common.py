@@ -357,12 +357,6 @@ def formula_lines(formula: str) -> str:
     return "\\begin{gathered}" + " \\\\ ".join(lines) + "\\end{gathered}"
 
 
-def short_label(label: str, limit: int = 18) -> str:
-    """A class name short enough for a grid label: its first synonym, cut with "…" past ``limit``."""
-    first = label.split(",")[0].strip() or label
-    return first if len(first) <= limit else first[: limit - 1] + "…"
-
-
 def one_sentence(exc: BaseException) -> str:
     """What the user reads when something fails: one sentence, never a traceback."""
     from percviz.serving.jobs import describe_failure

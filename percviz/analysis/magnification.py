@@ -178,10 +178,3 @@ def shared_scale(images: Sequence[torch.Tensor]) -> tuple[float, float]:
     low = min(float(m.min()) for m in images)
     high = max(float(m.max()) for m in images)
     return low, high
-
-
-def to_display(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Map magnified images to [0, 1] with one shared min–max scale (never per image)."""
-    low, high = shared_scale(images)
-    span = high - low if high > low else 1.0
-    return [((m - low) / span).clamp(0.0, 1.0) for m in images]

@@ -365,15 +365,11 @@ def _perceptual_bound(kind: str) -> Constraint:
 def _presets() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for size in ALEXNET_BOUNDS:
-        out[f"{size}, self-bounded (ε = {SELF_BOUNDS[size]:g})"] = {
-            "bound": SELF_BOUNDS[size],
-            "distance_net": "self",
-        }
+        bound = preset_bound(size, "self")
+        out[f"{size}, self-bounded (ε = {bound:g})"] = {"bound": bound, "distance_net": "self"}
     for size in ALEXNET_BOUNDS:
-        out[f"{size}, AlexNet (ε = {ALEXNET_BOUNDS[size]:g}, Table 4)"] = {
-            "bound": ALEXNET_BOUNDS[size],
-            "distance_net": "alexnet",
-        }
+        bound = preset_bound(size, "alexnet")
+        out[f"{size}, AlexNet (ε = {bound:g}, Table 4)"] = {"bound": bound, "distance_net": "alexnet"}
     return out
 
 
