@@ -8,12 +8,13 @@ from percviz import evaluation as ev
 from percviz import figures as pv_figures
 from percviz.attacks.base import AttackSpec, registry
 from percviz.errors import PercvizError
-from percviz.images import SAMPLES, fit_to_model
+from percviz.images import SAMPLES
 from percviz.jsonsafe import json_safe
 from percviz.limits import current_limits
 from percviz.workflows import CurvePlan, GridPlan, curve_work, grid_work, plan_curve, plan_grid
 from ui import jobs, results, views
-from ui.common import cached_sample, image_input, model_choice, page_setup, render_done, short_sample_name
+from ui.common import image_input, model_choice, page_setup, render_done, short_sample_name
+from ui.image_sets import sample_images
 from ui.params import around_default, attack_block, numeric_params, parse_values, run_button
 
 P = "sw"
@@ -233,9 +234,7 @@ with curve_tab:
     with right:
         if planned_curve is not None:
             c = planned_curve
-            images = [
-                ev.EvalImage.from_pixels(n, fit_to_model(cached_sample(n), model.input_size)) for n in samples
-            ]
+            images = sample_images(samples, model.input_size)
             jobs.submit(
                 f"{P}_curve",
                 curve_work(model, images, c.attacks, c.param, c.values, int(seed), c.batch, limits),

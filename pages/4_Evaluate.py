@@ -1,6 +1,5 @@
 """Evaluate: an image set → the dataset tables of Pochimireddy et al. 2021 (Tables I–III) and Zhang et al. 2020 (Table 1, P(D))."""
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -11,22 +10,12 @@ from percviz import evaluation as ev
 from percviz import figures as pv_figures
 from percviz.attacks.base import registry
 from percviz.errors import PercvizError
-from percviz.images import SAMPLES, fit_to_model
 from percviz.jsonsafe import json_safe
 from percviz.limits import current_limits
 from percviz.workflows import EvalOutcome, EvaluatePlan, evaluate_work, plan_evaluate
 from ui import jobs, views
-from ui.common import (
-    UPLOAD_TYPES,
-    accept_uploads,
-    cached_sample,
-    model_choice,
-    page_setup,
-    read_upload,
-    render_done,
-    short_sample_name,
-    upload_total_mb,
-)
+from ui.common import model_choice, page_setup, render_done
+from ui.image_sets import image_set_input
 from ui.models import transfer_section
 from ui.params import attack_block
 
@@ -68,63 +57,7 @@ if model is None:
 left, right = st.columns([1, 1], gap="large")
 with left:
     st.markdown("##### Images")
-    sources = ["Bundled photos", "Upload"] + ([] if not limits.allow_server_folders else ["Server folder"])
-    source = st.radio("Source", sources, horizontal=True, key=f"{P}_source", label_visibility="collapsed")
-    images: list[ev.EvalImage] = []
-    skipped: list[ev.Skipped] = []
-    try:
-        if source == "Bundled photos":
-            names = st.multiselect(
-                "Photos",
-                list(SAMPLES),
-                default=list(SAMPLES)[:4],
-                format_func=short_sample_name,
-                key=f"{P}_samples",
-            )
-            images = [
-                ev.EvalImage.from_pixels(n, fit_to_model(cached_sample(n), model.input_size)) for n in names
-            ]
-        elif source == "Upload":
-            files = st.file_uploader(
-                f"Up to {limits.max_images} images (PNG, JPEG, WebP, BMP, TIFF), each up to "
-                f"{limits.max_upload_mb} MB, {upload_total_mb(limits)} MB together",
-                accept_multiple_files=True,
-                type=UPLOAD_TYPES,
-                key=f"{P}_files",
-            )
-            files = files or []
-            accepted, refused = accept_uploads([(f.name, f.size) for f in files], limits)
-            skipped.extend(ev.Skipped(name, f"not read: {reason}") for name, reason in refused)
-            cache = st.session_state.setdefault(f"pv_{P}_decoded", {})
-            kept = set()
-            for f in (files[i] for i in accepted):
-                data = f.getvalue()
-                digest = hashlib.sha256(data).hexdigest() + str(model.input_size)
-                if digest not in cache:
-                    try:
-                        cache[digest] = fit_to_model(
-                            read_upload(data, f.name, limits).pixels, model.input_size
-                        )
-                    except PercvizError as exc:
-                        skipped.append(ev.Skipped(f.name, str(exc)))
-                        continue
-                kept.add(digest)
-                if f.name not in {im.name for im in images}:
-                    images.append(ev.EvalImage.from_pixels(f.name, cache[digest]))
-            for stale in set(cache) - kept:  # only the model-size pixels of the current files are kept
-                del cache[stale]
-        else:
-            folder = st.text_input(
-                "Folder on this server", key=f"{P}_folder", placeholder="/data/imagenet-val-100"
-            )
-            labels_file = st.text_input("Optional true labels (file,class per line)", key=f"{P}_labels")
-            if folder:
-                true = ev.read_true_labels(labels_file) if labels_file else None
-                images, skipped = ev.load_folder(
-                    folder, model.input_size, true_labels=true, limit=limits.max_images
-                )
-    except PercvizError as exc:
-        st.error(str(exc))
+    images, skipped = image_set_input(P, model.input_size, limits)
     image_notes = st.container()
 with right:
     st.markdown("##### Attacks")
