@@ -364,6 +364,8 @@ def row_perceptual(s: Setting, attack: str, steps: int, search: int) -> dict[str
     if attack == "lpa":
         params["search_steps"] = search
     contenders = {"percviz": ours(m, x, y, attack, params)}
+    if attack == "ppgd":  # the released code's CG stopping rule, for a comparison at equal rules
+        contenders["percviz_residual"] = ours(m, x, y, attack, {**params, "cg_stop": "residual"})
     missing: dict[str, str] = {}
     pa = load_perceptual_advex()
     if pa is None:
@@ -441,8 +443,33 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                                      "median_lpips_self", "steps")}
             for n, e in c.items()
         }  # fmt: skip
+        entry.update(_target(key.partition("@")[0], entry))
         out[key] = entry
     return out
+
+
+#: The issue's targets, as (field of the summary entry, largest ratio allowed).
+TARGETS: dict[str, tuple[str, float]] = {
+    "pgd_linf": ("percviz_over_fastest_peer", 0.95),
+    "cw_l2_abort": ("percviz_over_adv_lib", 1.0),
+    "ppgd": ("percviz_over_perceptual_advex", 0.8),
+}
+
+
+def _target(row: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """``target`` (the ratio allowed) and ``met``: the time ratio within it, and — for C&W — the
+    median L2 within 1.05× the peer's at equal success (the quality the time was bought with)."""
+    if row not in TARGETS:
+        return {}
+    field, limit = TARGETS[row]
+    ratio = entry.get(field)
+    met = ratio is not None and ratio <= limit
+    quality = entry["quality"]
+    if row == "cw_l2_abort" and "adv_lib" in quality:
+        ours_q, peer_q = quality["percviz"], quality["adv_lib"]
+        met = met and ours_q["median_l2"] <= 1.05 * peer_q["median_l2"]
+        met = met and ours_q["success"] >= peer_q["success"]
+    return {"target": f"{field} <= {limit}", "met": met}
 
 
 def row_jobs(s: Setting) -> dict[str, Callable[[], dict[str, Any]]]:

@@ -59,6 +59,28 @@ def test_ppgd_passes_equal_formula(tiny, photos32, steps, cg, n):
     assert bwd == paper_bwd - steps * (n + 2)
 
 
+def test_ppgd_residual_cg_stop_counts_what_it_runs(tiny, photos32):
+    """cg_stop=residual (perceptual-advex's rule, ‖r‖² < 0.1 for every image) runs at most K CG
+    iterations per step; each one skipped saves one forward and one backward of the count."""
+    from percviz.attacks.solvers.cg import conjugate_gradient
+
+    labels = _labels(tiny, photos32)
+    params = {"steps": 3, "cg_iters": 5, "bisect_iters": 4}
+    fixed = run_attack("ppgd", tiny, photos32, params, labels=labels, seed=2)
+    early = run_attack("ppgd", tiny, photos32, {**params, "cg_stop": "residual"}, labels=labels, seed=2)
+    assert fixed.info["cg_iterations"] == [5, 5, 5]
+    done = early.info["cg_iterations"]
+    assert len(done) == 3 and all(1 <= d <= 5 for d in done)
+    fwd, bwd = ppgd_passes(3, 5, 4)
+    saved = sum(5 - d for d in done)
+    skipped = early.info["projections_skipped"]
+    assert (early.forward_passes - 1, early.backward_passes) == (fwd - saved - 4 * skipped, bwd - saved)
+    # The rule itself: on A = I, b with ‖b‖² = 0.04 < 0.1, one iteration solves it and stops.
+    b = torch.full((2, 4), 0.1)
+    x, iters = conjugate_gradient(lambda v: v, b, 5, residual_sq=0.1)
+    assert iters == 1 and torch.allclose(x, b)
+
+
 @pytest.mark.parametrize("steps,rounds,n", [(3, 2, 4), (2, 5, 10)])
 def test_lpa_passes_equal_formula(tiny, photos32, steps, rounds, n):
     labels = _labels(tiny, photos32)

@@ -38,6 +38,8 @@ from percviz.attacks.perceptual_params import (
     BISECT_ITERS,
     BOUND_TEXT,
     CG_ITERS,
+    CG_RESIDUAL_SQ,
+    CG_STOP,
     COMMON,
     KAPPA_FAST,
     LAM,
@@ -181,10 +183,13 @@ def ppgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict
     phi_x = dist.phi(x)
     x_adv = _initial(ctx, x, params["random_start"])
     proj: Projection | None = None
-    skipped = 0
+    skipped, cg_done = 0, []
+    residual_sq = CG_RESIDUAL_SQ if params.get("cg_stop", "fixed") == "residual" else 0.0
     for t in range(steps):
         xg, phi_adv, grad, value, logits = _ppgd_gradient(dist, x_adv, loss)
-        delta, _ = conjugate_gradient(_jtj_operator(dist, xg, phi_adv), grad, params["cg_iters"])
+        matvec = _jtj_operator(dist, xg, phi_adv)
+        delta, done = conjugate_gradient(matvec, grad, params["cg_iters"], residual_sq=residual_sq)
+        cg_done.append(done)
         m = (dist.phi(x_adv + PPGD_H * delta) - phi_adv.detach()).norm(dim=1) / PPGD_H
         del xg, phi_adv
         x_adv = (x_adv + _bc(_safe_div(torch.full_like(m, eta), m)) * delta).clamp(0.0, 1.0)
@@ -197,7 +202,8 @@ def ppgd(ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, params: dict
         ):
             break
     assert proj is not None  # steps ≥ 1
-    return _bounded_output(dist, x_adv, proj, params, {"step_size": eta, "projections_skipped": skipped})
+    info = {"step_size": eta, "projections_skipped": skipped, "cg_iterations": cg_done}
+    return _bounded_output(dist, x_adv, proj, params, info)
 
 
 def _bounded_output(
@@ -390,6 +396,7 @@ register(
             with_default(STEPS, 10),
             PPGD_STEP,
             CG_ITERS,
+            CG_STOP,
             PROJECTION,
             BISECT_ITERS,
             OVERSHOOT,

@@ -68,6 +68,18 @@ CG_ITERS = Param(
     source="Laidlaw et al. 2021 App. A.1",
     label="CG iterations",
 )
+CG_STOP = Param(
+    name="cg_stop",
+    kind="choice",
+    default="fixed",
+    choices=("fixed", "residual"),
+    help="fixed: every step runs all K CG iterations (Algorithm 1, and the pass counts of App. A.1). "
+    "residual: a step's CG stops once every image's squared residual ‖r‖² < 0.1, as the authors' "
+    "released code (perceptual-advex) does: fewer passes, a rougher direction.",
+    source="Laidlaw et al. 2021 App. A.1; perceptual-advex's FirstOrderStepPerceptualAttack",
+    label="CG stopping rule",
+)
+CG_RESIDUAL_SQ = 0.1  # perceptual-advex: stop when (r ** 2).sum() < 1e-1 for every image
 PPGD_STEP = Param(
     name="step_size",
     kind="float",

@@ -37,13 +37,16 @@ def conjugate_gradient(
     *,
     systems: int = 1,
     tol: float = 0.0,
+    residual_sq: float = 0.0,
     precondition: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Up to ``iters`` (preconditioned) CG iterations on ``A x = b`` from ``x₀ = 0``.
 
     ``r₀ = b`` (the product with ``x₀ = 0`` is skipped, as Algorithm 1 lines 5–6 do). With
     ``tol > 0`` the loop stops once every system's residual ``‖r‖ ≤ tol·‖b‖`` (one host
-    synchronisation per iteration); with ``tol = 0`` it runs exactly ``iters``. ``precondition``
+    synchronisation per iteration); with ``residual_sq > 0`` it stops once every system's
+    ``‖r‖² < residual_sq`` (an absolute rule, as perceptual-advex's PPGD code uses with 0.1); with
+    both 0 it runs exactly ``iters``. ``precondition``
     maps a residual to ``M⁻¹r``. Returns ``x`` (shape of ``b``) and the iterations run.
     """
     x = torch.zeros_like(b)
@@ -60,6 +63,8 @@ def conjugate_gradient(
         r.addcmul_(step, ap, value=-1.0)
         done = k + 1
         if tol > 0 and bool((system_dot(r, r, systems).sqrt() <= tol * bnorm).all()):
+            break
+        if residual_sq > 0 and bool((system_dot(r, r, systems) < residual_sq).all()):
             break
         z = precondition(r) if precondition is not None else r
         rz_next = system_dot(r, z, systems)
