@@ -52,9 +52,10 @@ ABORT_EARLY = Param(
     name="abort_early",
     kind="bool",
     default=False,
-    help="Stop a search round once its total loss has not fallen by 0.01 % over the last tenth of its "
-    "steps (the rule of Carlini & Wagner's released code, which adv_lib follows too). Off: every round "
-    "runs all its steps, so more iterates can be kept (lower L2, more time).",
+    help="Stop a search round once no image's loss has fallen by 0.01 % over the last tenth of its "
+    "steps (the rule of Carlini & Wagner's released code, per image as adv_lib applies it; for one "
+    "image the two are the same). Off: every round runs all its steps, so more iterates can be kept "
+    "(lower L2, more time).",
     label="abort early",
     source="Carlini & Wagner 2017, released code (ABORT_EARLY)",
 )
@@ -202,17 +203,17 @@ def lagrangian_search(
         opt = _adam(v, float(params["step_size"]))
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
         cb = c.view(n, 1, 1, 1)
-        previous = math.inf
+        previous = torch.full((n,), math.inf, device=x.device)
         for t in range(steps):
             xv = param.image(v)
             grad_x, loss, logits = ctx.gradient(xv, loss_obj)
             l2 = (xv - x).flatten(1).norm(dim=1)
-            if abort_early and t % check_every == 0:  # Carlini & Wagner's rule, on the batch's total loss
-                total_loss = float((l2.square() + c * loss).sum())
-                if total_loss > previous * ABORT_TOLERANCE:
+            if abort_early and t % check_every == 0:  # stop once no image's loss is still falling
+                image_loss = (l2.square() + c * loss).detach()
+                if bool((image_loss > previous * ABORT_TOLERANCE).all()):
                     aborted += 1
                     break
-                previous = total_loss
+                previous = image_loss
             ok = _succeeded(logits, labels, target, kappa)
             better = ok & (l2 < best_l2)
             best_l2 = torch.where(better, l2, best_l2)
