@@ -245,3 +245,21 @@ def test_skipping_a_projection_with_nothing_outside_changes_no_output(tiny, phot
     assert always.forward_passes - skipping.forward_passes == 10 * skipped  # n = 10 bisection forwards
     if bound == 0.5:
         assert skipped >= 3  # a loose ball: most steps end inside
+
+
+def test_the_bound_recheck_reuses_phi_only_on_identical_pixels(tiny, photos32):
+    """The template re-measures d(x_adv, x) with φ the attack already computed on the same pixels
+    (no extra forwards); the reused distance equals a fresh measurement, and a memo lookup on
+    pixels that differ by one ulp computes anew."""
+    from percviz.attacks.bounds import MeasureMemo
+
+    r = run_attack("fast_lpa", tiny, photos32, {"steps": 3, "bound": 0.5}, seed=1)
+    fresh = _distance(tiny, r.x, r.x_adv).double()
+    assert torch.allclose(torch.tensor(r.constraints["lpips_self"], dtype=torch.float64), fresh, atol=1e-6)
+    memo = MeasureMemo(keep=2)
+    a = torch.rand(1, 3, 4, 4)
+    memo.put("phi", a, torch.ones(1))
+    memo.put("phi", a + 1, torch.zeros(1))
+    memo.put("phi", a + 2, torch.full((1,), 2.0))  # evicts a + 1, keeps the first (the original)
+    assert memo.get("phi", a.clone()) is not None and memo.get("phi", a + 1) is None
+    assert memo.get("phi", torch.nextafter(a, a + 1)) is None and memo.get("other", a) is None

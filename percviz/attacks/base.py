@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 
-from percviz.attacks.bounds import Constraint
+from percviz.attacks.bounds import Constraint, MeasureMemo
 from percviz.attacks.frames import FrameRecorder
 from percviz.attacks.schema import Param, ParamValue
 from percviz.errors import ParameterError, PercvizError, UnknownIdError, check_finite_output
@@ -85,6 +85,8 @@ class AttackContext:
         self.backward_passes = 0
         self.history: list[dict[str, Any]] = []
         self.cancelled = False
+        self.memo = MeasureMemo()
+        """What the attack computed on exact pixels that the bound re-check may reuse."""
         self._stop_check = _STOP_CHECK.get()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

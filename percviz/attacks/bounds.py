@@ -6,6 +6,7 @@ constraint per image, and :func:`judge_bounds` for every constraint an attack de
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -109,6 +110,44 @@ def judge(constraint: Constraint, params: Mapping[str, Any], values: torch.Tenso
     }
 
 
+class MeasureMemo:
+    """Values an attack computed on exact pixels, for the template's re-measurement to reuse.
+
+    The template re-measures every bound on the original and the returned image; where the
+    attack already evaluated the same function on the very same pixels (its φ(x) at the start,
+    φ of its final image), :func:`judge_bounds` looks the value up instead of running the network
+    again. Lookups compare pixels exactly (``torch.equal``), so a reused value is the value the
+    re-measurement would compute. Keeps the first entry of each kind (the original) and the
+    ``keep − 1`` most recent others.
+    """
+
+    def __init__(self, keep: int = 3) -> None:
+        self.keep = keep
+        self._entries: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.hits = 0
+
+    def put(self, kind: str, x: torch.Tensor, value: torch.Tensor) -> None:
+        entries = self._entries.setdefault(kind, [])
+        if len(entries) >= self.keep:
+            del entries[1]
+        entries.append((x.detach().clone(), value.detach()))
+
+    def get(self, kind: str, x: torch.Tensor) -> torch.Tensor | None:
+        for seen, value in reversed(self._entries.get(kind, [])):
+            if seen.shape == x.shape and seen.device == x.device and torch.equal(seen, x):
+                self.hits += 1
+                return value
+        return None
+
+
+_MEMO: ContextVar[MeasureMemo | None] = ContextVar("percviz_measure_memo", default=None)
+
+
+def current_memo() -> MeasureMemo | None:
+    """The memo of the run being judged (None outside :func:`judge_bounds`)."""
+    return _MEMO.get()
+
+
 def judge_bounds(
     spec: AttackSpec,
     params: Mapping[str, Any],
@@ -116,22 +155,29 @@ def judge_bounds(
     x: torch.Tensor,
     x_adv: torch.Tensor,
     constraints: dict[str, list[float]],
+    memo: MeasureMemo | None = None,
 ) -> list[dict[str, Any]]:
     """Judge every applicable constraint of ``spec`` (see :class:`Constraint`), in order.
 
     Distances with a ``measure`` are re-measured here on ``x`` and the clipped ``x_adv`` and
     written into ``constraints`` (replacing the attack's own value); the others must already be
-    there. Returns one :func:`judge` record per constraint.
+    there. A measure may reuse what the attack computed on the same pixels (``memo``,
+    :class:`MeasureMemo`). Returns one :func:`judge` record per constraint.
     """
     out = []
-    for c in spec.constraints:
-        if not c.applies(params):
-            continue
-        key = c.key(params)
-        if c.measure is not None:
-            with torch.no_grad():
-                constraints[key] = c.measure(model, x, x_adv, params).detach().double().cpu().tolist()
-        if key not in constraints:
-            raise RuntimeError(f"Attack '{spec.id}' declares constraint '{key}' but nothing measured it.")
-        out.append(judge(c, params, torch.tensor(constraints[key], dtype=torch.float64)))
+    token = _MEMO.set(memo)
+    try:
+        for c in spec.constraints:
+            if not c.applies(params):
+                continue
+            key = c.key(params)
+            if c.measure is not None:
+                with torch.no_grad():
+                    measured = c.measure(model, x, x_adv, params)
+                constraints[key] = measured.detach().double().cpu().tolist()
+            if key not in constraints:
+                raise RuntimeError(f"Attack '{spec.id}' declares constraint '{key}' but nothing measured it.")
+            out.append(judge(c, params, torch.tensor(constraints[key], dtype=torch.float64)))
+    finally:
+        _MEMO.reset(token)
     return out

@@ -16,6 +16,7 @@ from torch import nn
 
 from percviz.analysis.metrics import perceptual_features
 from percviz.attacks.base import AttackContext
+from percviz.attacks.bounds import current_memo
 from percviz.errors import ParameterError
 from percviz.models.layout import call_channels_last
 
@@ -103,9 +104,17 @@ class DistanceNet:
     def constraint_name(self) -> str:
         return f"lpips_{self.name}"
 
+    @property
+    def memo_kind(self) -> str:
+        return f"phi_{self.name}"
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """φ(x) (uncounted; callers count). Differentiable when ``x`` requires grad."""
-        return call_channels_last(self.net, partial(perceptual_features, self.net), x)
+        """φ(x) (uncounted; callers count). Differentiable when ``x`` requires grad; without grad
+        the value is kept for the template's bound re-check (:class:`~percviz.attacks.bounds.MeasureMemo`)."""
+        out = call_channels_last(self.net, partial(perceptual_features, self.net), x)
+        if not (x.requires_grad or out.requires_grad):
+            self.ctx.memo.put(self.memo_kind, x, out)
+        return out
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         """φ(x) without gradient; one counted forward."""
@@ -136,7 +145,8 @@ class DistanceNet:
 
 def measure_perceptual(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, params: Any) -> torch.Tensor:
     """``d(x_adv, x) = |φ(x_adv) − φ(x)|₂`` per image with φ of ``params['distance_net']`` (two
-    forwards of the distance network; a :class:`~percviz.attacks.bounds.Constraint` measure)."""
+    forwards of the distance network, fewer where the attack already computed φ on the same
+    pixels; a :class:`~percviz.attacks.bounds.Constraint` measure)."""
     name = params["distance_net"]
     if name == "self":
         net: Any = model
@@ -144,4 +154,10 @@ def measure_perceptual(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, p
         from percviz.models import load_model
 
         net = load_model(name, x.device)
-    return (perceptual_features(net, x_adv) - perceptual_features(net, x)).norm(dim=1)
+    memo = current_memo()
+
+    def phi(z: torch.Tensor) -> torch.Tensor:
+        seen = memo.get(f"phi_{name}", z) if memo is not None else None
+        return seen if seen is not None else call_channels_last(net, partial(perceptual_features, net), z)
+
+    return (phi(x_adv) - phi(x)).norm(dim=1)

@@ -118,7 +118,7 @@ def judge_run(
     attack measured itself → (constraints, bound checks, per-image bool: every hard bound holds)."""
     constraints = dict(measured)
     constraints.update({k: v.detach().double().cpu().tolist() for k, v in output.constraints.items()})
-    bounds = judge_bounds(run.spec, run.values, model, run.x0, x_adv, constraints)
+    bounds = judge_bounds(run.spec, run.values, model, run.x0, x_adv, constraints, run.ctx.memo)
     within = torch.ones(run.x0.shape[0], dtype=torch.bool)
     for check in bounds:
         if check["kind"] == "hard":
