@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from percviz.analysis.magnification import magnify, to_display
+from percviz.analysis.colour import to_unit
+from percviz.analysis.magnification import magnify, shared_scale
 from percviz.analysis.metrics import gaussian_blur
 from percviz.attacks import run_attack
 from percviz.attacks.base import AttackContext, get_attack
@@ -142,6 +143,12 @@ def _high_frequency(d: torch.Tensor) -> float:
     return float((d - gaussian_blur(d, sigma=1.0, radius=3)).square().mean())
 
 
+def _on_one_scale(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Images on one shared min–max display scale, as the magnification view draws them."""
+    scale = shared_scale(images)
+    return [torch.from_numpy(to_unit(m.numpy(), scale)) for m in images]
+
+
 @pytest.mark.slow
 def test_magnified_smooth_example_shows_less_structure(
     lite0: Classifier, lite0_runs: dict, photos224: torch.Tensor
@@ -158,7 +165,7 @@ def test_magnified_smooth_example_shows_less_structure(
     OUT.mkdir(exist_ok=True)
     diffs = [(mags[1] - mags[0]).abs(), (mags[2] - mags[0]).abs()]
     names = ("magnified_original", "magnified_scw_l2", "magnified_pgd_l2", "magdiff_scw_l2", "magdiff_pgd_l2")
-    for name, img in zip(names, [*to_display(mags), *to_display(diffs)], strict=True):
+    for name, img in zip(names, [*_on_one_scale(mags), *_on_one_scale(diffs)], strict=True):
         arr = (img[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         Image.fromarray(arr).save(OUT / f"{name}.png")
     assert hf_scw < 0.5 * hf_pgd
