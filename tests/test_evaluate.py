@@ -217,7 +217,7 @@ def test_cli_and_app_match_quality_give_the_same_numbers(
 ) -> None:
     """One matched-quality rule (percviz.evaluation.matched_params, MATCH_MAX_EVALS) behind
     ``percviz evaluate --match`` and the Evaluate page's workflow: the same request, the same result."""
-    from percviz.workflows import evaluate_work
+    from percviz.workflows import evaluate_work, plan_evaluate
 
     out = tmp_path / "matched"
     argv = ["evaluate", "--images", str(folder224), "--limit", "2", "--attack", "pgd"]
@@ -226,7 +226,8 @@ def test_cli_and_app_match_quality_give_the_same_numbers(
     cli = json.loads((out / "summary.json").read_text())["matched"][0]
     images, _ = ev.load_folder(folder224, 224, limit=2)
     runs = ev.make_runs(["pgd"], {"steps": 2})
-    app = evaluate_work(lite0, images, runs, 0, 8, False, ("ssim", 0.97), [])(lambda record: None)
+    plan = plan_evaluate(images, runs, 8, ("ssim", 0.97))
+    app = evaluate_work(lite0, plan, seed=0, explain=False)(lambda record: None)
     matched = app.matched[0]
     assert [p["value"] for p in matched["probes"]] == [p["value"] for p in cli["probes"]]
     assert matched["value"] == cli["value"] and matched["achieved"] == pytest.approx(

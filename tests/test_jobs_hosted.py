@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from percviz.attacks import run_attack
-from percviz.attacks.caps import check_params
+from percviz.attacks.caps import check_any_params
 from percviz.errors import ParameterError
 from percviz.limits import HOSTED, LOCAL, check_image_size, current_limits
 from percviz.serving.jobs import ComputeQueue, QueueFullError
@@ -139,8 +139,8 @@ def test_limits_local_and_hosted(monkeypatch) -> None:
     limits = current_limits()
     assert limits.hosted and limits.max_steps == 50 and not limits.allow_server_folders
     with pytest.raises(ParameterError, match="at most 50 for 'steps'"):
-        check_params({"steps": 51}, limits)
-    check_params({"steps": 50, "random_start": True}, limits)
+        check_any_params({"steps": 51}, limits)
+    check_any_params({"steps": 50, "random_start": True}, limits)
     with pytest.raises(ParameterError, match="pixels on a side"):
         check_image_size(100, 7000, limits)
     monkeypatch.setenv("PERCVIZ_MAX_STEPS", "many")

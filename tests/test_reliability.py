@@ -15,7 +15,7 @@ from torch import nn
 
 from percviz.attacks import get_attack, registry, run_attack
 from percviz.attacks.base import AttackCancelled, AttackContext, stop_when
-from percviz.attacks.caps import check_params, declared_loop_params
+from percviz.attacks.caps import check_any_params, check_params, declared_loop_params
 from percviz.errors import ModelUnavailableError, ParameterError
 from percviz.limits import COST_LIMITS, HOSTED, LOCAL
 from percviz.models import Classifier, ModelSpec, model_status
@@ -86,11 +86,11 @@ def test_caps_cover_the_per_class_and_search_parameters() -> None:
     check_params("deepfool", {"candidates": 999, "steps": 200}, LOCAL)
 
 
-def test_the_legacy_two_argument_form_still_checks_floats() -> None:
+def test_the_registry_wide_check_still_checks_floats() -> None:
     with pytest.raises(ParameterError, match=r"at most 200 for 'steps'; got 1000\.0"):
-        check_params({"steps": 1000.0}, HOSTED)
+        check_any_params({"steps": 1000.0}, HOSTED)
     with pytest.raises(ParameterError, match="must be a number"):
-        check_params({"steps": float("nan")}, HOSTED)
+        check_any_params({"steps": float("nan")}, HOSTED)
 
 
 def test_hosted_template_refuses_a_value_no_page_checked(tiny: Classifier, photos32, monkeypatch) -> None:

@@ -17,36 +17,35 @@ if TYPE_CHECKING:
     from percviz.attacks.base import AttackSpec
 
 
-def check_params(
-    attack: AttackSpec | str | Mapping[str, Any],
-    values: Mapping[str, Any] | Limits | None = None,
-    limits: Limits | None = None,
-) -> None:
+def check_params(attack: AttackSpec | str, values: Mapping[str, Any], limits: Limits | None = None) -> None:
     """Refuse loop counts and cost parameters above the caps, and runs that can only fail.
 
-    ``check_params(spec_or_id, values, limits)``: the parameters the attack declares
-    (:attr:`AttackSpec.iteration_params`, :attr:`AttackSpec.cost_params`) plus the usual names
-    are compared with their cap whatever their type (``1000.0``, ``"1e23"`` and ``inf`` alike; a
-    list, as a sweep sends, value by value), and an external ``distance_net`` must have its
-    weights on this machine. ``check_params(values, limits)`` checks every name any registered
-    attack declares.
+    The parameters ``attack`` declares (:attr:`AttackSpec.iteration_params`,
+    :attr:`AttackSpec.cost_params`) are compared with their cap whatever their type (``1000.0``,
+    ``"1e23"`` and ``inf`` alike; a list, as a sweep sends, value by value), and an external
+    ``distance_net`` must have its weights on this machine (``limits``: default this process's).
     Raises :class:`ParameterError` (or :class:`ModelUnavailableError`) with one sentence.
     """
-    given: object = values
-    if isinstance(values, Limits):
-        spec, given, limits = None, attack, values
-    else:
-        spec = _spec(attack)
-    if limits is None:
-        limits = current_limits()
-    params: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    from percviz.attacks import get_attack
+
+    spec = get_attack(attack) if isinstance(attack, str) else attack
+    _check_caps(spec, values, limits or current_limits())
+    if "distance_net" in spec.param_names():
+        _check_distance_net(values.get("distance_net"), limits or current_limits())
+
+
+def check_any_params(values: Mapping[str, Any], limits: Limits | None = None) -> None:
+    """:func:`check_params` for values not yet tied to an attack: every loop and cost name that any
+    registered attack declares is compared with its cap."""
+    _check_caps(None, values, limits or current_limits())
+
+
+def _check_caps(spec: AttackSpec | None, params: Mapping[str, Any], limits: Limits) -> None:
     iteration, cost = declared_loop_params(spec)
     for name in sorted(iteration | cost):
         field = "max_steps" if name in iteration else COST_LIMITS.get(name, "max_cost")
         for value in _each(params.get(name)):
             _check_cap(name, value, getattr(limits, field), limits)
-    if spec is not None and "distance_net" in spec.param_names():
-        _check_distance_net(params.get("distance_net"), limits)
 
 
 def declared_loop_params(spec: AttackSpec | None = None) -> tuple[set[str], set[str]]:
@@ -58,14 +57,6 @@ def declared_loop_params(spec: AttackSpec | None = None) -> tuple[set[str], set[
     iteration = {n for s in specs for n in s.iteration_params}
     cost = {n for s in specs for n in s.cost_params} - iteration
     return iteration, cost
-
-
-def _spec(attack: AttackSpec | str | Mapping[str, Any]) -> AttackSpec | None:
-    from percviz.attacks import get_attack
-
-    if isinstance(attack, str):
-        return get_attack(attack)
-    return None if isinstance(attack, Mapping) else attack
 
 
 def _each(value: Any) -> list[Any]:

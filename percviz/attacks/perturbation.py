@@ -15,6 +15,7 @@ with κ = ∞ (``loss='cw'``, ``kappa=inf``, the default here); cross-entropy is
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from percviz.attacks._norms import (
     dual,
     lp_norm,
     measure_lp,
+    pairwise_gradients,
     parse_p,
     project,
     random_in_ball,
@@ -211,6 +213,18 @@ def robustness_rho(
     when ``labels`` (default: the predictions) are not what the model predicts. ``x``:
     ``N×3×H×W`` in [0, 1]; costs one forward and a few batched gradient passes.
     """
+    return robustness_rhos(model, x, (p,), labels, candidates)[0]
+
+
+@torch.no_grad()
+def robustness_rhos(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    norms: Sequence[float | str],
+    labels: torch.Tensor | None = None,
+    candidates: int = 10,
+) -> list[torch.Tensor]:
+    """:func:`robustness_rho` for several ℓp norms from one set of gradients (one per candidate)."""
     from percviz.attacks.base import AttackContext
 
     validate_batch(x)
@@ -218,9 +232,12 @@ def robustness_rho(
     x0 = x.detach().to(ctx.device, torch.float32)
     logits = ctx.logits(x0)
     y = logits.argmax(1) if labels is None else labels.to(ctx.device)
-    cand = candidate_classes(logits, y, candidates)
-    loss, _, wq, _ = closest_boundary(ctx, x0, y, cand, dual(parse_p(p)))
-    return (loss / wq.clamp_min(TINY)).cpu()
+    diff, grads, _ = pairwise_gradients(ctx, x0, y, candidate_classes(logits, y, candidates))
+    out = []
+    for p in norms:
+        wq = lp_norm(grads.flatten(0, 1), dual(parse_p(p))).view(diff.shape)
+        out.append((-diff.double() / wq.clamp_min(TINY)).min(dim=1).values.cpu())
+    return out
 
 
 def balda_iter(

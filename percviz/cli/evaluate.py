@@ -113,11 +113,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
         "model": model.spec.id,
         "device": str(model.device),
         "seed": args.seed,
-        "images": [im.name for im in images],
-        "skipped": [s.as_dict() for s in skipped],
+        "images": [im.name for im in plan.images],
+        "skipped": [s.as_dict() for s in plan.skipped],
         "computed": computed,
         "reused": reused,
-        "complete": not cancelled and len(rows) + len(errors) == len(images) * (len(runs)),
+        "complete": not cancelled and len(rows) + len(errors) == len(plan.images) * len(plan.runs),
         "errors": [{k: r.get(k) for k in ("image", "attack", "params", "error")} for r in errors],
         "explainability": "Pochimireddy et al. 2021 §V-B at noise threshold 0.11"
         if explain and explain_ok
@@ -131,7 +131,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if cluster is not None:
         payload["cluster"] = cluster
     if args.transfer_to and not cancelled:
-        payload["transfer"] = _transfer(args, [model, *transfer_models], runs, out, bar)
+        payload["transfer"] = _transfer(args, [model, *transfer_models], plan.runs, out, bar)
     (out / "summary.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n", encoding="utf-8")
     for s in summaries:
         print(
@@ -140,7 +140,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
             f"mean SSIM {s['mean_ssim']:.4f}, P_suc {s['p_suc']:.3f}, D̄ {_opt(s['mean_distortion'])} "
             f"({s['images']} images)"
         )
-    print(f"wrote {out} ({computed} computed, {reused} reused, {len(skipped)} skipped)")
+    print(f"wrote {out} ({computed} computed, {reused} reused, {len(plan.skipped)} skipped)")
     return 0
 
 

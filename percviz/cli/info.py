@@ -89,7 +89,7 @@ def _constraint_line(c: Any) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from percviz.attacks.perturbation import robustness_rho
+    from percviz.attacks.perturbation import robustness_rhos
     from percviz.models import load_model, predict
     from percviz.pipeline import load_ref, prepare
     from percviz.recipes import ImageRef
@@ -98,6 +98,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     image = prepare(load_ref(ImageRef.parse(args.image)), model.input_size, args.crop)
     x = image.tensor(model.device)
     preds = predict(model, x, args.top)[0]
+    rho_l2, rho_linf = robustness_rhos(model, x, (2, "inf"))
     payload = {
         "model": model.spec.id,
         "image": image.loaded.name,
@@ -105,8 +106,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "top": [p.as_dict() for p in preds],
         # Balda et al. 2019 Theorem 1: the linearised distance to the closest decision boundary
         # (runner-up among the top 10 other classes), in [0, 1] units over the whole image.
-        "rho_l2": float(robustness_rho(model, x, p=2)[0]),
-        "rho_linf": float(robustness_rho(model, x, p="inf")[0]),
+        "rho_l2": float(rho_l2[0]),
+        "rho_linf": float(rho_linf[0]),
     }
     print(json.dumps(json_safe(payload), indent=2))
     return 0

@@ -89,24 +89,14 @@ class EvalOutcome:
 
 def evaluate_work(
     model: Classifier,
-    images: list[ev.EvalImage] | EvaluatePlan,
-    runs: list[ev.RunSpec] | None = None,
-    seed: int = 0,
-    batch: int = 8,
-    explain: bool = True,
-    match: tuple[ev.QualityMetric, float] | None = None,
-    skipped: list[ev.Skipped] | None = None,
+    plan: EvaluatePlan,
     *,
+    seed: int = 0,
+    explain: bool = True,
     store: ev.RowStore | None = None,
-    limits: Limits | None = None,
 ) -> Callable[[ProgressCallback], EvalOutcome]:
-    """The evaluation's job body for a plan (or for images, runs, batch and match, planned now with
-    ``limits``); ``store`` makes it resumable (rows already in it are reused, new ones appended)."""
-    plan = (
-        images
-        if isinstance(images, EvaluatePlan)
-        else plan_evaluate(images, runs or [], batch, match, skipped=skipped or [], limits=limits)
-    )
+    """The job body of a checked evaluation (:func:`plan_evaluate`); ``store`` makes it resumable
+    (rows already in it are reused, new ones appended)."""
 
     def work(progress: ProgressCallback) -> EvalOutcome:
         parts = int(plan.baseline) + (len(plan.runs) if plan.match else 0)
