@@ -105,6 +105,21 @@ def idle(page: Any, timeout_s: float = 300) -> None:
     )
 
 
+def click_until(page: Any, target: Any, done_js: str, tries: int = 3, wait_s: float = 30) -> None:
+    """Click ``target`` until the JavaScript predicate ``done_js`` holds. Under load a click can
+    land while a rerun is redrawing the widget (``idle`` saw the script stopped just before the
+    previous click's rerun began) and be lost; the click is repeated, at most ``tries`` times."""
+    for attempt in range(tries):
+        idle(page)
+        target.click()
+        try:
+            page.wait_for_function(done_js, timeout=wait_s * 1000)
+            return
+        except Exception:
+            if attempt == tries - 1:
+                raise
+
+
 def pick(page: Any, label: str, option_text: Any) -> None:
     """Choose the first option matching ``option_text`` (text or regex) in the select box ``label``."""
     idle(page)

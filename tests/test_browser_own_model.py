@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from _browser import CHROMIUM, chromium_page, idle, streamlit_server, verdict_with
+from _browser import CHROMIUM, chromium_page, click_until, idle, streamlit_server, verdict_with
 
 pytest.importorskip("playwright.sync_api")
 pytestmark = [
@@ -58,14 +58,25 @@ def test_an_uploaded_torchscript_classifier_runs_pgd_in_explore(server: str, scr
         page.goto(f"{server}/Explore?attack=pgd&image=chelsea&p_steps=3")
         page.get_by_role("button", name="Run attack").wait_for()
         idle(page)
-        page.get_by_text("Your model", exact=True).click()
-        idle(page)
-        page.get_by_text("Upload", exact=True).first.click()
-        idle(page)
+        sidebar = "document.querySelector('[data-testid=\"stSidebar\"]')"
+        click_until(
+            page,
+            page.get_by_text("Your model", exact=True),
+            f"() => {sidebar}.innerText.includes('Path on this machine')",
+        )
+        click_until(
+            page,
+            page.get_by_text("Upload", exact=True).first,
+            f"() => {sidebar}.querySelector('input[type=\"file\"]') !== null",
+        )
         page.locator('[data-testid="stSidebar"] input[type="file"]').first.set_input_files(str(scripted))
         page.get_by_text("my_flat_net.pt").first.wait_for(timeout=120_000)
-        idle(page)
-        page.get_by_role("button", name="Run attack").click()
+        started = (
+            "() => { const v = document.querySelector('.pv-verdict');"
+            " return (v && v.innerText.includes('· PGD')) ||"
+            " document.querySelector('[data-testid=\"stProgress\"]') !== null; }"
+        )
+        click_until(page, page.get_by_role("button", name="Run attack"), started)
         verdict_with(page, "· PGD")
         idle(page)
         assert page.locator('[data-testid="stException"]').count() == 0
